@@ -1,0 +1,11 @@
+"""Artifact types of STARS's custom components."""
+from tfx.types import artifact
+from tfx.types import standard_artifacts  # noqa: F401  (re-exported for components)
+
+
+class DataRejects(artifact.Artifact):
+    """Rows set aside by an ExampleGen (e.g. unknown item ids), one CSV per table.
+
+    Custom properties: ``rejected`` (total) and ``<table>_rejected``.
+    """
+    TYPE_NAME = "StarsDataRejects"

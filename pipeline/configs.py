@@ -1,0 +1,33 @@
+"""Pipeline configuration: everything the DSL needs, passed in (no globals)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+PIPELINE_NAME = "stars"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    data_dir: str
+    pipeline_root: str
+    pipeline_name: str = PIPELINE_NAME
+    metadata_path: Optional[str] = None       # MLMD SQLite; default under the root
+    encoder: str = "minilm"                   # see stars.enrichment.encoders.make_encoder
+    tagger: str = "keyword"                   # see stars.enrichment.taggers.make_tagger
+    tag_vocabulary: str = ""                  # JSON file; empty = built-in vocabulary
+    enrichment_cache_dir: Optional[str] = None  # default: <root>/enrichment_cache
+    split_mode: str = "time"                  # time | leave_one_out
+    eval_fraction: float = 0.1
+    max_history: int = 200
+    beam_pipeline_args: Sequence[str] = ("--direct_running_mode=in_memory",
+                                         "--direct_num_workers=1")
+
+    @property
+    def metadata(self) -> str:
+        return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    @property
+    def cache_dir(self) -> str:
+        return self.enrichment_cache_dir or os.path.join(self.pipeline_root, "enrichment_cache")

