@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -170,12 +171,15 @@ def _parse_timestamps(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     is_num = numeric.notna().to_numpy()
     out[is_num] = numeric[is_num].astype(np.int64)
     rest = ~is_num & (text != "").to_numpy()
-    if rest.any():
-        parsed = pd.to_datetime(text[rest], errors="coerce", utc=True, format="ISO8601")
-        ok = parsed.notna().to_numpy()
-        idx = np.flatnonzero(rest)
-        out[idx[ok]] = parsed[ok].astype("int64").to_numpy() // 10**9
-        rest[idx[ok]] = False
+    for i in np.flatnonzero(rest):
+        try:
+            moment = datetime.datetime.fromisoformat(text.iloc[i])
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+        out[i] = int(moment.timestamp())
+        rest[i] = False
     bad = rest | (text == "").to_numpy()
     return out, bad
 

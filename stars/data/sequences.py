@@ -12,6 +12,7 @@ it.  Every split has the same features, so one schema describes them all:
   ``target_timestamp``, ``target_event_type``, ``target_page_id``,
   ``target_region``, ``target_page_item_id`` (the candidate set shown);
 * the user: ``user_id``, ``user_num_<name>`` (0 or 1 float), ``user_cat_<name>``.
+  Events without a region take the user's ``region`` feature when there is one.
 
 Split modes:
 
@@ -33,6 +34,7 @@ import math
 from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 SPLIT_MODES = ("time", "leave_one_out")
+USER_REGION_FEATURE = "region"  # users-table column that gives events a default region
 
 
 class Event(NamedTuple):
@@ -151,6 +153,9 @@ def user_examples(user_id: str, events: Iterable[Event], config: SplitConfig,
     it; callers count what each split received.
     """
     ordered = sorted(events, key=lambda e: (e.timestamp, e.sequence_number))
+    home = str((user_features or {}).get(USER_REGION_FEATURE) or "")
+    if home:  # events without a region happened in the user's home region
+        ordered = [e if e.region else e._replace(region=home) for e in ordered]
     user = _user_features(user_features, feature_kinds or {})
     if config.mode == "time":
         if cut is None:

@@ -1,0 +1,54 @@
+"""Calendar ids against Python's datetime (the numpy/stdlib reference)."""
+import datetime as dt
+
+import numpy as np
+
+import stars  # noqa: F401
+import tensorflow as tf
+
+from models import calendar
+
+
+def _reference(ts: int) -> dict:
+    d = dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
+    doy = d.timetuple().tm_yday - 1
+    return {"hour": d.hour, "day_of_week": d.weekday(), "month": d.month - 1,
+            "week_of_year": min(doy // 7, calendar.WEEK_OF_YEAR_BUCKETS - 1)}
+
+
+def test_calendar_ids_match_datetime_for_random_times():
+    rng = np.random.default_rng(0)
+    stamps = rng.integers(0, 2_000_000_000, size=2000).astype(np.int64)
+    stamps = np.concatenate([stamps, [0, 951782400, 4107542400 - 1, 1709164800]])  # leap days
+    got = {k: v.numpy() for k, v in calendar.calendar_features(tf.constant(stamps)).items()}
+    for i, ts in enumerate(stamps):
+        ref = _reference(int(ts))
+        for name, value in ref.items():
+            assert got[name][i] == value, (int(ts), name, got[name][i], value)
+
+
+def _holiday_of(date: dt.date) -> str:
+    ts = int(dt.datetime(date.year, date.month, date.day, 12, tzinfo=dt.timezone.utc).timestamp())
+    index = int(calendar.calendar_features(tf.constant([ts]))["holiday"].numpy()[0])
+    return calendar.HOLIDAYS[index]
+
+
+def test_holiday_window_precedes_the_day():
+    assert _holiday_of(dt.date(2024, 12, 10)) == "christmas"
+    assert _holiday_of(dt.date(2024, 12, 25)) == "christmas"
+    assert _holiday_of(dt.date(2024, 12, 27)) == "new_year"
+    assert _holiday_of(dt.date(2024, 10, 20)) == "halloween"
+    assert _holiday_of(dt.date(2024, 2, 1)) == "valentines"
+    assert _holiday_of(dt.date(2024, 9, 1)) == "none"
+
+
+def test_black_friday_is_the_day_after_the_fourth_thursday():
+    for year, day in ((2023, 24), (2024, 29), (2025, 28)):
+        assert _holiday_of(dt.date(year, 11, day)) == "black_friday"
+        # The evening before Black Friday is still inside its window, not Christmas's.
+        assert _holiday_of(dt.date(year, 11, day - 3)) == "black_friday"
+
+
+def test_shape_is_preserved():
+    out = calendar.calendar_features(tf.constant([[1_700_000_000, 1_700_003_600]], tf.int64))
+    assert all(v.shape == (1, 2) for v in out.values())
