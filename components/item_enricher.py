@@ -40,12 +40,11 @@ def enrich_examples(items_uri: str, out_uri: str, splits, encoder_spec: str,
     report = enricher.EnrichmentReport()
     for split in splits:
         stream = (tf_example.from_example(e) for e in tf_example.read_split(items_uri, split))
-        enriched = enricher.enrich(stream, encoder, tagger, vocabulary, cache, report)
+        enriched = enricher.enrich(stream, encoder, tagger, cache, report)
         tf_example.write_split(out_uri, split, (tf_example.to_example(f) for f in enriched))
         cache.flush()
     vocabulary.save(os.path.join(out_uri, TAG_VOCABULARY_FILE))
-    return {**vars(report), "encoder": encoder.name, "embedding_dim": encoder.dim,
-            "tagger": tagger.name}
+    return {**vars(report), "encoder": encoder.name, "tagger": tagger.name}
 
 
 @tfx.dsl.components.component

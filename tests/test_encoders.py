@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from stars.enrichment.encoders import (HashingEncoder, HttpEmbeddingEncoder, ItemEncoder,
+from stars.enrichment.encoders import (HashingEncoder, HttpEmbeddingEncoder,
                                        PrecomputedEncoder, make_encoder)
 from stars.enrichment.http_client import EndpointError, JsonEndpoint
 from stars.enrichment.item_text import content_hash, item_text
@@ -55,7 +55,7 @@ def test_minilm_reproduces_sentence_transformers(minilm):
     assert sims[0, 1] == pytest.approx(0.6660, abs=0.01)
     assert sims[0, 2] == pytest.approx(0.1046, abs=0.01)
     assert sims[1, 2] == pytest.approx(0.1411, abs=0.01)
-    assert isinstance(minilm, ItemEncoder) and minilm.dim == 384
+    assert minilm.dim == 384
     assert minilm.name.startswith("minilm:") and "d384" in minilm.name
 
 
@@ -114,7 +114,7 @@ def test_precomputed_encoder_normalises_and_checks():
     v = enc.encode([{"item_id": "a", "embedding": [3.0, 4.0]},
                     {"item_id": "b", "embedding": np.array([0.0, 2.0])}])
     np.testing.assert_allclose(v, [[0.6, 0.8], [0.0, 1.0]], atol=1e-6)
-    assert enc.dim == 2 and enc.name == "precomputed:d2"
+    assert enc.dim == 2 and enc.name == "precomputed:v1"
     with pytest.raises(ValueError, match="item 'c' has no 'embedding'"):
         enc.encode([{"item_id": "c", "embedding": None}])
     with pytest.raises(ValueError, match="item 'd' has an embedding of dimension 3, expected 2"):
@@ -122,7 +122,9 @@ def test_precomputed_encoder_normalises_and_checks():
     with pytest.raises(ValueError, match="item 'e' has a zero"):
         enc.encode([{"item_id": "e", "embedding": [0.0, 0.0]}])
     with pytest.raises(ValueError, match="item 'f' has an embedding of dimension 3, expected 4"):
-        PrecomputedEncoder(dim=4).encode([{"item_id": "f", "embedding": "1|2|3"}])
+        make_encoder("precomputed:4").encode([{"item_id": "f", "embedding": "1|2|3"}])
+    with pytest.raises(ValueError, match="dimension unknown"):
+        PrecomputedEncoder().dim
 
 
 # --- HTTP embeddings endpoint (against a local test double) -----------------

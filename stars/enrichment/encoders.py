@@ -5,7 +5,7 @@ dimension, so switching either re-embeds), a ``dim`` and ``encode``.  Choose one
 with :func:`make_encoder` from a spec string:
 
 * ``minilm`` / ``minilm:/path/to/model``: all-MiniLM-L6-v2, offline (384-d).
-* ``precomputed``: the catalogue's own ``embedding`` column.
+* ``precomputed`` / ``precomputed:DIM``: the catalogue's own ``embedding`` column.
 * ``http:http://host:port/v1?model=NAME&api_key_env=VAR``: an OpenAI-compatible
   embeddings endpoint (options: also ``batch_size``, ``timeout``, ``retries``, ``dim``).
 * ``hashing`` / ``hashing:256``: hashed n-grams, for tests only.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -24,8 +24,9 @@ from stars.enrichment.item_text import item_text, precomputed_vector
 from stars.enrichment.minilm import MiniLMEncoder
 
 
-@runtime_checkable
 class ItemEncoder(Protocol):
+    """For type checking only: ``dim`` and ``name`` may do work (an HTTP probe),
+    so the protocol is not runtime-checkable."""
     name: str
     dim: int
 
@@ -49,7 +50,13 @@ def normalise_rows(vectors: np.ndarray, ids: Sequence[str], source: str) -> np.n
 
 
 class PrecomputedEncoder:
-    """The catalogue's ``embedding`` column; ``dim`` is fixed by the first item if not given."""
+    """The catalogue's ``embedding`` column; ``dim`` is fixed by the first item if not given.
+
+    ``name`` leaves the dimension out so that it is known before any item is
+    read: the content hash covers the vector itself, dimension included.
+    """
+
+    name = "precomputed:v1"
 
     def __init__(self, dim: Optional[int] = None):
         self._dim = dim
@@ -57,13 +64,9 @@ class PrecomputedEncoder:
     @property
     def dim(self) -> int:
         if self._dim is None:
-            raise ValueError("precomputed encoder: dimension unknown until the first "
-                             "item is encoded (pass dim=...)")
+            raise ValueError("precomputed encoder: dimension unknown until an item is "
+                             "encoded (give it as 'precomputed:DIM')")
         return self._dim
-
-    @property
-    def name(self) -> str:
-        return f"precomputed:d{self.dim}"
 
     def encode(self, items: Sequence[Mapping]) -> np.ndarray:
         ids = [_item_id(item, i) for i, item in enumerate(items)]
@@ -189,7 +192,8 @@ class HttpEmbeddingEncoder:
         return normalise_rows(np.concatenate(chunks), ids, self.url)
 
 
-ENCODER_SPECS = ("minilm", "minilm:/path/to/model", "precomputed", "hashing",
+ENCODER_SPECS = ("minilm", "minilm:/path/to/model", "precomputed", "precomputed:DIM",
+                 "hashing",
                  "hashing:DIM", "http:http://host:port/v1?model=NAME&api_key_env=VAR")
 
 
@@ -198,8 +202,11 @@ def make_encoder(spec: str) -> ItemEncoder:
     kind, _, arg = spec.strip().partition(":")
     if kind == "minilm":
         return MiniLMEncoder(arg or None)
-    if kind == "precomputed" and not arg:
-        return PrecomputedEncoder()
+    if kind == "precomputed":
+        try:
+            return PrecomputedEncoder(int(arg) if arg else None)
+        except ValueError:
+            raise ValueError(f"bad encoder spec {spec!r}: precomputed:DIM needs an integer")
     if kind == "hashing":
         try:
             return HashingEncoder(int(arg) if arg else 256)

@@ -1,9 +1,8 @@
 """Item enrichment: catalogue item -> frozen text embedding e_i and attribute tags t_i.
 
-Streams the catalogue in batches (bounded memory), asks the encoder and the
-tagger only for items the content-hash cache does not already hold, and keeps
-merchant-supplied tags (normalised to the controlled vocabulary) alongside the
-tagger's.
+Streams the catalogue in batches (bounded memory) and asks the encoder and the
+tagger only for items the content-hash cache does not already hold.  Taggers
+merge merchant-supplied tags themselves (normalised to the vocabulary).
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ class EnrichmentReport:
     tagged: int = 0
     tags_from_cache: int = 0
     items_with_tags: int = 0
+    embedding_dim: int = 0
 
 
 def item_record(features: Mapping) -> dict:
@@ -50,7 +50,7 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def enrich(features_stream: Iterable[dict], encoder, tagger, vocabulary,
+def enrich(features_stream: Iterable[dict], encoder, tagger,
            cache: EnrichmentCache, report: EnrichmentReport,
            batch_size: int = 256) -> Iterator[dict]:
     """Yields each item's features with ``text_embedding`` and ``attribute_tags``."""
@@ -72,9 +72,8 @@ def enrich(features_stream: Iterable[dict], encoder, tagger, vocabulary,
         report.embeddings_from_cache += len(batch) - len(missing)
         report.tagged += len(untagged)
         report.tags_from_cache += len(batch) - len(untagged)
-        for features, record, ek, tk in zip(batch, records, emb_keys, tag_keys):
-            merchant = {vocabulary.normalise(t) for t in record["tags"]} - {None}
-            tags = sorted(set(cache.tags(tk)) | merchant)
+        for features, ek, tk in zip(batch, emb_keys, tag_keys):
+            vector, tags = cache.vector(ek), cache.tags(tk)
+            report.embedding_dim = int(vector.shape[0])
             report.items_with_tags += bool(tags)
-            yield {**features, "text_embedding": cache.vector(ek).tolist(),
-                   "attribute_tags": tags}
+            yield {**features, "text_embedding": vector.tolist(), "attribute_tags": list(tags)}

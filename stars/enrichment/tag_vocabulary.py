@@ -3,7 +3,8 @@
 Each tag has a canonical name (``gluten_free``), ``synonyms`` that are safe to
 look for in product text ("gluten free", "no gluten"), ``aliases`` accepted only
 as a whole tag from a merchant or an LLM because they are ambiguous in free text
-("GF", "eco"), and a description for LLM prompts.  Matching ignores case,
+("GF", "eco"; listing the name itself there keeps it out of text search too),
+and a description for LLM prompts.  Matching ignores case,
 spaces, hyphens and punctuation: "Gluten-Free", "gluten free" and "GLUTENFREE"
 are one tag.
 
@@ -142,8 +143,8 @@ def _tag(name, synonyms, aliases="", description=""):
     return Tag(name, split(synonyms), split(aliases), description)
 
 
-# Synonyms are searched in product text with word boundaries, so each must be
-# unambiguous there; short or ambiguous forms are aliases (whole tags only).
+# Names and synonyms are searched in product text on word boundaries, so each
+# must be unambiguous there; ambiguous forms are aliases (whole tags only).
 DEFAULT = TagVocabulary([
     _tag("organic", "organic, certified organic, usda organic", "bio",
          "made with certified organic ingredients"),

@@ -5,7 +5,7 @@ duplicates, and merges the merchant's own ``tags`` (normalised to V).  Tags
 outside V are dropped and counted in ``stats`` (the raw strings in ``unknown``)
 so the vocabulary can be curated.  Choose one with :func:`make_tagger`:
 
-* ``keyword``: offline rules, V's synonyms found in the product text.
+* ``keyword``: offline rules, V's names and synonyms found in the product text.
 * ``chat:http://host:port/v1?model=NAME&api_key_env=VAR``: an OpenAI-compatible
   chat endpoint (options: also ``batch_size``, ``timeout``, ``retries``); items it
   answers unparseably are tagged by the keyword rules instead, and counted.
@@ -15,15 +15,14 @@ from __future__ import annotations
 import collections
 import json
 import re
-from typing import Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Mapping, Optional, Protocol, Sequence
 
 from stars.enrichment.http_client import (ENDPOINT_OPTIONS, EndpointError,
                                           JsonEndpoint, parse_endpoint_url)
 from stars.enrichment.item_text import item_text, merchant_tags
-from stars.enrichment.tag_vocabulary import DEFAULT, TagVocabulary
+from stars.enrichment.tag_vocabulary import DEFAULT, TagVocabulary, normalise_key
 
 
-@runtime_checkable
 class ItemTagger(Protocol):
     name: str
     stats: collections.Counter
@@ -66,24 +65,32 @@ def _synonym_pattern(synonym: str) -> str:
     return f"{_NOT_ALNUM}{{0,3}}".join(re.escape(w) for w in words)
 
 
-class KeywordTagger(_CountingTagger):
-    """V's synonyms found in the product text on word boundaries, plus merchant tags.
+def _searched_forms(tag) -> list:
+    """The name ("gluten_free" as "gluten free") and synonyms, less the aliases."""
+    aliases = {normalise_key(a) for a in tag.aliases}
+    return [f for f in (tag.name.replace("_", " "), *tag.synonyms)
+            if normalise_key(f) not in aliases]
 
-    Only synonyms are searched, never aliases: aliases are the forms too
-    ambiguous for free text ("GF", "eco").
+
+class KeywordTagger(_CountingTagger):
+    """V's names and synonyms found in the product text on word boundaries, plus
+    merchant tags.
+
+    Aliases are never searched: they are the forms too ambiguous for free text
+    ("GF", "eco"); a name listed as an alias is not searched either ("natural").
     """
 
     def __init__(self, vocabulary: TagVocabulary = DEFAULT, merchant: bool = True):
         super().__init__(vocabulary)
         self.merchant = merchant
         self.name = f"keyword:v1:{vocabulary.digest}"
-        phrases = {s for tag in vocabulary for s in tag.synonyms}
+        phrases = {s for tag in vocabulary for s in _searched_forms(tag)}
         alternatives = sorted((_synonym_pattern(s) for s in phrases), key=len, reverse=True)
         self._pattern = re.compile(
             f"(?<![^\\W_]){_NEGATED}(?:{'|'.join(alternatives) or '(?!)'})(?![^\\W_])")
 
     def tags_in_text(self, text: str) -> set:
-        """Canonical tags whose synonyms occur in ``text``."""
+        """Canonical tags whose names or synonyms occur in ``text``."""
         found = set()
         for match in self._pattern.finditer(text.lower()):
             name = self.vocabulary.normalise(match.group(0))
