@@ -38,6 +38,10 @@ setup(
         "safetensors",
         "requests",
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={
+        # KubeflowV2DagRunner (pipeline/runners/vertex.py) needs kfp to compile and to run steps.
+        "kfp": ["kfp", "kfp-pipeline-spec"],
+        "test": ["pytest", "kfp", "kfp-pipeline-spec"],
+    },
     entry_points={"console_scripts": ["stars=stars.cli:main"]},
 )

@@ -8,4 +8,6 @@ class DataRejects(artifact.Artifact):
 
     Custom properties: ``rejected`` (total) and ``<table>_rejected``.
     """
-    TYPE_NAME = "StarsDataRejects"
+    # "<module>.<Class>": Kubeflow Pipelines v2 / Vertex need custom type names of this
+    # form and import the class by it at run time (components/__init__.py re-exports it).
+    TYPE_NAME = "components.DataRejects"

@@ -23,10 +23,25 @@ class PipelineConfig:
     max_history: int = 200
     beam_pipeline_args: Sequence[str] = ("--direct_running_mode=in_memory",
                                          "--direct_num_workers=1")
+    # Model half: Trainer -> IndexBuilder -> Evaluator -> Pusher.
+    train_model: bool = True                  # False: the data half only
+    model_preset: str = "cpu"                 # models.config.PRESETS
+    model_variant: str = "stars"              # models.config.ABLATIONS
+    model_overrides: str = ""                 # JSON of ModelConfig fields
+    top_k: int = 100                          # ids per answer (the sidecar over-fetches)
+    serving_index: str = "scann"              # scann | brute_force: which export is pushed
+    serving_model_dir: Optional[str] = None   # TF Serving model base path; default <root>/serving
+    model_name: str = "stars"
+    min_recall_vs_popularity: float = 1.0     # blessing: Recall@10 >= ratio x popularity
+    max_regression: float = 0.02              # blessing: Recall@10 >= last blessed - this
 
     @property
     def metadata(self) -> str:
         return self.metadata_path or os.path.join(self.pipeline_root, "metadata.sqlite")
+
+    @property
+    def serving_base(self) -> str:
+        return self.serving_model_dir or os.path.join(self.pipeline_root, "serving")
 
     @property
     def cache_dir(self) -> str:

@@ -8,11 +8,20 @@ Data half:
     InteractionExampleGen ──▶ StatisticsGen ─▶ SchemaGen ─▶ ExampleValidator
                         └──────────────────────────────────▶ Transform (interactions)
 
-The catalogue reaches the interaction ExampleGen as an input artifact (unknown
-item ids are set aside there), never through ``custom_config``.
+Model half:
+
+    Transform + CatalogTransform ──▶ StarsTrainer ──▶ IndexBuilder (ScaNN + brute force)
+    latest blessed model (Resolver) ─┐                     │
+    IndexBuilder.serving_model ──────┴──▶ StarsEvaluator (TFMA) ──▶ Pusher (if blessed)
+
+The catalogue reaches the interaction ExampleGen, the Trainer and the
+IndexBuilder as input artifacts (unknown item ids are set aside at the
+ExampleGen), never through ``custom_config``.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import List
 
 import stars  # noqa: F401
@@ -21,7 +30,10 @@ from tfx.proto import transform_pb2
 
 from components.catalog_example_gen import CATALOG_SPLIT, CatalogExampleGen
 from components.interaction_example_gen import InteractionExampleGen
+from components.index_builder import IndexBuilder
 from components.item_enricher import ItemEnricher
+from components.stars_evaluator import StarsEvaluator
+from components.stars_trainer import StarsTrainer
 from pipeline.configs import PipelineConfig
 
 INTERACTION_PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
@@ -64,11 +76,55 @@ def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base
             catalog_transform, interaction_gen, stats, schema, validator, transform]
 
 
+def model_components(config: PipelineConfig, data: list) -> list:
+    by_id = {c.id: c for c in data}
+    catalog_gen, interaction_gen = by_id["CatalogExampleGen"], by_id["InteractionExampleGen"]
+    transform, catalog_transform = by_id["Transform"], by_id["CatalogTransform"]
+    trainer = StarsTrainer(
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=by_id["SchemaGen"].outputs["schema"],
+        catalog_examples=catalog_transform.outputs["transformed_examples"],
+        catalog_transform_graph=catalog_transform.outputs["transform_graph"],
+        custom_config={"preset": config.model_preset, "variant": config.model_variant,
+                       "overrides": json.loads(config.model_overrides or "{}")})
+    index_builder = IndexBuilder(
+        model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
+        catalog_examples=catalog_transform.outputs["transformed_examples"],
+        catalog_transform_graph=catalog_transform.outputs["transform_graph"],
+        top_k=config.top_k)
+    served = index_builder.outputs["serving_model" if config.serving_index == "scann"
+                                   else "brute_force_model"]
+    last_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("LatestBlessedModelResolver")
+    evaluator = StarsEvaluator(
+        model=served, examples=interaction_gen.outputs["examples"],
+        catalog=catalog_gen.outputs["examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        baseline_model=last_blessed.outputs["model"], max_history=config.max_history,
+        min_recall_vs_popularity=config.min_recall_vs_popularity,
+        max_regression=config.max_regression)
+    pusher = tfx.components.Pusher(
+        model=served, model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(config.serving_base, config.model_name))))
+    return [trainer, index_builder, last_blessed, evaluator, pusher]
+
+
+def components(config: PipelineConfig) -> list:
+    data = data_components(config)
+    return data + (model_components(config, data) if config.train_model else [])
+
+
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=data_components(config),
+        components=components(config),
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata),
         beam_pipeline_args=list(config.beam_pipeline_args),

@@ -4,6 +4,8 @@
     stars data import-amazon --source DIR --out DIR  public Amazon reviews -> contract
     stars data validate --data-dir DIR             check a data directory, write rejects
     stars pipeline run --data-dir DIR --root DIR   run the TFX pipeline (LocalDagRunner)
+    stars pipeline compile --target vertex|kubeflow --data-dir URI --root URI --output F
+                                                   compile for Vertex AI / Kubeflow Pipelines v2
     stars demo --out DIR                           synth data + pipeline, end to end
 """
 from __future__ import annotations
@@ -59,7 +61,11 @@ def _pipeline_config(args):
         data_dir=os.path.abspath(args.data_dir), pipeline_root=os.path.abspath(args.root),
         encoder=args.encoder, tagger=args.tagger, tag_vocabulary=args.tag_vocabulary,
         split_mode=args.split_mode, eval_fraction=args.eval_fraction,
-        max_history=args.max_history, beam_pipeline_args=tuple(beam_args))
+        max_history=args.max_history, beam_pipeline_args=tuple(beam_args),
+        train_model=not args.data_only, model_preset=args.preset, model_variant=args.variant,
+        model_overrides=args.model_overrides, top_k=args.top_k, serving_index=args.serving_index,
+        serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
+        min_recall_vs_popularity=args.min_recall_vs_popularity)
 
 
 def _pipeline_run(args) -> int:
@@ -69,6 +75,25 @@ def _pipeline_run(args) -> int:
     local.run(config)
     _print({"pipeline_root": config.pipeline_root, "metadata": config.metadata,
             "wall_s": round(time.time() - start, 1)})
+    return 0
+
+
+def _pipeline_compile(args) -> int:
+    import dataclasses
+    from pipeline.runners import vertex
+
+    def uri(path):  # gs://... stays as given; a local path becomes absolute
+        return path if "://" in path else os.path.abspath(path)
+    config = dataclasses.replace(_pipeline_config(args), data_dir=uri(args.data_dir),
+                                 pipeline_root=uri(args.root))
+    image = args.image or vertex.DEFAULT_IMAGE
+    try:
+        path = vertex.compile(config, args.output, image=image, target=args.target)
+    except ImportError as e:
+        print(f"stars: error: {e}", file=sys.stderr)
+        return 2
+    _print({"target": args.target, "pipeline_spec": path, "image": image,
+            "pipeline_root": config.pipeline_root})
     return 0
 
 
@@ -90,6 +115,20 @@ def _add_pipeline_options(parser) -> None:
     parser.add_argument("--split-mode", default="time", choices=["time", "leave_one_out"])
     parser.add_argument("--eval-fraction", type=float, default=0.1)
     parser.add_argument("--max-history", type=int, default=200)
+    parser.add_argument("--data-only", action="store_true",
+                        help="run the data half only (no Trainer/IndexBuilder/Evaluator/Pusher)")
+    parser.add_argument("--preset", default="cpu", help="model size preset: paper | cpu | tiny")
+    parser.add_argument("--variant", default="stars",
+                        help="stars | stars_no_text | stars_no_tags | stars_no_context | "
+                             "stars_no_user | sasrec_id")
+    parser.add_argument("--model-overrides", default="",
+                        help='JSON of model config fields, e.g. \'{"epochs": 5}\'')
+    parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--serving-index", default="scann", choices=["scann", "brute_force"])
+    parser.add_argument("--serving-dir", default="",
+                        help="TF Serving model base path (default <root>/serving)")
+    parser.add_argument("--min-recall-vs-popularity", type=float, default=1.0,
+                        help="blessing threshold: Recall@10 >= this x popularity")
     parser.add_argument("--beam-arg", action="append",
                         help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
 
@@ -122,6 +161,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="pipeline root (artifacts + MLMD SQLite)")
     _add_pipeline_options(p)
     p.set_defaults(func=_pipeline_run)
+    p = pipe_sub.add_parser("compile", help="compile for Vertex AI / Kubeflow Pipelines v2")
+    p.add_argument("--target", required=True, choices=["vertex", "kubeflow"])
+    p.add_argument("--data-dir", required=True, help="data URI as the steps see it (gs://...)")
+    p.add_argument("--root", required=True, help="pipeline root URI (gs://... for Vertex)")
+    p.add_argument("--output", required=True,
+                   help=".json (Vertex PipelineJob) or .yaml (PipelineSpec; Kubeflow needs it)")
+    p.add_argument("--image", default=None,
+                   help="image with this repo installed (see Dockerfile); default stars:latest")
+    _add_pipeline_options(p)
+    p.set_defaults(func=_pipeline_compile)
 
     p = sub.add_parser("demo", help="synthetic data + pipeline, end to end")
     p.add_argument("--out", default="out/demo")

@@ -48,7 +48,7 @@ def run(tmp_path_factory):
             {"user_id": "ghost-user", "item_id": "no-such-item", "timestamp": 1700000000,
              "event_type": "view"})
     config = PipelineConfig(data_dir=str(data), pipeline_root=str(base / "root"),
-                            encoder="minilm", tagger="keyword")
+                            encoder="minilm", tagger="keyword", train_model=False)
     local.run(config)
     return config
 

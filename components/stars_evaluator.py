@@ -1,0 +1,159 @@
+"""StarsEvaluator: TFMA over materialised top-K predictions of the SERVED model.
+
+Calls the exported serving model (``recommend_with_context``) on every eval
+example, exactly as clients do, and materialises its top-K for NI, GI and RR
+(round-robin of the two), next to the popularity baseline (training counts)
+and, when there is one, the last blessed model.  Per-example Hit/Recall/NDCG@K
+go to TensorFlow Model Analysis, sliced by target category, candidate-set size
+(items on the target's page, where impressions exist) and cold-start target;
+Coverage@10 is corpus-level and written beside them.
+
+Blessing: the candidate's Recall@10 must reach ``min_recall_vs_popularity`` x
+the popularity baseline and must not fall more than ``max_regression`` below
+the last blessed model.  The blessing carries ``current_model_id`` so TFX's
+LatestBlessedModelStrategy finds it next run.
+"""
+
+import os
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+import stars  # noqa: F401
+import tensorflow_transform as tft
+from tfx import v1 as tfx
+from tfx.types import standard_artifacts
+from tfx.utils import path_utils
+
+from models import features as F
+from models.popularity import read_popularity_counts
+from models.serving import load_serving_model
+from stars.data import tf_example
+from stars.evaluation import requests, retrieval_metrics as RM
+
+KS = (5, 10, 20, 50)
+SLICES = ("category", "candidate_set_size", "cold_start_target")
+CANDIDATE = "stars_ni"  # the variant whose metrics decide the blessing
+
+
+def size_bucket(n: int) -> str:
+    if n <= 0:
+        return "none"
+    return "1-10" if n <= 10 else "11-30" if n <= 30 else "31-100" if n <= 100 else "101+"
+
+
+def catalog_categories(catalog_uri: str) -> dict:
+    out = {}
+    for example in tf_example.read_split(catalog_uri, "catalog"):
+        f = tf_example.from_example(example)
+        item = f["item_id"][0].decode()
+        category = f.get("category") or [b"unknown"]
+        out[item] = category[0].decode() or "unknown"
+    return out
+
+
+def materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
+    index = {item: i for i, item in enumerate(item_ids)}
+    loaded = load_serving_model(serving_dir)
+    top = requests.score_serving_model(loaded, examples, index, max_history)
+    top["rr"], _ = RM.interleave_round_robin(top["gi"], top["ni"], top["ni"].shape[1])
+    return top
+
+
+def evaluate_predictions(predictions: dict, targets, popularity_top: np.ndarray,
+                         slices: pd.DataFrame, num_items: int) -> tuple:
+    """(per-example frame, corpus metrics) for candidate variants + baselines."""
+    frame = slices.copy()
+    corpus = {}
+    n = len(frame)
+    width = min(top.shape[1] for top in predictions.values())
+    ks = tuple(k for k in KS if k <= width)  # K = 50 needs the model to answer 50 ids
+    ranked = dict(predictions)
+    ranked["popularity"] = np.broadcast_to(popularity_top[:width], (n, min(width, len(popularity_top))))
+    for name, top in ranked.items():
+        metrics = RM.per_example_metrics(top[:, :width], targets, ks)
+        for key in ("hit", "recall", "ndcg"):
+            for k in ks:
+                frame[f"{name}/{key}@{k}"] = metrics[f"{key}@{k}"]
+        corpus[f"{name}/coverage@10"] = RM.coverage_at_k(top, 10, num_items)
+    frame["has_target"] = metrics["has_target"]
+    return frame[frame["has_target"]].reset_index(drop=True), corpus
+
+
+def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_uri: str,
+        output_dir: str, baseline_dir: Optional[str], max_history: int,
+        min_recall_vs_popularity: float, max_regression: float, split: str = "eval") -> dict:
+    from stars.evaluation import tfma_evaluation
+    categories = catalog_categories(catalog_uri)
+    item_ids = sorted(categories)
+    index = {item: i for i, item in enumerate(item_ids)}
+    tft_output = tft.TFTransformOutput(transform_graph_uri)
+    counts = read_popularity_counts(tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB),
+                                    item_ids)
+    examples = list(requests.eval_examples(examples_uri, split))
+    if not examples:
+        raise ValueError(f"the {split!r} split of {examples_uri} has no examples to evaluate")
+    targets = [np.array([index[t] for t in e.targets if t in index], np.int64) for e in examples]
+    first_target = [e.targets[0] if e.targets else "" for e in examples]
+    slices = pd.DataFrame({
+        "category": [categories.get(t, "unknown") for t in first_target],
+        "candidate_set_size": [size_bucket(e.candidate_set_size) for e in examples],
+        "cold_start_target": ["true" if t in index and counts[index[t]] == 0 else "false"
+                              for t in first_target]})
+    predictions = {f"stars_{v}": top for v, top in
+                   materialise(serving_dir, examples, item_ids, max_history).items()}
+    models = {name: f"{name}/" for name in (*predictions, "popularity")}
+    if baseline_dir:
+        predictions["last_blessed"] = materialise(baseline_dir, examples, item_ids,
+                                                  max_history)["ni"]
+        models["last_blessed"] = "last_blessed/"
+    popularity_top = np.argsort(-counts, kind="stable")[:max(KS)]
+    frame, corpus = evaluate_predictions(predictions, targets, popularity_top, slices,
+                                         len(item_ids))
+    rules = {}
+    if min_recall_vs_popularity > 0:
+        rules["min_ratio"] = {"popularity": min_recall_vs_popularity}
+    if baseline_dir:
+        rules["max_drop"] = {"last_blessed": max_regression}
+    corpus_by_model = {}
+    for key, value in corpus.items():
+        model_name, metric = key.split("/")
+        corpus_by_model.setdefault(model_name, {})[metric] = value
+    summary = tfma_evaluation.evaluate(
+        frame, models, baseline="popularity", slice_columns=list(SLICES),
+        output_path=output_dir, overwrite=True, corpus_metrics=corpus_by_model,
+        thresholds={"candidate": CANDIDATE, "metrics": {"recall@10": rules}} if rules else None)
+    return {"examples": len(frame), "blessed": bool(summary.blessed),
+            "failures": list(summary.failures),
+            "overall": {m: summary.overall(m) for m in models}}
+
+
+@tfx.dsl.components.component
+def StarsEvaluator(
+    model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
+    examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
+    catalog: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
+    transform_graph: tfx.dsl.components.InputArtifact[standard_artifacts.TransformGraph],
+    evaluation: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelEvaluation],
+    blessing: tfx.dsl.components.OutputArtifact[standard_artifacts.ModelBlessing],
+    baseline_model: tfx.dsl.components.InputArtifact[standard_artifacts.Model] = None,
+    max_history: tfx.dsl.components.Parameter[int] = 200,
+    min_recall_vs_popularity: tfx.dsl.components.Parameter[float] = 1.0,
+    max_regression: tfx.dsl.components.Parameter[float] = 0.02,
+):
+    """Evaluates the served model and blesses it (or not)."""
+    baseline_dir = path_utils.serving_model_path(baseline_model.uri) if baseline_model else None
+    result = run(path_utils.serving_model_path(model.uri), examples.uri, catalog.uri,
+                 transform_graph.uri, evaluation.uri, baseline_dir, max_history,
+                 min_recall_vs_popularity, max_regression)
+    blessed = result["blessed"]
+    with open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
+        f.write("\n".join(result["failures"]))
+    blessing.set_int_custom_property("blessed", int(blessed))
+    blessing.set_string_custom_property("current_model", model.uri)
+    blessing.set_int_custom_property("current_model_id", model.id)
+    if baseline_model:
+        blessing.set_string_custom_property("baseline_model", baseline_model.uri)
+        blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
+    evaluation.set_float_custom_property("recall_at_10", result["overall"][CANDIDATE]["recall@10"])

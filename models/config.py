@@ -1,0 +1,93 @@
+"""Model configuration: sizes, objective and the switches that make ablations one flag away."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    # Encoder (STARS §4.2; the "paper" preset has the paper's sizes).
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    ff_dim: int = 256
+    dropout: float = 0.1
+    serving_dim: int = 64
+    max_history: int = 50
+    tag_dim: int = 32
+    tag_mlp: bool = False            # g(t) = W_t t (False) or a 2-layer MLP (True)
+
+    # Semantic item token (§4.1) and the other encodings: each switchable.
+    use_text: bool = True            # frozen e_i; off = "- text embeddings" ablation
+    use_delta: bool = True           # learnable residual δ_i (an ID embedding when text is off)
+    use_tags: bool = True            # g(t_i); off = "- LLM tags" ablation
+    use_context: bool = True         # calendar context c_t and the context offset; "- dynamic context"
+    use_user_token: bool = True      # [USER] token; off = "- [USER] token" (h_gen then pools items)
+    use_engagement: bool = True
+    use_recency: bool = True
+    delta_frozen_epochs: int = 1     # δ frozen for the first epochs ...
+    delta_lr_scale: float = 0.1      # ... then trained at this fraction of the learning rate
+
+    # Objective (§4.3).
+    alpha: float = 1.0               # popularity-prior weight; 0 = plain dot-product softmax
+    beta: float = 1.0                # popularity smoothing
+    num_negatives: int = 128
+    max_same_page: int = 8
+    lambda_gen: float = 1.0          # weight of h_gen's next-item loss (trains the GI embedding)
+    lambda_neg: float = 0.0
+    lambda_aux: float = 0.0
+    aux_temperature: float = 0.1
+    full_softmax: bool = False       # score the whole catalogue (ID-only SASRec baseline)
+
+    # Optimisation.
+    learning_rate: float = 1e-3      # one-cycle peak
+    weight_decay: float = 0.01
+    clipnorm: float = 1.0
+    warmup_fraction: float = 0.1
+    batch_size: int = 64
+    epochs: int = 10
+    early_stopping_patience: int = 3
+    mixed_precision: bool = False
+    seed: int = 0
+
+    def replace(self, **changes) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: Optional[str]) -> "ModelConfig":
+        return cls(**json.loads(text)) if text else cls()
+
+
+PRESETS = {
+    "paper": ModelConfig(d_model=768, num_layers=4, num_heads=8, ff_dim=3072, serving_dim=256,
+                         max_history=200, tag_dim=128, batch_size=1600, learning_rate=1e-3,
+                         mixed_precision=True),
+    "cpu": ModelConfig(),
+    "tiny": ModelConfig(d_model=32, num_layers=1, num_heads=2, ff_dim=64, serving_dim=32,
+                        max_history=20, tag_dim=8, num_negatives=16, batch_size=32, epochs=2),
+}
+
+ABLATIONS = {
+    "stars": {},
+    "stars_no_text": {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0},
+    "stars_no_tags": {"use_tags": False},
+    "stars_no_context": {"use_context": False},
+    "stars_no_user": {"use_user_token": False},
+    "sasrec_id": {"use_text": False, "use_tags": False, "use_context": False,
+                  "use_user_token": False, "use_engagement": False, "use_recency": False,
+                  "delta_frozen_epochs": 0, "delta_lr_scale": 1.0, "alpha": 0.0,
+                  "full_softmax": True, "lambda_gen": 0.0},
+}
+
+
+def make_config(preset: str = "cpu", variant: str = "stars", **overrides) -> ModelConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    if variant not in ABLATIONS:
+        raise ValueError(f"unknown model variant {variant!r}; choose from {sorted(ABLATIONS)}")
+    return PRESETS[preset].replace(**ABLATIONS[variant], **overrides)

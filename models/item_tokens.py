@@ -1,0 +1,81 @@
+"""Semantic item tokens (STARS §4.1): x_i = W [ e_i + δ_i ; g(t_i) ].
+
+* ``e_i``: the frozen text embedding (a constant, never trained);
+* ``δ_i``: a learnable per-item residual, zero-initialised, frozen for the first
+  epochs (``delta_gate`` = 0) and then trained at a smaller effective learning
+  rate: δ = s·δ_raw, and Adam's step on δ_raw is scale-free, so δ moves s times
+  slower.  Items with no training interactions keep δ = 0 (masked), so a
+  cold-start item is represented by its text and tags alone;
+* ``g(t_i)``: the multi-hot attribute tags through a linear map or a 2-layer MLP.
+
+The same token (projected) is the item's output embedding w_j: weights are tied,
+which is what lets a cold-start item be scored at all.
+"""
+import numpy as np
+
+import stars  # noqa: F401
+import tensorflow as tf
+
+from models.config import ModelConfig
+from models.item_catalog import ItemCatalog
+
+
+class ItemTokenizer(tf.keras.layers.Layer):
+    def __init__(self, catalog: ItemCatalog, config: ModelConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.num_items = len(catalog)
+        text = catalog.text_embedding if config.use_text else np.zeros(
+            (self.num_items, config.d_model), np.float32)
+        # Catalogue tables are non-trainable variables, not graph constants: a 100k-item
+        # catalogue would otherwise bloat every traced graph and the SavedModel's GraphDef.
+        self.text_embedding = tf.Variable(text.astype(np.float32), trainable=False,
+                                          name="text_embedding")
+        self.tags = tf.Variable(catalog.tag_multi_hot.astype(np.float32), trainable=False,
+                                name="tag_multi_hot")
+        self.has_interactions = tf.Variable((catalog.counts > 0).astype(np.float32)[:, None],
+                                            trainable=False, name="has_interactions")
+        self.delta_scale = float(config.delta_lr_scale)
+        if config.tag_mlp:
+            self.tag_projection = tf.keras.Sequential([
+                tf.keras.layers.Dense(config.tag_dim, activation="relu"),
+                tf.keras.layers.Dense(config.tag_dim)], name="tag_projection")
+        else:
+            self.tag_projection = tf.keras.layers.Dense(config.tag_dim, use_bias=False,
+                                                        name="tag_projection")
+        self.token_projection = tf.keras.layers.Dense(config.d_model, name="token_projection")
+
+    def build(self, input_shape=None):
+        if self.config.use_delta:
+            self.delta_raw = self.add_weight(
+                name="delta_raw", shape=(self.num_items, self.text_embedding.shape[1]),
+                initializer="zeros" if self.config.use_text else
+                tf.keras.initializers.TruncatedNormal(stddev=0.02 / self.delta_scale),
+                trainable=True)
+            self.delta_gate = self.add_weight(
+                name="delta_gate", shape=(), trainable=False,
+                initializer=tf.keras.initializers.Constant(
+                    0.0 if self.config.delta_frozen_epochs > 0 else 1.0))
+        super().build(input_shape)
+
+    def delta(self, indices):
+        """δ for the given items (zero while frozen and for never-seen items)."""
+        raw = tf.gather(self.delta_raw, indices)
+        seen = tf.gather(self.has_interactions, indices)
+        return self.delta_gate * self.delta_scale * raw * seen
+
+    def call(self, indices):
+        """Item indices (any shape) -> tokens [..., d_model]."""
+        if not self.built:
+            self.build(None)
+        indices = tf.cast(indices, tf.int32)
+        semantic = tf.gather(self.text_embedding, indices)
+        if self.config.use_delta:
+            semantic = semantic + self.delta(indices)
+        parts = [semantic]
+        if self.config.use_tags:
+            parts.append(self.tag_projection(tf.gather(self.tags, indices)))
+        return self.token_projection(tf.concat(parts, axis=-1))
+
+    def all_tokens(self):
+        return self(tf.range(self.num_items))

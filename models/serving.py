@@ -1,0 +1,217 @@
+"""The serving SavedModel: raw request -> Transform graph -> STARS -> top-K from an index.
+
+Signatures (all batched):
+
+* ``serving_default`` / ``recommend``: ``history_item_ids`` string [B, L] ("" pads,
+  oldest first), ``history_event_types`` string [B, L], ``history_timestamps``
+  int64 [B, L], ``request_timestamp`` int64 [B] -> ``ni_ids``/``ni_scores`` (h_next)
+  and ``gi_ids``/``gi_scores`` (h_gen), [B, K] each;
+* ``recommend_with_context``: the same plus ``region`` string [B],
+  ``context_signals`` float [B, S] (weather, promotion, ... for Δ_ctx) and every
+  static user feature (``user_num_<n>`` float, NaN = missing; ``user_cat_<c>`` string);
+* ``user_embeddings``: the with-context inputs -> ``h_gen``, ``h_next`` [B, D]
+  (context offset included), for the batch user-embedding job;
+* ``item_embeddings``: ``item_ids`` string [N] -> ``embeddings`` [N, D], ``found`` bool [N].
+
+The raw request goes through the SAME Transform graph as training (no skew):
+calendar, recency, vocabularies and user-feature scaling are not re-implemented.
+Unknown history items are dropped; an empty history is answered from [USER]
+and the context alone.
+"""
+from __future__ import annotations
+
+import math
+import numpy as np
+
+import stars  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+SCANN_NAMESPACE = "Scann"
+CONTEXT_NAMES = ("hour", "day_of_week", "week_of_year", "holiday")
+
+
+def _left_aligned_sparse(values, present):
+    """[B, L] values where ``present`` -> SparseTensor whose rows are left-aligned."""
+    column = tf.cumsum(tf.cast(present, tf.int64), axis=1, exclusive=True)
+    where = tf.where(present)
+    indices = tf.stack([where[:, 0], tf.gather_nd(column, where)], axis=1)
+    width = tf.reduce_max(tf.concat([tf.reduce_sum(tf.cast(present, tf.int64), 1), [0]], 0))
+    shape = tf.stack([tf.shape(values, out_type=tf.int64)[0], width])
+    return tf.SparseTensor(indices, tf.gather_nd(values, where), shape)
+
+
+def raw_request_features(raw_spec: dict, batch, sequence: dict, scalars: dict) -> dict:
+    """The raw (pre-Transform) feature dict for a request, following ``raw_spec``.
+
+    ``sequence``: name -> (values [B, L], present [B, L]); ``scalars``: name -> [B]
+    (float NaN / empty string = missing).  Anything else gets an empty/default value.
+    """
+    out = {}
+    for name, spec in raw_spec.items():
+        var_len = isinstance(spec, tf.io.VarLenFeature)
+        if name in sequence:
+            values, present = sequence[name]
+            out[name] = _left_aligned_sparse(tf.cast(values, spec.dtype), present)
+        elif name in scalars:
+            value = tf.cast(scalars[name], spec.dtype)
+            if var_len:
+                missing = (tf.math.is_nan(value) if spec.dtype.is_floating
+                           else tf.equal(value, "") if spec.dtype == tf.string
+                           else tf.zeros_like(value, tf.bool))
+                out[name] = _left_aligned_sparse(value[:, None], tf.logical_not(missing)[:, None])
+            else:
+                out[name] = value[:, None]
+        elif var_len:
+            out[name] = tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], spec.dtype),
+                                        tf.stack([tf.cast(batch, tf.int64), 0]))
+        else:
+            default = "" if spec.dtype == tf.string else 0
+            out[name] = tf.fill(tf.stack([batch, 1]), tf.constant(default, spec.dtype))
+    return out
+
+
+def make_index(kind: str, embeddings, identifiers, k: int):
+    """A TFRS top-K layer over the item embeddings: exact ``brute_force`` or ``scann``."""
+    if kind == "brute_force":
+        index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    elif kind == "scann":
+        n = int(embeddings.shape[0])
+        leaves = max(2, min(1000, int(math.sqrt(n))))
+        index = tfrs.layers.factorized_top_k.ScaNN(
+            k=k, distance_measure="dot_product", num_leaves=leaves,
+            num_leaves_to_search=max(2, leaves // 4), training_iterations=12,
+            num_reordering_candidates=min(n, max(4 * k, 200)))
+    else:
+        raise ValueError(f"unknown index kind {kind!r}: 'scann' or 'brute_force'")
+    return index.index(embeddings, identifiers)
+
+
+class ServingModule(tf.Module):
+    def __init__(self, model, adapter, tft_output, item_ids, index_kind: str, k: int,
+                 user_numeric=(), user_categorical=(), num_signals: int = 4):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self.raw_spec = tft_output.raw_feature_spec()
+        self.adapter = adapter
+        self.k = min(k, len(item_ids))
+        self.index_kind = index_kind
+        self.user_numeric, self.user_categorical = tuple(user_numeric), tuple(user_categorical)
+        self.num_signals = num_signals
+        embeddings = model.item_embeddings()
+        self.item_embedding_table = tf.Variable(embeddings, trainable=False,
+                                                name="item_embedding_table")
+        self.item_lookup = adapter.item_table
+        self.index = make_index(index_kind, embeddings, tf.constant(list(item_ids)), self.k)
+
+    def _encode(self, item_ids, event_types, timestamps, request_timestamp, region,
+                signals, users):
+        batch = tf.shape(item_ids)[0]
+        present = tf.not_equal(item_ids, "")
+        event_types = tf.where(tf.equal(event_types, ""), "view", event_types)
+        sequence = {"item_id": (item_ids, present), "event_type": (event_types, present),
+                    "timestamp": (timestamps, present),
+                    "page_item_count": (tf.zeros_like(timestamps), present)}
+        scalars = {"target_timestamp": request_timestamp, "target_region": region,
+                   "target_event_type": tf.fill([batch], "view"),
+                   "history_length": tf.reduce_sum(tf.cast(present, tf.int64), 1)}
+        scalars.update(users)
+        raw = raw_request_features(self.raw_spec, batch, sequence, scalars)
+        transformed = self.tft_layer(raw)
+        inputs = self.adapter(transformed)
+        context = {n: inputs[f"target_{n}"] for n in CONTEXT_NAMES}
+        context["signals"] = signals
+        return self.model.user_embeddings(inputs, context=context)
+
+    def _defaults(self, item_ids):
+        batch = tf.shape(item_ids)[0]
+        users = {f"user_num_{n}": tf.fill([batch], float("nan")) for n in self.user_numeric}
+        users.update({f"user_cat_{c}": tf.fill([batch], "") for c in self.user_categorical})
+        return (tf.fill([batch], ""), tf.zeros([batch, self.num_signals]), users)
+
+    def _top_k(self, h_gen, h_next):
+        ni_scores, ni_ids = self.index(h_next, k=self.k)
+        gi_scores, gi_ids = self.index(h_gen, k=self.k)
+        return {"ni_ids": ni_ids, "ni_scores": ni_scores, "gi_ids": gi_ids,
+                "gi_scores": gi_scores}
+
+    def signatures(self) -> dict:
+        history = [tf.TensorSpec([None, None], tf.string, "history_item_ids"),
+                   tf.TensorSpec([None, None], tf.string, "history_event_types"),
+                   tf.TensorSpec([None, None], tf.int64, "history_timestamps"),
+                   tf.TensorSpec([None], tf.int64, "request_timestamp")]
+        context = [tf.TensorSpec([None], tf.string, "region"),
+                   tf.TensorSpec([None, self.num_signals], tf.float32, "context_signals")]
+        user_specs = ({f"user_num_{n}": tf.TensorSpec([None], tf.float32, f"user_num_{n}")
+                       for n in self.user_numeric} |
+                      {f"user_cat_{c}": tf.TensorSpec([None], tf.string, f"user_cat_{c}")
+                       for c in self.user_categorical})
+
+        @tf.function(input_signature=history)
+        def recommend(history_item_ids, history_event_types, history_timestamps,
+                      request_timestamp):
+            region, signals, users = self._defaults(history_item_ids)
+            return self._top_k(*self._encode(history_item_ids, history_event_types,
+                                             history_timestamps, request_timestamp, region,
+                                             signals, users))
+
+        @tf.function(input_signature=history + context + [user_specs])
+        def _with_context(history_item_ids, history_event_types, history_timestamps,
+                          request_timestamp, region, context_signals, users):
+            return self._encode(history_item_ids, history_event_types, history_timestamps,
+                                request_timestamp, region, context_signals, users)
+
+        def flat(fn):
+            """Signatures take flat keyword inputs; user features are regrouped here."""
+            specs = history + context + list(user_specs.values())
+
+            @tf.function(input_signature=specs)
+            def call(*args):
+                n = len(history) + len(context)
+                return fn(*args[:n], dict(zip(user_specs, args[n:])))
+            return call
+
+        def recommend_with_context_fn(*args):
+            return self._top_k(*_with_context(*args))
+
+        def user_embeddings_fn(*args):
+            h_gen, h_next = _with_context(*args)
+            return {"h_gen": h_gen, "h_next": h_next}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "item_ids")])
+        def item_embeddings(item_ids):
+            index = self.item_lookup.lookup(item_ids)
+            found = index >= 0
+            vectors = tf.gather(self.item_embedding_table, tf.maximum(index, 0))
+            return {"embeddings": vectors * tf.cast(found, vectors.dtype)[:, None],
+                    "found": found}
+
+        recommend_concrete = recommend.get_concrete_function()
+        return {"serving_default": recommend_concrete, "recommend": recommend_concrete,
+                "recommend_with_context": flat(recommend_with_context_fn).get_concrete_function(),
+                "user_embeddings": flat(user_embeddings_fn).get_concrete_function(),
+                "item_embeddings": item_embeddings.get_concrete_function()}
+
+
+def save_serving_model(module: ServingModule, export_dir: str) -> str:
+    options = tf.saved_model.SaveOptions(
+        namespace_whitelist=[SCANN_NAMESPACE] if module.index_kind == "scann" else None)
+    tf.saved_model.save(module, export_dir, signatures=module.signatures(), options=options)
+    return export_dir
+
+
+def load_serving_model(export_dir: str):
+    """Loads a serving SavedModel; the ScaNN ops are registered by importing scann."""
+    import scann  # noqa: F401  (registers the Scann op namespace)
+    return tf.saved_model.load(export_dir)
+
+
+def recall_against_brute_force(scann_ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Share of the exact top-K that the approximate top-K found (ScaNN's recall@K)."""
+    hits = [len(set(a) & set(b)) for a, b in zip(scann_ids.tolist(), exact_ids.tolist())]
+    return float(np.sum(hits) / max(1, exact_ids.size))
+
+
+__all__ = ["ServingModule", "save_serving_model", "load_serving_model", "make_index",
+           "raw_request_features", "recall_against_brute_force"]

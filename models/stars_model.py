@@ -1,0 +1,219 @@
+"""The STARS retrieval model (spec §2–§5) as a ``tfrs.Model``.
+
+Query tower: [USER] token + semantic item tokens with event encodings -> causal
+transformer -> two user embeddings, ``h_gen`` (GI) and ``h_next`` (NI), each
+with its own projection to the serving space, plus the request-context offset
+Δ_ctx.  Candidate tower: the item token itself through a projection (weights
+tied to the token), so an item nobody interacted with is scored from its text
+and tags.
+
+Training (``compute_loss``): every history position predicts the next event
+(causal, SASRec-style) with the popularity-corrected candidate-slice softmax;
+``h_gen`` predicts every future target of the example.  Serving scores are
+plain dot products ``h·w_j``: the prior −α log p_j is a training-time
+correction (the dot product learns to carry popularity, as in logQ correction).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import stars  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models import features as F
+from models import losses
+from models.config import ModelConfig
+from models.context import ContextOffset, EventEncodings
+from models.encoder import SequenceEncoder
+from models.item_catalog import ItemCatalog
+from models.item_tokens import ItemTokenizer
+from models.negatives import CandidateSliceSampler
+from models.popularity import popularity_log_prior
+from models.user_token import UserToken
+
+
+def last_valid_position(valid):
+    """Index (within the history) of each row's latest known event, -1 for an empty history."""
+    length = tf.shape(valid)[1]
+    positions = tf.broadcast_to(tf.range(length)[None, :], tf.shape(valid))
+    return tf.reduce_max(tf.where(valid, positions, -1), axis=1)
+
+
+def read_outs(hidden, valid, use_user_token: bool):
+    """(h_gen state, h_next state) from encoder states [B, 1+L, d] (position 0 = [USER]).
+
+    h_next reads the latest KNOWN event (left padding puts it last unless the
+    history ends with unknown items); an empty history falls back to [USER].
+    Without the [USER] token, h_gen is the mean of the item states.
+    """
+    last = last_valid_position(valid)
+    h_next = tf.gather(hidden, last + 1, batch_dims=1)
+    if use_user_token:
+        h_gen = hidden[:, 0]
+    else:
+        weights = tf.cast(valid, hidden.dtype)[..., None]
+        pooled = tf.reduce_sum(hidden[:, 1:] * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        h_gen = tf.where(tf.reduce_any(valid, 1)[:, None], pooled, hidden[:, 0])
+    return h_gen, h_next
+
+
+class StarsModel(tfrs.Model):
+    def __init__(self, catalog: ItemCatalog, config: ModelConfig, num_event_types: int,
+                 user_numeric=(), user_vocab_sizes: Mapping[str, int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.num_items = len(catalog)
+        self.items = ItemTokenizer(catalog, config, name="item_tokens")
+        self.user_token = UserToken(user_numeric if config.use_user_token else (),
+                                    (user_vocab_sizes or {}) if config.use_user_token else {},
+                                    F.NUMERIC_BUCKETS, config.d_model, name="user_token")
+        self.events = EventEncodings(config.d_model, config.max_history, num_event_types,
+                                     F.RECENCY_BUCKETS, config.use_context,
+                                     config.use_engagement, config.use_recency, name="events")
+        self.encoder = SequenceEncoder(config.d_model, config.num_layers, config.num_heads,
+                                       config.ff_dim, config.dropout, name="encoder")
+        self.gen_head = tf.keras.layers.Dense(config.serving_dim, name="h_gen_projection")
+        self.next_head = tf.keras.layers.Dense(config.serving_dim, name="h_next_projection")
+        self.item_head = tf.keras.layers.Dense(config.serving_dim, name="item_projection")
+        self.context_offset = ContextOffset(config.serving_dim, name="context_offset")
+        self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
+                                 trainable=False, name="popularity_log_prior")
+        self.sampler = CandidateSliceSampler(catalog.subclass, config.num_negatives,
+                                             config.max_same_page,
+                                             num_subclass=max(1, catalog.num_subclasses),
+                                             seed=config.seed)
+        if config.lambda_aux > 0:
+            self.aux_head = tf.keras.layers.Dense(self.items.text_embedding.shape[1],
+                                                  name="aux_vocabulary_projection")
+
+    # ---- towers -------------------------------------------------------------------------
+    def item_embeddings(self, indices=None):
+        """w_j in the serving space; all items when ``indices`` is None."""
+        if indices is None:
+            return self.item_head(self.items.all_tokens())
+        return self.item_head(self.items(indices))
+
+    def encode(self, inputs, training=False):
+        """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
+        items, valid = inputs["items"], inputs["valid"]
+        tokens = self.items(tf.maximum(items, 0)) * tf.cast(valid, tf.float32)[..., None]
+        tokens += self.events(inputs)
+        user = self.user_token(inputs["user"])
+        user = tf.broadcast_to(user, [tf.shape(items)[0], self.config.d_model])
+        sequence = tf.concat([user[:, None, :], tokens], axis=1)
+        mask = tf.concat([tf.ones_like(valid[:, :1]), valid], axis=1)
+        hidden = self.encoder(sequence, mask, training=training)
+        return (hidden,) + read_outs(hidden, valid, self.config.use_user_token)
+
+    def offset(self, context):
+        if not self.config.use_context:
+            return 0.0
+        return self.context_offset(context)
+
+    def user_embeddings(self, inputs, context=None, training=False):
+        """(h_gen, h_next) in the serving space, with the request-context offset added."""
+        _, gen, nxt = self.encode(inputs, training=training)
+        context = context if context is not None else {
+            n: inputs[f"target_{n}"] for n in ("hour", "day_of_week", "week_of_year", "holiday")}
+        delta = self.offset(context)
+        return self.gen_head(gen) + delta, self.next_head(nxt) + delta
+
+    def call(self, inputs, training=False):
+        return self.user_embeddings(inputs, training=training)
+
+    # ---- training -----------------------------------------------------------------------
+    def _slice_loss(self, queries, positives, pools):
+        """Candidate-slice softmax (or full softmax) for queries [N, s] and positives [N]."""
+        c = self.config
+        if c.full_softmax:
+            return losses.full_softmax_loss(queries, self.item_embeddings(), positives,
+                                            self.log_p, c.alpha), None
+        negatives, _ = self.sampler(positives, same_page=pools)
+        ids = tf.concat([positives[:, None], negatives], axis=1)
+        unique, where = tf.unique(tf.reshape(ids, [-1]))
+        embeddings = tf.gather(self.item_embeddings(unique), tf.reshape(where, tf.shape(ids)))
+        scores = tf.einsum("nd,nkd->nk", queries, embeddings)
+        logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
+        return losses.next_item_loss(logits), logits[:, 1:]
+
+    def compute_loss(self, inputs, training=False):
+        return self.loss_parts(inputs, training=training)["loss"]
+
+    def loss_parts(self, inputs, training=False) -> dict:
+        """The total loss and its terms (L_next, L_gen, L_neg, L_aux) for one batch."""
+        c = self.config
+        hidden, gen, _ = self.encode(inputs, training=training)
+        # NI: every known position predicts its next event.
+        targets = inputs["next_items"]
+        keep = tf.logical_and(inputs["valid"], targets >= 0)
+        states = tf.boolean_mask(hidden[:, 1:], keep)
+        context = {n: tf.boolean_mask(inputs[f"next_{n}"], keep)
+                   for n in ("hour", "day_of_week", "week_of_year", "holiday")}
+        queries = self.next_head(states) + self.offset(context)
+        positives = tf.boolean_mask(targets, keep)
+        pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
+        loss, negative_logits = self._slice_loss(queries, positives, pools)
+        metrics = {"loss_next": loss}
+        # GI: h_gen predicts every future target of the example.
+        if c.lambda_gen > 0:
+            future = inputs["targets"]
+            known = future >= 0
+            future = tf.ragged.boolean_mask(future, known)
+            rows = future.value_rowids()
+            gen_context = {n: tf.gather(inputs[f"target_{n}"], rows)
+                           for n in ("hour", "day_of_week", "week_of_year", "holiday")}
+            gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
+            empty = tf.RaggedTensor.from_row_lengths(
+                tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
+            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty)
+            metrics["loss_gen"] = gen_loss
+            loss += c.lambda_gen * gen_loss
+        if c.lambda_neg > 0 and negative_logits is not None:
+            neg = losses.negative_loss(negative_logits)
+            metrics["loss_neg"] = neg
+            loss += c.lambda_neg * neg
+        if c.lambda_aux > 0:
+            aux = losses.aux_vocabulary_loss(self.aux_head(states),
+                                             tf.gather(self.items.text_embedding, positives),
+                                             c.aux_temperature, target_ids=positives)
+            metrics["loss_aux"] = aux
+            loss += c.lambda_aux * aux
+        metrics["loss"] = loss
+        return metrics
+
+    def train_step(self, inputs):
+        with tf.GradientTape() as tape:
+            parts = self.loss_parts(inputs, training=True)
+            variables = self.trainable_variables  # after the forward pass has built them
+            total = parts["loss"] + sum(self.losses)
+            scaled = (self.optimizer.get_scaled_loss(total) if self.config.mixed_precision
+                      else total)
+        gradients = tape.gradient(scaled, variables)
+        if self.config.mixed_precision:
+            gradients = self.optimizer.get_unscaled_gradients(gradients)
+        # Unused branches (e.g. the GI head when lambda_gen = 0) have no gradient.
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None])
+        return parts
+
+    def test_step(self, inputs):
+        return self.loss_parts(inputs, training=False)
+
+
+def delta_is_frozen(model: StarsModel) -> bool:
+    return bool(model.config.use_delta) and float(model.items.delta_gate.numpy()) == 0.0
+
+
+class DeltaUnfreeze(tf.keras.callbacks.Callback):
+    """Opens the δ gate after ``delta_frozen_epochs`` epochs (spec §2: δ frozen first)."""
+
+    def __init__(self, frozen_epochs: int):
+        super().__init__()
+        self.frozen_epochs = frozen_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.model.config.use_delta and epoch >= self.frozen_epochs:
+            self.model.items.delta_gate.assign(1.0)
+
+

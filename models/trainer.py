@@ -1,0 +1,212 @@
+"""The Trainer's ``run_fn``: transformed sequences -> a trained STARS model.
+
+The TFX template split: the pipeline names ``models.trainer.run_fn``; this
+module owns the input pipeline, training loop and what the Trainer writes:
+
+* ``<serving_model_dir>/stars/``: weights (a TF checkpoint), ``model_config.json`` and
+  ``model_meta.json`` (feature names, vocabulary sizes, catalogue URIs): what
+  the IndexBuilder needs to rebuild the model and export it with an index;
+* ``<model_run_dir>/``: TensorBoard scalars and histograms, and an item-embedding
+  projector (embeddings + item-id metadata), plus ``history.json``.
+
+The catalogue arrives as component inputs of the StarsTrainer (its executor
+puts their URIs in ``custom_config``), never as user configuration.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Optional
+
+import stars  # noqa: F401
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from models import features as F
+from models.config import ModelConfig, make_config
+from models.inputs import InputAdapter
+from models.item_catalog import ItemCatalog, load_item_catalog
+from models.schedule import make_optimizer
+from models.stars_model import DeltaUnfreeze, StarsModel
+
+log = logging.getLogger(__name__)
+WEIGHTS = "weights"
+CONFIG_FILE = "model_config.json"
+META_FILE = "model_meta.json"
+MODEL_SUBDIR = "stars"
+
+
+@dataclasses.dataclass
+class ModelMeta:
+    """What, besides weights and config, rebuilds the model: feature names and sizes."""
+    num_event_types: int
+    user_numeric: list
+    user_vocab_sizes: dict
+    catalog_transformed_uri: str
+    catalog_transform_graph_uri: str
+    transform_graph_uri: str
+
+    def save(self, directory: str) -> None:
+        with tf.io.gfile.GFile(os.path.join(directory, META_FILE), "w") as f:
+            f.write(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, directory: str) -> "ModelMeta":
+        with tf.io.gfile.GFile(os.path.join(directory, META_FILE)) as f:
+            return cls(**json.loads(f.read()))
+
+
+def user_features(tft_output) -> tuple:
+    """(numeric feature names, {categorical feature: vocabulary size incl. OOV})."""
+    spec = tft_output.transformed_feature_spec()
+    numeric = sorted(k[:-2] for k in spec if k.startswith(F.USER_NUMERIC_PREFIX) and k.endswith("_z"))
+    categorical = {}
+    for key in spec:
+        if key.startswith(F.USER_CATEGORICAL_PREFIX) and key.endswith("_id"):
+            name = key[:-3]
+            categorical[name] = tft_output.vocabulary_size_by_name(name) + 1
+    return numeric, dict(sorted(categorical.items()))
+
+
+def build_meta(tft_output, transform_graph_uri: str, catalog_transformed_uri: str,
+               catalog_transform_graph_uri: str) -> ModelMeta:
+    numeric, categorical = user_features(tft_output)
+    return ModelMeta(num_event_types=tft_output.vocabulary_size_by_name(F.EVENT_TYPE_VOCAB) + 1,
+                     user_numeric=numeric, user_vocab_sizes=categorical,
+                     catalog_transformed_uri=catalog_transformed_uri,
+                     catalog_transform_graph_uri=catalog_transform_graph_uri,
+                     transform_graph_uri=transform_graph_uri)
+
+
+def load_catalog(meta: ModelMeta) -> ItemCatalog:
+    tft_output = tft.TFTransformOutput(meta.transform_graph_uri)
+    return load_item_catalog(meta.catalog_transformed_uri, meta.catalog_transform_graph_uri,
+                             tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB))
+
+
+def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> StarsModel:
+    return StarsModel(catalog, config, meta.num_event_types,
+                      user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes)
+
+
+def make_adapter(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> InputAdapter:
+    return InputAdapter(catalog.item_ids, config.max_history, meta.user_numeric,
+                        list(meta.user_vocab_sizes))
+
+
+def input_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
+                  batch_size: int, shuffle: bool, seed: int = 0) -> tf.data.Dataset:
+    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=shuffle,
+                                             shuffle_seed=seed, num_epochs=1)
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options,
+                                               tft_output.transformed_metadata.schema)
+    return dataset.map(adapter, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def local_data_accessor():
+    """A DataAccessor over gzipped TFRecords of tf.Examples, as the Trainer's, for use
+    outside a TFX component (evaluation, tests)."""
+    from tfx.components.trainer.fn_args_utils import DataAccessor
+
+    def factory(file_pattern, options, schema):
+        patterns = file_pattern if isinstance(file_pattern, list) else [file_pattern]
+        return tfxio.TFExampleRecord(patterns, schema=schema).TensorFlowDataset(options)
+    return DataAccessor(tf_dataset_factory=factory, record_batch_factory=None,
+                        data_view_decode_fn=None)
+
+
+def count_batches(dataset: tf.data.Dataset) -> int:
+    return int(dataset.reduce(0, lambda n, _: n + 1).numpy())
+
+
+def save_trained(model: StarsModel, config: ModelConfig, meta: ModelMeta, directory: str) -> str:
+    path = os.path.join(directory, MODEL_SUBDIR)
+    tf.io.gfile.makedirs(path)
+    tf.train.Checkpoint(model=model).write(os.path.join(path, WEIGHTS))
+    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE), "w") as f:
+        f.write(config.to_json())
+    meta.save(path)
+    return path
+
+
+def load_trained(directory: str, catalog: Optional[ItemCatalog] = None):
+    """(model, config, meta, catalog) from a Trainer model directory."""
+    path = os.path.join(directory, MODEL_SUBDIR)
+    with tf.io.gfile.GFile(os.path.join(path, CONFIG_FILE)) as f:
+        config = ModelConfig.from_json(f.read())
+    meta = ModelMeta.load(path)
+    catalog = catalog if catalog is not None else load_catalog(meta)
+    model = build_model(catalog, config, meta)
+    adapter = make_adapter(catalog, config, meta)
+    model.item_embeddings(tf.constant([0]))  # build the item tower
+    model.items.build(None)
+    tf.train.Checkpoint(model=model).read(os.path.join(path, WEIGHTS)).expect_partial()
+    return model, config, meta, catalog, adapter
+
+
+def write_projector(model: StarsModel, catalog: ItemCatalog, log_dir: str) -> None:
+    """The item embeddings w_j for TensorBoard's projector, labelled by item id."""
+    from tensorboard.plugins import projector
+    tf.io.gfile.makedirs(log_dir)
+    with tf.io.gfile.GFile(os.path.join(log_dir, "item_metadata.tsv"), "w") as f:
+        for item in catalog.item_ids:
+            f.write(f"{item}\n")
+    embeddings = tf.Variable(model.item_embeddings(), name="item_embeddings")
+    tf.train.Checkpoint(item_embeddings=embeddings).save(os.path.join(log_dir, "projector.ckpt"))
+    config = projector.ProjectorConfig()
+    entry = config.embeddings.add()
+    entry.tensor_name = "item_embeddings/.ATTRIBUTES/VARIABLE_VALUE"
+    entry.metadata_path = "item_metadata.tsv"
+    projector.visualize_embeddings(log_dir, config)
+
+
+def model_config_from(custom_config: dict) -> ModelConfig:
+    return make_config(custom_config.get("preset", "cpu"), custom_config.get("variant", "stars"),
+                       **custom_config.get("overrides", {}))
+
+
+def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_steps: int,
+          log_dir: Optional[str] = None, verbose: int = 2):
+    tf.keras.utils.set_random_seed(config.seed)
+    model.compile(optimizer=make_optimizer(config, max(1, total_steps)))
+    callbacks = [DeltaUnfreeze(config.delta_frozen_epochs)]
+    if eval_data is not None:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(
+            monitor="val_loss_next", patience=config.early_stopping_patience,
+            restore_best_weights=True))
+    if log_dir:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1))
+    return model.fit(train_data, validation_data=eval_data, epochs=config.epochs,
+                     callbacks=callbacks, verbose=verbose)
+
+
+def run_fn(fn_args) -> None:
+    custom = fn_args.custom_config or {}
+    config = model_config_from(custom)
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    meta = build_meta(tft_output, fn_args.transform_output, custom["catalog_transformed_uri"],
+                      custom["catalog_transform_graph_uri"])
+    catalog = load_catalog(meta)
+    if len(catalog) < 2:
+        raise ValueError(f"the catalogue has {len(catalog)} item(s); STARS needs at least 2")
+    adapter = make_adapter(catalog, config, meta)
+    train_data = input_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, adapter,
+                               config.batch_size, shuffle=True, seed=config.seed)
+    eval_data = input_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, adapter,
+                              config.batch_size, shuffle=False)
+    steps = count_batches(train_data)
+    if steps == 0:
+        raise ValueError("the training split is empty: no user has enough history")
+    if fn_args.train_steps:
+        train_data = train_data.take(fn_args.train_steps)
+        steps = min(steps, fn_args.train_steps)
+    model = build_model(catalog, config, meta)
+    history = train(model, config, train_data, eval_data, steps * config.epochs,
+                    log_dir=fn_args.model_run_dir)
+    write_projector(model, catalog, fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
+        f.write(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}))
+    save_trained(model, config, meta, fn_args.serving_model_dir)

@@ -1,0 +1,103 @@
+"""End to end: the WHOLE pipeline on tiny synthetic data, twice.
+
+Every component runs; the ScaNN serving model is pushed into a TF Serving model
+base path and, loaded in a NEW process, answers K distinct ids for NI and GI.
+The second run finds the first run's blessed model through the resolver and
+pushes a second version next to the first.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import stars  # noqa: F401
+import tensorflow_model_analysis as tfma
+
+from pipeline.configs import PipelineConfig
+from pipeline.runners import local
+from stars.data import synth
+from stars.evaluation import tfma_evaluation
+
+pytestmark = pytest.mark.e2e
+TOP_K = 20
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("whole")
+    synth.generate(base / "data", "tiny", seed=5)
+    config = PipelineConfig(
+        data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
+        model_preset="tiny", model_overrides=json.dumps({"epochs": 2}), top_k=TOP_K,
+        min_recall_vs_popularity=0.0, max_regression=1.0)
+    local.run(config)
+    first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
+    local.run(config)
+    return config, first
+
+
+def _latest(root, component, output):
+    uris = sorted(glob.glob(os.path.join(root, component, output, "*")), key=os.path.getmtime)
+    assert uris, f"{component}.{output} missing"
+    return uris[-1]
+
+
+def test_every_component_ran(runs):
+    config, _ = runs
+    for component in ("StarsTrainer", "IndexBuilder", "StarsEvaluator", "Pusher"):
+        assert os.path.isdir(os.path.join(config.pipeline_root, component)), component
+    run_dir = _latest(config.pipeline_root, "StarsTrainer", "model_run")
+    assert glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
+    assert os.path.isfile(os.path.join(run_dir, "projector_config.pbtxt"))
+
+
+def test_index_report_records_scann_recall(runs):
+    config, _ = runs
+    report = json.load(open(os.path.join(
+        _latest(config.pipeline_root, "IndexBuilder", "serving_model"), "index_report.json")))
+    assert report["k"] == TOP_K and 0.0 <= report["scann_recall_at_k"] <= 1.0
+    assert report["items"] == 150
+
+
+def test_evaluation_opens_with_tfma(runs):
+    config, _ = runs
+    evaluation = _latest(config.pipeline_root, "StarsEvaluator", "evaluation")
+    result = tfma.load_eval_result(evaluation, model_name="stars_ni")
+    assert result.slicing_metrics
+    metrics = tfma_evaluation.load_summary(evaluation)["metrics"]
+    assert {"stars_ni", "stars_gi", "stars_rr", "popularity"} <= set(metrics)
+    assert "last_blessed" in metrics  # the second run compared with the first
+    overall = metrics["stars_ni"]["Overall"]
+    assert 0.0 <= overall["recall@10"] <= 1.0 and "coverage@10" in overall
+    assert any(s.startswith("category:") for s in metrics["stars_ni"])
+    assert any(s.startswith("cold_start_target:") for s in metrics["stars_ni"])
+
+
+def test_pushed_versions_and_new_process_answers(runs):
+    config, first = runs
+    versions = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
+    assert len(first) == 1 and len(versions) == 2 and first[0] in versions
+    export = os.path.join(config.serving_base, "stars", versions[-1])
+    script = f"""
+import json, stars, tensorflow as tf
+from models.serving import load_serving_model
+m = load_serving_model({export!r})
+out = m.signatures["serving_default"](
+    history_item_ids=tf.constant([["p000001", "p000002", ""], ["", "", ""]]),
+    history_event_types=tf.constant([["view", "purchase", ""], ["", "", ""]]),
+    history_timestamps=tf.constant([[1700000000, 1700000300, 0], [0, 0, 0]], tf.int64),
+    request_timestamp=tf.constant([1700000600, 1700000600], tf.int64))
+print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else float(x) for x in row]
+                   for row in v.numpy().tolist()] for k, v in out.items()}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    for variant in ("ni", "gi"):
+        for row in answer[f"{variant}_ids"]:  # the empty history is answered too
+            assert len(row) == TOP_K and len(set(row)) == TOP_K
+        assert all(a >= b for row in answer[f"{variant}_scores"] for a, b in zip(row, row[1:]))
