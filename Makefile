@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.stars-installed
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# google-api-core warns about Python 3.11's end of life on every import; not actionable here.
+export PYTHONWARNINGS := ignore::FutureWarning
 
 .PHONY: install demo test test-fast clean
 

@@ -11,7 +11,14 @@ Signatures (all batched):
   static user feature (``user_num_<n>`` float, NaN = missing; ``user_cat_<c>`` string);
 * ``user_embeddings``: the with-context inputs -> ``h_gen``, ``h_next`` [B, D]
   (context offset included), for the batch user-embedding job;
-* ``item_embeddings``: ``item_ids`` string [N] -> ``embeddings`` [N, D], ``found`` bool [N].
+* ``item_embeddings``: ``item_ids`` string [N] -> ``embeddings`` [N, D], ``found`` bool [N];
+* ``context_offset``: ``request_timestamp`` [B], ``context_signals`` [B, S] -> ``offset`` [B, D]
+  (Δ_ctx alone: add it to stored embeddings at request time);
+* ``search``: ``query_embeddings`` float [B, D] -> ``ids``/``scores`` [B, K] (the index alone,
+  for user embeddings stored by the batch job).
+
+``user_embeddings`` also returns ``h_gen_base``/``h_next_base`` (without Δ_ctx), which is what
+the batch job stores: the context is the request's, added online.
 
 The raw request goes through the SAME Transform graph as training (no skew):
 calendar, recency, vocabularies and user-feature scaling are not re-implemented.
@@ -80,7 +87,7 @@ def make_index(kind: str, embeddings, identifiers, k: int):
         leaves = max(2, min(1000, int(math.sqrt(n))))
         index = tfrs.layers.factorized_top_k.ScaNN(
             k=k, distance_measure="dot_product", num_leaves=leaves,
-            num_leaves_to_search=max(2, leaves // 4), training_iterations=12,
+            num_leaves_to_search=max(2, leaves // 3), training_iterations=12,
             num_reordering_candidates=min(n, max(4 * k, 200)))
     else:
         raise ValueError(f"unknown index kind {kind!r}: 'scann' or 'brute_force'")
@@ -106,7 +113,7 @@ class ServingModule(tf.Module):
         self.index = make_index(index_kind, embeddings, tf.constant(list(item_ids)), self.k)
 
     def _encode(self, item_ids, event_types, timestamps, request_timestamp, region,
-                signals, users):
+                signals, users, with_offset: bool = True):
         batch = tf.shape(item_ids)[0]
         present = tf.not_equal(item_ids, "")
         event_types = tf.where(tf.equal(event_types, ""), "view", event_types)
@@ -122,7 +129,11 @@ class ServingModule(tf.Module):
         inputs = self.adapter(transformed)
         context = {n: inputs[f"target_{n}"] for n in CONTEXT_NAMES}
         context["signals"] = signals
-        return self.model.user_embeddings(inputs, context=context)
+        if with_offset:
+            return self.model.user_embeddings(inputs, context=context)
+        _, gen, nxt = self.model.encode(inputs)
+        delta = self.model.offset(context) + tf.zeros_like(self.model.gen_head(gen))
+        return self.model.gen_head(gen), self.model.next_head(nxt), delta
 
     def _defaults(self, item_ids):
         batch = tf.shape(item_ids)[0]
@@ -175,9 +186,34 @@ class ServingModule(tf.Module):
         def recommend_with_context_fn(*args):
             return self._top_k(*_with_context(*args))
 
+        @tf.function(input_signature=history + context + [user_specs])
+        def _base(history_item_ids, history_event_types, history_timestamps,
+                  request_timestamp, region, context_signals, users):
+            return self._encode(history_item_ids, history_event_types, history_timestamps,
+                                request_timestamp, region, context_signals, users,
+                                with_offset=False)
+
         def user_embeddings_fn(*args):
-            h_gen, h_next = _with_context(*args)
-            return {"h_gen": h_gen, "h_next": h_next}
+            h_gen, h_next, delta = _base(*args)
+            return {"h_gen": h_gen + delta, "h_next": h_next + delta,
+                    "h_gen_base": h_gen, "h_next_base": h_next}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, "request_timestamp"),
+                                      tf.TensorSpec([None, self.num_signals], tf.float32,
+                                                    "context_signals")])
+        def context_offset(request_timestamp, context_signals):
+            batch = tf.shape(request_timestamp)[0]
+            empty = tf.fill(tf.stack([batch, 1]), "")
+            _, _, delta = _base(empty, empty, tf.zeros(tf.stack([batch, 1]), tf.int64),
+                                request_timestamp, tf.fill([batch], ""), context_signals,
+                                self._defaults(empty)[2])
+            return {"offset": delta}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, self.item_embedding_table.shape[1]],
+                                                    tf.float32, "query_embeddings")])
+        def search(query_embeddings):
+            scores, ids = self.index(query_embeddings, k=self.k)
+            return {"ids": ids, "scores": scores}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "item_ids")])
         def item_embeddings(item_ids):
@@ -191,7 +227,9 @@ class ServingModule(tf.Module):
         return {"serving_default": recommend_concrete, "recommend": recommend_concrete,
                 "recommend_with_context": flat(recommend_with_context_fn).get_concrete_function(),
                 "user_embeddings": flat(user_embeddings_fn).get_concrete_function(),
-                "item_embeddings": item_embeddings.get_concrete_function()}
+                "item_embeddings": item_embeddings.get_concrete_function(),
+                "context_offset": context_offset.get_concrete_function(),
+                "search": search.get_concrete_function()}
 
 
 def save_serving_model(module: ServingModule, export_dir: str) -> str:

@@ -5,6 +5,7 @@ base path and, loaded in a NEW process, answers K distinct ids for NI and GI.
 The second run finds the first run's blessed model through the resolver and
 pushes a second version next to the first.
 """
+import dataclasses
 import glob
 import json
 import os
@@ -36,6 +37,8 @@ def runs(tmp_path_factory):
     local.run(config)
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
     local.run(config)
+    # An unreachable blessing threshold: evaluated, not blessed, so never pushed.
+    local.run(dataclasses.replace(config, min_recall_vs_popularity=1000.0))
     return config, first
 
 
@@ -76,21 +79,41 @@ def test_evaluation_opens_with_tfma(runs):
     assert any(s.startswith("cold_start_target:") for s in metrics["stars_ni"])
 
 
+REQUEST = """dict(
+    history_item_ids=tf.constant([["p000001", "p000002", ""], ["", "", ""]]),
+    history_event_types=tf.constant([["view", "purchase", ""], ["", "", ""]]),
+    history_timestamps=tf.constant([[1700000000, 1700000300, 0], [0, 0, 0]], tf.int64),
+    request_timestamp=tf.constant([1700000600, 1700000600], tf.int64))"""
+
+
+def _as_lists(out):
+    return {k: [[x.decode() if isinstance(x, bytes) else round(float(x), 4) for x in row]
+                for row in v.numpy().tolist()] for k, v in out.items()}
+
+
+def test_blessing_gates_the_pusher(runs):
+    config, _ = runs
+    blessings = sorted(glob.glob(os.path.join(config.pipeline_root, "StarsEvaluator",
+                                              "blessing", "*")), key=os.path.getmtime)
+    assert len(blessings) == 3
+    assert os.path.isfile(os.path.join(blessings[0], "BLESSED"))
+    assert os.path.isfile(os.path.join(blessings[-1], "NOT_BLESSED"))
+    assert "recall@10" in open(os.path.join(blessings[-1], "NOT_BLESSED")).read()
+
+
 def test_pushed_versions_and_new_process_answers(runs):
+    import tensorflow as tf
+    from models.serving import load_serving_model
     config, first = runs
     versions = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
-    assert len(first) == 1 and len(versions) == 2 and first[0] in versions
+    assert len(first) == 1 and len(versions) == 2 and first[0] in versions  # 3rd not pushed
     export = os.path.join(config.serving_base, "stars", versions[-1])
     script = f"""
 import json, stars, tensorflow as tf
 from models.serving import load_serving_model
 m = load_serving_model({export!r})
-out = m.signatures["serving_default"](
-    history_item_ids=tf.constant([["p000001", "p000002", ""], ["", "", ""]]),
-    history_event_types=tf.constant([["view", "purchase", ""], ["", "", ""]]),
-    history_timestamps=tf.constant([[1700000000, 1700000300, 0], [0, 0, 0]], tf.int64),
-    request_timestamp=tf.constant([1700000600, 1700000600], tf.int64))
-print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else float(x) for x in row]
+out = m.signatures["serving_default"](**{REQUEST})
+print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 4) for x in row]
                    for row in v.numpy().tolist()] for k, v in out.items()}}))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -101,3 +124,21 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else float(x) for x i
         for row in answer[f"{variant}_ids"]:  # the empty history is answered too
             assert len(row) == TOP_K and len(set(row)) == TOP_K
         assert all(a >= b for row in answer[f"{variant}_scores"] for a, b in zip(row, row[1:]))
+    # Same answer in this process; the index alone (search) agrees with recommend.
+    loaded = load_serving_model(export)
+    here = _as_lists(loaded.signatures["serving_default"](**eval(REQUEST)))
+    assert here["ni_ids"] == answer["ni_ids"] and here["gi_ids"] == answer["gi_ids"]
+    numeric, categorical = [], []
+    for name, spec in loaded.signatures["user_embeddings"].structured_input_signature[1].items():
+        (numeric if spec.dtype == tf.float32 and name.startswith("user_num_") else
+         categorical if name.startswith("user_cat_") else []).append(name)
+    request = eval(REQUEST)
+    request.update(region=tf.constant(["", ""]), context_signals=tf.zeros([2, 4]))
+    request.update({n: tf.constant([float("nan")] * 2) for n in numeric})
+    request.update({n: tf.constant(["", ""]) for n in categorical})
+    users = loaded.signatures["user_embeddings"](**request)
+    offset = loaded.signatures["context_offset"](request_timestamp=request["request_timestamp"],
+                                                 context_signals=request["context_signals"])
+    tf.debugging.assert_near(users["h_next"], users["h_next_base"] + offset["offset"], atol=1e-4)
+    searched = _as_lists(loaded.signatures["search"](query_embeddings=users["h_next"]))
+    assert searched["ids"] == answer["ni_ids"]
