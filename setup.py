@@ -37,7 +37,12 @@ setup(
         "tokenizers",
         "safetensors",
         "requests",
+        "elasticsearch>=8,<9",
+        "prometheus-client",
+        "redis",
+        "grpcio",
     ],
+    package_data={"serving.sidecar": ["openapi.yaml"]},
     extras_require={
         # KubeflowV2DagRunner (pipeline/runners/vertex.py) needs kfp to compile and to run steps.
         "kfp": ["kfp", "kfp-pipeline-spec"],

@@ -49,7 +49,7 @@ def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_exampl
     modules = {}
     for kind, directory in (("scann", scann_dir), ("brute_force", brute_force_dir)):
         module = ServingModule(model, adapter, tft_output, catalog.item_ids, kind, top_k,
-                               meta.user_numeric,
+                               [n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric],
                                [n[len(F.USER_CATEGORICAL_PREFIX):] for n in meta.user_vocab_sizes])
         save_serving_model(module, directory)
         modules[kind] = module

@@ -62,10 +62,11 @@ class ContextOffset(tf.keras.layers.Layer):
         signals = context.get("signals")
         if signals is None:
             signals = tf.zeros([tf.shape(context["week_of_year"])[0], self.num_signals])
+        tau = self.tau(context["week_of_year"])
         x = tf.concat([
-            self.tau(context["week_of_year"]),
-            tf.one_hot(context["holiday"], calendar.HOLIDAY_BUCKETS),
-            tf.one_hot(context["hour"], calendar.HOUR_BUCKETS),
-            tf.one_hot(context["day_of_week"], calendar.DAY_OF_WEEK_BUCKETS),
-            tf.cast(signals, tf.float32)], axis=-1)
+            tau,
+            tf.one_hot(context["holiday"], calendar.HOLIDAY_BUCKETS, dtype=tau.dtype),
+            tf.one_hot(context["hour"], calendar.HOUR_BUCKETS, dtype=tau.dtype),
+            tf.one_hot(context["day_of_week"], calendar.DAY_OF_WEEK_BUCKETS, dtype=tau.dtype),
+            tf.cast(signals, tau.dtype)], axis=-1)
         return self.w_c(x)

@@ -61,20 +61,21 @@ class ItemTokenizer(tf.keras.layers.Layer):
     def delta(self, indices):
         """δ for the given items (zero while frozen and for never-seen items)."""
         raw = tf.gather(self.delta_raw, indices)
-        seen = tf.gather(self.has_interactions, indices)
-        return self.delta_gate * self.delta_scale * raw * seen
+        gate = tf.cast(self.delta_gate, raw.dtype) * self.delta_scale
+        return gate * raw * tf.cast(tf.gather(self.has_interactions, indices), raw.dtype)
 
     def call(self, indices):
         """Item indices (any shape) -> tokens [..., d_model]."""
         if not self.built:
             self.build(None)
         indices = tf.cast(indices, tf.int32)
-        semantic = tf.gather(self.text_embedding, indices)
+        dtype = self.compute_dtype  # bfloat16/float16 under mixed precision
+        semantic = tf.cast(tf.gather(self.text_embedding, indices), dtype)
         if self.config.use_delta:
-            semantic = semantic + self.delta(indices)
+            semantic = semantic + tf.cast(self.delta(indices), dtype)
         parts = [semantic]
         if self.config.use_tags:
-            parts.append(self.tag_projection(tf.gather(self.tags, indices)))
+            parts.append(self.tag_projection(tf.cast(tf.gather(self.tags, indices), dtype)))
         return self.token_projection(tf.concat(parts, axis=-1))
 
     def all_tokens(self):

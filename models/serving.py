@@ -85,9 +85,11 @@ def make_index(kind: str, embeddings, identifiers, k: int):
     elif kind == "scann":
         n = int(embeddings.shape[0])
         leaves = max(2, min(1000, int(math.sqrt(n))))
+        # Search enough leaves to hold ~4k items: ScaNN pads a short answer with repeats.
+        search = min(leaves, max(2, leaves // 3, math.ceil(4 * k * leaves / n)))
         index = tfrs.layers.factorized_top_k.ScaNN(
             k=k, distance_measure="dot_product", num_leaves=leaves,
-            num_leaves_to_search=max(2, leaves // 3), training_iterations=12,
+            num_leaves_to_search=search, training_iterations=12,
             num_reordering_candidates=min(n, max(4 * k, 200)))
     else:
         raise ValueError(f"unknown index kind {kind!r}: 'scann' or 'brute_force'")

@@ -90,16 +90,15 @@ class StarsModel(tfrs.Model):
     # ---- towers -------------------------------------------------------------------------
     def item_embeddings(self, indices=None):
         """w_j in the serving space; all items when ``indices`` is None."""
-        if indices is None:
-            return self.item_head(self.items.all_tokens())
-        return self.item_head(self.items(indices))
+        tokens = self.items.all_tokens() if indices is None else self.items(indices)
+        return self.item_head(tokens)
 
     def encode(self, inputs, training=False):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
         items, valid = inputs["items"], inputs["valid"]
-        tokens = self.items(tf.maximum(items, 0)) * tf.cast(valid, tf.float32)[..., None]
-        tokens += self.events(inputs)
-        user = self.user_token(inputs["user"])
+        tokens = self.items(tf.maximum(items, 0))
+        tokens = tokens * tf.cast(valid, tokens.dtype)[..., None] + self.events(inputs)
+        user = tf.cast(self.user_token(inputs["user"]), tokens.dtype)
         user = tf.broadcast_to(user, [tf.shape(items)[0], self.config.d_model])
         sequence = tf.concat([user[:, None, :], tokens], axis=1)
         mask = tf.concat([tf.ones_like(valid[:, :1]), valid], axis=1)

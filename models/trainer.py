@@ -87,6 +87,14 @@ def load_catalog(meta: ModelMeta) -> ItemCatalog:
                              tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB))
 
 
+def set_precision(config: ModelConfig) -> None:
+    """Mixed precision for training only: float16 on a GPU, bfloat16 on CPUs.  Exports
+    (IndexBuilder) rebuild the model under the default float32 policy."""
+    tf.keras.mixed_precision.set_global_policy(
+        ("mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+        if config.mixed_precision else "float32")
+
+
 def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> StarsModel:
     return StarsModel(catalog, config, meta.num_event_types,
                       user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes)
@@ -139,6 +147,7 @@ def load_trained(directory: str, catalog: Optional[ItemCatalog] = None):
         config = ModelConfig.from_json(f.read())
     meta = ModelMeta.load(path)
     catalog = catalog if catalog is not None else load_catalog(meta)
+    tf.keras.mixed_precision.set_global_policy("float32")  # exports are float32
     model = build_model(catalog, config, meta)
     adapter = make_adapter(catalog, config, meta)
     model.item_embeddings(tf.constant([0]))  # build the item tower
@@ -203,6 +212,7 @@ def run_fn(fn_args) -> None:
     if fn_args.train_steps:
         train_data = train_data.take(fn_args.train_steps)
         steps = min(steps, fn_args.train_steps)
+    set_precision(config)
     model = build_model(catalog, config, meta)
     history = train(model, config, train_data, eval_data, steps * config.epochs,
                     log_dir=fn_args.model_run_dir)

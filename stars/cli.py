@@ -7,6 +7,10 @@
     stars pipeline compile --target vertex|kubeflow --data-dir URI --root URI --output F
                                                    compile for Vertex AI / Kubeflow Pipelines v2
     stars demo --out DIR                           synth data + pipeline, end to end
+    stars serve model --model-base-path DIR        TF Serving REST/gRPC APIs over pushed models
+    stars serve sidecar --model-grpc HOST:PORT     recommendations API with the post-filter
+    stars batch user-embeddings ...                h_gen/h_next of every user into a store
+    stars index items --data-dir DIR --es URL      catalogue into Elasticsearch
 """
 from __future__ import annotations
 
@@ -104,7 +108,27 @@ def _demo(args) -> int:
     _print(synth.generate(data_dir, args.size, seed=args.seed))
     args.data_dir, args.root = data_dir, os.path.join(args.out, "pipeline")
     print(f"== running the TFX pipeline under {args.root}")
-    return _pipeline_run(args)
+    code = _pipeline_run(args)
+    if code or args.data_only or args.no_serving:
+        return code
+    from pipeline.configs import PipelineConfig  # noqa: F401
+    from serving import demo
+    config = _pipeline_config(args)
+    demo.run(data_dir, os.path.join(config.serving_base, config.model_name),
+             os.path.join(args.out, "serving"), popularity_counts=_latest_popularity(config))
+    return 0
+
+
+def _latest_popularity(config) -> str:
+    """The training popularity counts (Transform's frequency vocabulary) of the latest run."""
+    import glob
+    graphs = sorted(glob.glob(os.path.join(config.pipeline_root, "Transform", "transform_graph",
+                                           "*")), key=os.path.getmtime)
+    if not graphs:
+        return ""
+    import tensorflow_transform as tft
+    from models import features as F
+    return tft.TFTransformOutput(graphs[-1]).vocabulary_file_by_name(F.POPULARITY_VOCAB)
 
 
 def _add_pipeline_options(parser) -> None:
@@ -176,9 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out/demo")
     p.add_argument("--size", default="demo")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-serving", action="store_true",
+                   help="stop after the pipeline (no model server / sidecar requests)")
     _add_pipeline_options(p)
     p.set_defaults(func=_demo)
+    _add_serving_commands(sub)
     return parser
+
+
+def _add_serving_commands(sub) -> None:
+    """``serve model|sidecar``, ``batch user-embeddings``, ``index items``: each lives with
+    its code under ``serving/`` and registers its own arguments."""
+    from serving.batch.cli import add_batch_parser
+    from serving.model_server.cli import add_serve_model_parser
+    from serving.sidecar.cli import add_index_items_parser, add_serve_sidecar_parser
+    serve = sub.add_parser("serve", help="model server and recommendation sidecar")
+    serve_sub = serve.add_subparsers(dest="serve_command", required=True)
+    add_serve_model_parser(serve_sub)
+    add_serve_sidecar_parser(serve_sub)
+    add_batch_parser(sub)
+    index = sub.add_parser("index", help="filter-backend indexing")
+    add_index_items_parser(index.add_subparsers(dest="index_command", required=True))
 
 
 def main(argv=None) -> int:
@@ -192,6 +234,9 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"stars: error: {e}", file=sys.stderr)
         return 2
+    except (ConnectionError, OSError, RuntimeError) as e:  # a store or server unreachable
+        print(f"stars: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -132,6 +132,8 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     for name, spec in loaded.signatures["user_embeddings"].structured_input_signature[1].items():
         (numeric if spec.dtype == tf.float32 and name.startswith("user_num_") else
          categorical if name.startswith("user_cat_") else []).append(name)
+    # The static user features keep their data-contract names (users.csv: age, email_domain).
+    assert "user_num_age" in numeric and "user_cat_email_domain" in categorical, numeric
     request = eval(REQUEST)
     request.update(region=tf.constant(["", ""]), context_signals=tf.zeros([2, 4]))
     request.update({n: tf.constant([float("nan")] * 2) for n in numeric})

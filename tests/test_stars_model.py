@@ -374,3 +374,21 @@ def test_no_context_variant_ignores_the_offset():
                                                                    np.ones((8, 4))))
     np.testing.assert_array_equal(gen0.numpy(), gen1.numpy())
     np.testing.assert_array_equal(next0.numpy(), next1.numpy())
+
+
+def test_mixed_precision_trains_with_float32_losses():
+    from models import trainer
+    catalog, inputs = _small_setup()
+    config = make_config("tiny", max_history=L, mixed_precision=True)
+    try:
+        trainer.set_precision(config)
+        model = trainer.build_model(catalog, config, trainer.ModelMeta(
+            num_event_types=3, user_numeric=[], user_vocab_sizes=USER_VOCAB,
+            catalog_transformed_uri="", catalog_transform_graph_uri="", transform_graph_uri=""))
+        assert tf.keras.mixed_precision.global_policy().compute_dtype in ("float16", "bfloat16")
+        history = _train(model, config, [inputs], 2)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert all(np.isfinite(h["loss"]) for h in history)
+    h_gen, h_next = model.user_embeddings(inputs)
+    assert h_next.dtype == tf.float32 or np.all(np.isfinite(h_next.numpy().astype(np.float32)))

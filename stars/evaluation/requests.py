@@ -103,8 +103,17 @@ def signature_inputs(signature) -> tuple:
 
 
 def ids_to_indices(ids: np.ndarray, index: dict) -> np.ndarray:
-    """Byte/str item ids [N, K] -> catalogue indices (-1 for unknown/padding)."""
-    return np.array([[index.get(_text(v), -1) for v in row] for row in ids], np.int64)
+    """Byte/str item ids [N, K] -> catalogue indices; -1 for unknown ids, padding and
+    repeats (an approximate index may pad a short answer with repeated items)."""
+    out = np.full((len(ids), len(ids[0]) if len(ids) else 0), -1, np.int64)
+    for r, row in enumerate(ids):
+        seen = set()
+        for c, value in enumerate(row):
+            i = index.get(_text(value), -1)
+            if i >= 0 and i not in seen:
+                out[r, c] = i
+                seen.add(i)
+    return out
 
 
 def score_serving_model(loaded, examples: Sequence[EvalExample], item_index: dict,

@@ -1,0 +1,164 @@
+"""The serving half of ``stars demo``: model server + batch user embeddings + sidecar.
+
+After the pipeline has pushed a model, this starts the TF Serving-compatible model
+server (REST and gRPC), refreshes the stored user embeddings with the batch job,
+starts the sidecar (embedded post-filter over the catalogue, model over gRPC),
+then sends real requests: REST ``:predict`` and gRPC ``Predict`` with the official
+stub to the model server, and sidecar recommendations with filters for a known
+user, an anonymous session and a round-robin request.  Every returned item is
+checked against the filters; everything is shut down at the end.
+"""
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import stars  # noqa: F401
+
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _history(data_dir: str, n_users: int = 2):
+    """A few real users and their latest events, from the demo's interactions."""
+    from stars.data import contract
+    events = contract.read_whole_table(contract.find_table_file(data_dir, contract.INTERACTIONS),
+                                       contract.INTERACTIONS)
+    events = events.sort_values(["user_id", "timestamp"])
+    users = list(events["user_id"].drop_duplicates()[:n_users])
+    return users, {u: events[events["user_id"] == u].tail(5) for u in users}
+
+
+def _grpc_predict(port: int, model_name: str, events) -> list:
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["history_item_ids"].CopyFrom(
+        tf.make_tensor_proto([list(events["item_id"])]))
+    request.inputs["history_event_types"].CopyFrom(
+        tf.make_tensor_proto([list(events["event_type"])]))
+    request.inputs["history_timestamps"].CopyFrom(
+        tf.make_tensor_proto([[int(t) for t in events["timestamp"]]], dtype=tf.int64))
+    request.inputs["request_timestamp"].CopyFrom(
+        tf.make_tensor_proto([int(events["timestamp"].max()) + 60], dtype=tf.int64))
+    with grpc.insecure_channel(f"localhost:{port}") as channel:
+        response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(
+            request, timeout=30)
+    return [v.decode() for v in tf.make_ndarray(response.outputs["ni_ids"])[0][:5]]
+
+
+def _check_filters(items: list, filters: dict, catalogue: dict) -> None:
+    """Raises if an answer breaks its request's filters (regions empty = sold everywhere)."""
+    for entry in items:
+        item = catalogue[entry["item_id"]]
+        if "region" in filters and item["regions"] and filters["region"] not in item["regions"]:
+            raise AssertionError(f"{entry['item_id']} is not sold in {filters['region']}")
+        if filters.get("in_stock") and item["stock"] is not None and item["stock"] <= 0:
+            raise AssertionError(f"{entry['item_id']} is out of stock")
+        if entry["item_id"] in filters.get("exclude_ids", []):
+            raise AssertionError(f"{entry['item_id']} was excluded")
+
+
+def _catalogue(data_dir: str) -> dict:
+    from stars.data import contract
+    items = contract.read_whole_table(contract.find_table_file(data_dir, contract.ITEMS),
+                                      contract.ITEMS)
+    out = {}
+    for row in items.to_dict("records"):
+        stock = row.get("stock")
+        out[str(row["item_id"])] = {
+            "title": str(row["title"]), "regions": [r for r in (row.get("regions") or []) if r],
+            "stock": None if stock is None or stock != stock else int(stock)}
+    return out
+
+
+def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars",
+        popularity_counts: str = "") -> dict:
+    from serving.batch import job
+    from serving.model_server.server import serve
+    from serving.sidecar.api import make_server
+    from serving.sidecar.cli import build_app
+    from stars.cli import build_parser
+
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    report = {}
+    server = serve(model_base_path, model_name, rest_port=0, grpc_port=0, host="127.0.0.1")
+    sidecar = None
+    try:
+        print(f"== model server: REST :{server.rest_port}, gRPC :{server.grpc_port}, "
+              f"versions {server.versions.serving_versions()}")
+        users, history = _history(data_dir)
+        events = history[users[0]]
+        rest = _post(f"http://127.0.0.1:{server.rest_port}/v1/models/{model_name}:predict", {
+            "signature_name": "serving_default",
+            "instances": [{"history_item_ids": list(events["item_id"]),
+                           "history_event_types": list(events["event_type"]),
+                           "history_timestamps": [int(t) for t in events["timestamp"]],
+                           "request_timestamp": int(events["timestamp"].max()) + 60}]})
+        report["rest_ni_top5"] = rest["predictions"][0]["ni_ids"][:5]
+        report["grpc_ni_top5"] = _grpc_predict(server.grpc_port, model_name, events)
+        print(f"== REST predict (user {users[0]}): {report['rest_ni_top5']}")
+        print(f"== gRPC predict (user {users[0]}): {report['grpc_ni_top5']}")
+
+        store = f"embedded:{work / 'user_store'}"
+        started = time.time()
+        batch = job.run(model_base_path, data_dir, store)
+        print(f"== batch user embeddings -> {store}: {batch.get('users_written')} users in "
+              f"{time.time() - started:.1f}s")
+
+        args = build_parser().parse_args([
+            "serve", "sidecar", "--data-dir", data_dir,
+            "--model-url", f"grpc://127.0.0.1:{server.grpc_port}", "--model-name", model_name,
+            "--user-store", store, "--host", "127.0.0.1", "--port", "0",
+            "--model-timeout-ms", "2000", "--budget-ms", "5000",
+            "--popularity-counts", popularity_counts])
+        sidecar = make_server(build_app(args), "127.0.0.1", 0)
+        threading.Thread(target=sidecar.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{sidecar.server_address[1]}/v1/recommendations"
+        catalogue = _catalogue(data_dir)
+        last = int(max(h["timestamp"].max() for h in history.values())) + 3600
+        requests = [
+            ("known user, rr, region+stock filters", {
+                "user_id": users[0], "k": 10, "mode": "rr",
+                "filters": {"region": "us", "in_stock": True},
+                "context": {"timestamp": last}}),
+            ("anonymous session, next-item, excluding its own items", {
+                "events": [{"item_id": i, "event_type": e, "timestamp": int(t)} for i, e, t in
+                           zip(events["item_id"], events["event_type"], events["timestamp"])],
+                "k": 5, "mode": "next",
+                "filters": {"in_stock": True, "exclude_ids": list(events["item_id"])},
+                "context": {"timestamp": last, "signals": {"promotion": True}}}),
+            ("unknown user, general interest", {
+                "user_id": "nobody-knows-me", "k": 5, "mode": "general",
+                "filters": {"region": "uk"}, "context": {"timestamp": last}}),
+        ]
+        for title, body in requests:
+            answer = _post(url, body)
+            _check_filters(answer["items"], body["filters"], catalogue)
+            shown = [(x["item_id"], x.get("source"), catalogue[x["item_id"]]["title"][:40])
+                     for x in answer["items"]]
+            print(f"== sidecar: {title}: embedding={answer.get('user_embedding')} "
+                  f"degraded={answer.get('degraded')} latency_ms={answer.get('latency_ms')}")
+            for row in shown:
+                print("     ", *row)
+            report[title] = {"items": [x["item_id"] for x in answer["items"]],
+                             "degraded": answer.get("degraded"),
+                             "latency_ms": answer.get("latency_ms")}
+        print("== every answer respects its filters")
+    finally:
+        if sidecar is not None:
+            sidecar.shutdown()
+            sidecar.server_close()
+        server.stop()
+        print("== model server and sidecar stopped")
+    return report

@@ -1,0 +1,124 @@
+"""TF Serving's gRPC services, on the official ``tensorflow-serving-api`` generated code.
+
+``tensorflow.serving.PredictionService``: Predict, GetModelMetadata (Classify, Regress and
+MultiInference answer UNIMPLEMENTED); ``tensorflow.serving.ModelService``: GetModelStatus.
+Any client built on ``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged.
+Failures abort with TF Serving's status code and message; an oversized message is refused by
+gRPC itself with RESOURCE_EXHAUSTED (``grpc.max_receive_message_length``).
+"""
+from __future__ import annotations
+
+import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
+
+import logging
+from concurrent import futures
+
+import grpc
+from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from serving.model_server import errors, predict, status, tensors
+
+log = logging.getLogger(__name__)
+
+
+def _spec(model_spec):
+    """``(name, version | None, label | None)`` from a ModelSpec (``version`` oneof label)."""
+    choice = model_spec.WhichOneof("version_choice")
+    version = model_spec.version.value if choice == "version" else None
+    label = model_spec.version_label if choice == "version_label" else None
+    return model_spec.name, version, label
+
+
+def _abort(context, error: errors.ServingError):
+    context.abort(error.code, error.message)
+
+
+class _Servables:
+    def __init__(self, versions):
+        self.versions = versions
+
+    def handle(self, model_spec):
+        name, version, label = _spec(model_spec)
+        if name != self.versions.name:
+            raise errors.servable_not_found(name, version)
+        return self.versions.handle(version, label)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, versions):
+        self.servables = _Servables(versions)
+
+    def Predict(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise errors.invalid_argument("Missing ModelSpec")
+            inputs = {name: tensors.tensor_proto_to_array(proto)
+                      for name, proto in request.inputs.items()}
+            with self.servables.handle(request.model_spec) as servable:
+                key, outputs = predict.run_predict(servable, request.model_spec.signature_name,
+                                                   inputs, request.output_filter)
+                response = predict_pb2.PredictResponse()
+                response.model_spec.name = servable.name
+                response.model_spec.version.value = servable.version
+                response.model_spec.signature_name = key
+            for alias, array in outputs.items():
+                response.outputs[alias].CopyFrom(tensors.array_to_tensor_proto(array))
+            return response
+        except errors.ServingError as e:
+            _abort(context, e)
+        except Exception as e:  # noqa: BLE001
+            log.exception("Predict failed")
+            _abort(context, errors.ServingError(errors.Code.INTERNAL,
+                                                f"{type(e).__name__}: {e}"))
+
+    def GetModelMetadata(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise errors.invalid_argument("Missing ModelSpec")
+            status.check_metadata_fields(request.metadata_field)
+            with self.servables.handle(request.model_spec) as servable:
+                return status.model_metadata(servable)
+        except errors.ServingError as e:
+            _abort(context, e)
+        except Exception as e:  # noqa: BLE001
+            log.exception("GetModelMetadata failed")
+            _abort(context, errors.ServingError(errors.Code.INTERNAL,
+                                                f"{type(e).__name__}: {e}"))
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, versions):
+        self.versions = versions
+
+    def GetModelStatus(self, request, context):
+        try:
+            if not request.HasField("model_spec"):
+                raise errors.invalid_argument("Missing ModelSpec")
+            name, version, label = _spec(request.model_spec)
+            if label:
+                raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
+            return status.model_status(self.versions, name, version)
+        except errors.ServingError as e:
+            _abort(context, e)
+
+
+def create_grpc_server(versions, address: str, max_message_bytes: int,
+                       max_workers: int = 8) -> tuple[grpc.Server, int]:
+    """A started-ready (not started) gRPC server with both services; returns it and its port."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", -1),
+               ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                    thread_name_prefix="grpc"),
+                         options=options)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(versions), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(versions), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return server, port
+
+
+__all__ = ["PredictionService", "ModelService", "create_grpc_server"]

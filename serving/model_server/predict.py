@@ -1,0 +1,118 @@
+"""Predict on one loaded version: signature lookup, input checks, the call, output filter.
+
+Shared by REST and gRPC.  Checks and messages follow TF Serving's ``predict_util.cc``:
+unknown signature -> FAILED_PRECONDITION (``Serving signature key "x" not found.``); a wrong
+set of inputs, a wrong dtype or an incompatible shape -> INVALID_ARGUMENT, before any TF call.
+"""
+from __future__ import annotations
+
+import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
+
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from serving.model_server import errors
+from serving.model_server.tensors import dtype_string
+
+DEFAULT_SIGNATURE = "serving_default"
+
+
+def find_signature(servable, signature_name: str):
+    """``(key, SignatureDef)``; FAILED_PRECONDITION as TF Serving when there is no such key."""
+    key = signature_name or DEFAULT_SIGNATURE
+    signature = servable.signature_defs.get(key)
+    if signature is None or servable.signature(key) is None:
+        raise errors.ServingError(errors.Code.FAILED_PRECONDITION,
+                                  f'Serving signature key "{key}" not found.')
+    return key, signature
+
+
+def _shape_list(tensor_shape) -> list | None:
+    if tensor_shape.unknown_rank:
+        return None
+    return [d.size for d in tensor_shape.dim]
+
+
+def _compatible(shape: tuple, expected: list | None) -> bool:
+    if expected is None:
+        return True
+    return len(shape) == len(expected) and all(e < 0 or e == s for s, e in zip(shape, expected))
+
+
+def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """The request's inputs against the SignatureDef: names, dtypes, shapes."""
+    expected = signature.inputs
+    if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
+        sent, wanted = set(inputs), set(expected)
+        raise errors.invalid_argument(
+            f"input size does not match signature: {len(inputs)}!={len(expected)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+            f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+            f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.")
+    import tensorflow as tf
+    for name, array in inputs.items():
+        if name not in expected:
+            raise errors.invalid_argument(
+                f"input tensor alias not found in signature: {name}. Inputs expected to be in "
+                f"the set {{{','.join(sorted(expected))}}}.")
+        info = expected[name]
+        want = tf.dtypes.as_dtype(info.dtype)
+        try:
+            got = tf.dtypes.as_dtype(array.dtype)
+        except TypeError:
+            got = None
+        if got != want:
+            position = sorted(expected).index(name)
+            got_name = dtype_string(got.as_datatype_enum) if got is not None else str(array.dtype)
+            raise errors.invalid_argument(
+                f"Expects arg[{position}] to be {dtype_string(info.dtype)} but {got_name} is "
+                f"provided")
+        shape = _shape_list(info.tensor_shape)
+        if not _compatible(array.shape, shape):
+            raise errors.invalid_argument(
+                f"Input \"{name}\" has shape [{','.join(map(str, array.shape))}] which is not "
+                f"compatible with the signature's [{','.join(map(str, shape))}] "
+                f"(-1 = any size)")
+
+
+def select_outputs(signature, output_filter: Iterable[str]) -> list[str]:
+    """Output aliases to return: ``output_filter`` (checked) or all of the signature's."""
+    names = list(output_filter)
+    if not names:
+        return sorted(signature.outputs)
+    seen = set()
+    for alias in names:
+        if alias not in signature.outputs:
+            raise errors.invalid_argument(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}.")
+        if alias in seen:
+            raise errors.invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return names
+
+
+def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
+                output_filter: Iterable[str] = ()) -> tuple[str, dict]:
+    """Runs a signature; returns ``(signature key, {output alias: array})``."""
+    key, signature = find_signature(servable, signature_name)
+    check_inputs(signature, inputs)
+    wanted = select_outputs(signature, output_filter)
+    import tensorflow as tf
+    function = servable.signature(key)
+    if function is None:  # unloaded under us: cannot happen while the handle is held
+        raise errors.ServingError(errors.Code.UNAVAILABLE, "Servable is being unloaded")
+    try:
+        feeds = {name: tf.constant(array, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype))
+                 for name, array in inputs.items()}
+        result = function(**feeds)
+        return key, {alias: np.asarray(result[alias].numpy()) for alias in wanted}
+    except errors.ServingError:
+        raise
+    except Exception as e:  # noqa: BLE001 - TF errors keep their code; the rest is mapped
+        raise errors.from_exception(e) from None
+
+
+__all__ = ["DEFAULT_SIGNATURE", "find_signature", "check_inputs", "select_outputs",
+           "run_predict"]

@@ -1,0 +1,175 @@
+"""Command-line entry points of the sidecar, to be wired into ``stars/cli.py``:
+
+    stars serve sidecar --data-dir DIR [--model-url grpc://localhost:8500] ...
+    stars index items --data-dir DIR --es-hosts http://localhost:9200 [--alias stars-items]
+
+``add_serve_sidecar_parser(serve_subparsers)`` and ``add_index_items_parser(index_subparsers)``
+add the sub-commands (each sets ``func``, which returns an exit code).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+import stars  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str), flush=True)
+
+
+def _es_client(args):
+    from serving.sidecar.elasticsearch_backend import make_client
+    kwargs = {}
+    api_key = os.environ.get(args.es_api_key_env) if args.es_api_key_env else None
+    if api_key:
+        kwargs["api_key"] = api_key
+    if getattr(args, "es_ca_certs", ""):
+        kwargs["ca_certs"] = args.es_ca_certs
+    return make_client(args.es_hosts, **kwargs)
+
+
+def _add_es_options(parser, hosts_required: bool) -> None:
+    parser.add_argument("--es-hosts", required=hosts_required, default="",
+                        help="Elasticsearch URL(s), comma-separated (http://localhost:9200)")
+    parser.add_argument("--es-alias", "--alias", dest="es_alias", default="stars-items",
+                        help="index alias holding the item documents")
+    parser.add_argument("--es-api-key-env", default="ELASTICSEARCH_API_KEY",
+                        help="environment variable holding an API key (if set)")
+    parser.add_argument("--es-ca-certs", default="", help="CA bundle for https")
+
+
+def build_app(args):
+    """The SidecarApp for parsed ``serve sidecar`` arguments (no socket opened)."""
+    from serving.sidecar.api import ApiConfig, SidecarApp
+    from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend
+    from serving.sidecar.filters import EmbeddedFilterBackend
+    from serving.sidecar.model_client import make_model_client
+    from serving.sidecar.popularity import Popularity
+    from serving.sidecar.recommender import Recommender, RecommenderConfig
+    from serving.sidecar.user_store import load_user_store
+
+    catalog = EmbeddedFilterBackend.from_catalog(args.data_dir)
+    popularity = Popularity.load(catalog, args.popularity_counts or None)
+    if args.filter_backend == "elasticsearch":
+        if not args.es_hosts:
+            raise ValueError("--filter-backend elasticsearch needs --es-hosts")
+        backend = ElasticsearchFilterBackend(_es_client(args), args.es_alias,
+                                             timeout_s=args.filter_timeout_ms / 1000.0)
+    else:
+        backend = catalog
+    store = load_user_store(args.user_store_factory, args.user_store) if args.user_store \
+        else None
+    model = make_model_client(args.model_url, args.model_name, args.model_timeout_ms / 1000.0)
+    config = RecommenderConfig(
+        overfetch=args.overfetch, growth=args.growth, max_fetch=args.max_fetch,
+        model_timeout_s=args.model_timeout_ms / 1000.0,
+        filter_timeout_s=args.filter_timeout_ms / 1000.0, budget_s=args.budget_ms / 1000.0,
+        filter_failure=args.filter_failure)
+    names = tuple(n.strip() for n in args.signal_names.split(",") if n.strip())
+    api = ApiConfig(max_k=args.max_k, max_events=args.max_events,
+                    max_body_bytes=args.max_body_bytes, signal_names=names,
+                    require_filter_ready=args.require_filter_ready)
+    return SidecarApp(Recommender(model, backend, popularity, store, config), api)
+
+
+def _serve_sidecar(args) -> int:
+    from serving.sidecar.api import make_server
+    app = build_app(args)
+    server = make_server(app, args.host, args.port)
+    host, port = server.server_address[:2]
+    _print({"sidecar": f"http://{host}:{port}", "model": args.model_url,
+            "filter_backend": args.filter_backend,
+            "catalogue_items": len(app.recommender.popularity.catalog)})
+
+    def stop(*_):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def add_serve_sidecar_parser(serve_subparsers):
+    p = serve_subparsers.add_parser(
+        "sidecar", help="HTTP JSON recommendation API in front of TF Serving",
+        description="POST /v1/recommendations, /healthz, /readyz, /metrics "
+                    "(see serving/sidecar/openapi.yaml)")
+    p.add_argument("--data-dir", required=True,
+                   help="data directory with the catalogue (items.csv / items.parquet)")
+    p.add_argument("--model-url", default="grpc://localhost:8500",
+                   help="grpc://HOST:PORT (TF Serving gRPC) or http://HOST:PORT (REST)")
+    p.add_argument("--model-name", default="stars")
+    p.add_argument("--popularity-counts", default="",
+                   help="item counts: Transform 'item_popularity' vocabulary or item_id,count CSV")
+    p.add_argument("--filter-backend", default="embedded", choices=["embedded", "elasticsearch"])
+    _add_es_options(p, hosts_required=False)
+    p.add_argument("--filter-failure", default="open", choices=["open", "closed"],
+                   help="when the filter backend is down: serve unfiltered (open) or only "
+                        "already-filtered items (closed)")
+    p.add_argument("--user-store", default="",
+                   help="the batch job's user-embedding store: embedded:PATH or "
+                        "redis://host:port/db (none: every user is encoded from events)")
+    p.add_argument("--user-store-factory", default="serving.batch.store:open_store",
+                   help="module:callable that opens --user-store")
+    p.add_argument("--model-timeout-ms", type=float, default=50.0)
+    p.add_argument("--filter-timeout-ms", type=float, default=50.0)
+    p.add_argument("--budget-ms", type=float, default=200.0, help="whole-request budget")
+    p.add_argument("--overfetch", type=float, default=4.0)
+    p.add_argument("--growth", type=float, default=2.0)
+    p.add_argument("--max-fetch", type=int, default=1000)
+    p.add_argument("--max-k", type=int, default=200)
+    p.add_argument("--max-events", type=int, default=200)
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    p.add_argument("--signal-names", default="event,weather,promotion,extra",
+                   help="names of the model's context_signals slots, in order")
+    p.add_argument("--require-filter-ready", action="store_true",
+                   help="/readyz fails while the filter backend is down")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=_serve_sidecar)
+    return p
+
+
+def _index_items(args) -> int:
+    import elastic_transport
+    import elasticsearch
+    from serving.sidecar.elasticsearch_backend import index_catalog
+    from serving.sidecar.filters import catalog_documents
+    try:
+        report = index_catalog(_es_client(args), catalog_documents(args.data_dir),
+                               alias=args.es_alias, chunk_size=args.chunk_size,
+                               keep_previous=args.keep_previous, replicas=args.replicas)
+    except (elasticsearch.ApiError, elastic_transport.TransportError) as e:
+        print(f"stars: error: Elasticsearch at {args.es_hosts}: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 2
+    _print(report)
+    return 0
+
+
+def add_index_items_parser(index_subparsers):
+    p = index_subparsers.add_parser(
+        "items", help="index the catalogue into Elasticsearch (new index + alias swap)")
+    p.add_argument("--data-dir", required=True, help="data directory with the catalogue")
+    _add_es_options(p, hosts_required=True)
+    p.add_argument("--chunk-size", type=int, default=2000, help="documents per _bulk request")
+    p.add_argument("--keep-previous", type=int, default=1,
+                   help="older index generations kept for rollback")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="number_of_replicas (default: the cluster's)")
+    p.set_defaults(func=_index_items)
+    return p
+
+
+__all__ = ["add_serve_sidecar_parser", "add_index_items_parser", "build_app"]

@@ -1,0 +1,539 @@
+"""Clients of the served STARS model (TF Serving, or any server with its REST/gRPC APIs).
+
+The signatures used (see ``models/serving.py``):
+
+* ``search``: ``query_embeddings`` [B, D] -> ``ids``/``scores`` [B, K]: the index alone,
+  for user embeddings stored by the batch job (one row per variant: GI = h_gen,
+  NI = h_next);
+* ``recommend_with_context``: the recent events plus region, ``context_signals`` and
+  the static user features -> ``gi_*`` / ``ni_*`` [B, K] (encode + offset + index in
+  one call); ``recommend`` (events only) when the model's metadata cannot be read;
+* ``context_offset``: ``request_timestamp`` [B], ``context_signals`` [B, S] -> ``offset``
+  [B, D], added to stored (context-free) embeddings.
+
+Both clients take a per-call deadline (``timeout_s``) and raise :class:`ModelTimeout`
+when it passes and :class:`ModelUnavailable` for any other failure (connection refused,
+error status, unreadable answer), so the caller can fall back.  The model version of
+every answer is reported: gRPC answers carry it in ``model_spec``; the REST client
+pins each call to the newest AVAILABLE version from the status API (cached for
+``status_ttl_s``, re-read when that version disappears).
+
+Served indexes return a fixed K (the one exported); asking for more than K gives K,
+which callers see as ``Candidates.exhausted``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+import numpy as np
+
+import stars  # noqa: F401
+
+VARIANTS = ("gi", "ni")  # GI: general interest (h_gen); NI: next item (h_next)
+EMBEDDING_OF = {"gi": "h_gen", "ni": "h_next"}
+DEFAULT_NUM_SIGNALS = 4
+
+
+class ModelUnavailable(RuntimeError):
+    """The model server could not answer."""
+
+
+class ModelTimeout(ModelUnavailable):
+    """The model server did not answer before the deadline."""
+
+
+class ModelVersionNotFound(ModelUnavailable):
+    """The server answers but does not serve the pinned version (any more)."""
+
+
+class MetadataUnsupported(ModelUnavailable):
+    """The model server answers but gives no signature metadata."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    item_id: str
+    event_type: str = "view"
+    timestamp: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelContext:
+    """What the model knows about the request besides the events."""
+    timestamp: int
+    signals: Tuple[float, ...] = ()
+    region: str = ""
+    user_features: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Candidates:
+    """Ranked ids and scores per variant (``gi``/``ni``), as the index returned them."""
+    ids: Dict[str, List[str]]
+    scores: Dict[str, List[float]]
+    model_version: Optional[str]
+    requested_k: int
+
+    @property
+    def exhausted(self) -> bool:
+        """The server returned fewer than asked for every variant: asking for more is useless."""
+        return all(len(v) < self.requested_k for v in self.ids.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureInfo:
+    """What the client needs to know about the served signatures (from the metadata API)."""
+    has_context: bool = False
+    num_signals: int = DEFAULT_NUM_SIGNALS
+    user_numeric: Tuple[str, ...] = ()
+    user_categorical: Tuple[str, ...] = ()
+    query_dim: Optional[int] = None
+
+    @classmethod
+    def from_signature_defs(cls, defs: Mapping) -> "SignatureInfo":
+        """``defs``: signature name -> SignatureDef as JSON (proto field names)."""
+        with_context = defs.get("recommend_with_context")
+        if not with_context:
+            return cls(query_dim=_dim(defs.get("search"), "query_embeddings", 1))
+        names = list(with_context.get("inputs", {}))
+        return cls(has_context=True,
+                   num_signals=_dim(with_context, "context_signals", 1) or DEFAULT_NUM_SIGNALS,
+                   user_numeric=tuple(sorted(n[len("user_num_"):] for n in names
+                                             if n.startswith("user_num_"))),
+                   user_categorical=tuple(sorted(n[len("user_cat_"):] for n in names
+                                                 if n.startswith("user_cat_"))),
+                   query_dim=_dim(defs.get("search"), "query_embeddings", 1))
+
+
+def _dim(signature: Optional[Mapping], tensor: str, axis: int) -> Optional[int]:
+    try:
+        size = int(signature["inputs"][tensor]["tensor_shape"]["dim"][axis]["size"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return size if size > 0 else None
+
+
+class ModelClient(Protocol):
+    def search(self, queries: Mapping[str, Sequence[float]], k: int,
+               timeout_s: Optional[float] = None, version: Optional[str] = None) -> Candidates:
+        """Top-k per query embedding; ``queries``: variant -> [D] vector."""
+
+    def recommend(self, events: Sequence[Event], context: ModelContext, k: int,
+                  timeout_s: Optional[float] = None) -> Candidates:
+        """Encode the events (plus context) and retrieve GI and NI candidates."""
+
+    def context_offset(self, timestamp: int, signals: Sequence[float],
+                       timeout_s: Optional[float] = None,
+                       version: Optional[str] = None) -> Tuple[np.ndarray, Optional[str]]:
+        """Δ_ctx [D] for the request context, and the version that computed it."""
+
+    def model_version(self, timeout_s: Optional[float] = None) -> Optional[str]:
+        """The newest available version (None when none is)."""
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def _signals(signals: Sequence[float], width: int) -> List[float]:
+    values = [float(s) for s in signals][:width]
+    return values + [0.0] * (width - len(values))
+
+
+def recommend_inputs(events: Sequence[Event], context: ModelContext,
+                     info: SignatureInfo) -> Tuple[str, dict]:
+    """(signature name, inputs) for the encode path; inputs: name -> (dtype, nested list)."""
+    if events:
+        ids = [[e.item_id for e in events]]
+        types = [[e.event_type for e in events]]
+        stamps = [[int(e.timestamp) for e in events]]
+    else:  # an empty history: the model answers from [USER] and the context
+        ids, types, stamps = [[""]], [[""]], [[0]]
+    inputs = {"history_item_ids": ("string", ids), "history_event_types": ("string", types),
+              "history_timestamps": ("int64", stamps),
+              "request_timestamp": ("int64", [int(context.timestamp)])}
+    if not info.has_context:
+        return "recommend", inputs
+    inputs["region"] = ("string", [context.region or ""])
+    inputs["context_signals"] = ("float", [_signals(context.signals, info.num_signals)])
+    features = context.user_features or {}
+    for name in info.user_numeric:
+        value = features.get(name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        inputs[f"user_num_{name}"] = ("float", [float(value) if ok else math.nan])
+    for name in info.user_categorical:
+        value = features.get(name)
+        inputs[f"user_cat_{name}"] = ("string", [value if isinstance(value, str) else ""])
+    return "recommend_with_context", inputs
+
+
+def _clean(ids, scores) -> Tuple[List[str], List[float]]:
+    """Drops padding ("" ids, non-finite scores) from one row."""
+    out_ids, out_scores = [], []
+    for i, s in zip(ids, scores):
+        i = i.decode() if isinstance(i, bytes) else str(i)
+        s = float(s)
+        if i and math.isfinite(s):
+            out_ids.append(i)
+            out_scores.append(s)
+    return out_ids, out_scores
+
+
+def _candidates(outputs: Mapping, rows: Mapping[str, Tuple[str, str, int]], k: int,
+                version: Optional[str]) -> Candidates:
+    ids, scores = {}, {}
+    for variant, (id_key, score_key, row) in rows.items():
+        try:
+            ids[variant], scores[variant] = _clean(outputs[id_key][row], outputs[score_key][row])
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ModelUnavailable(f"unexpected answer from the model server: missing or "
+                                   f"malformed '{id_key}'/'{score_key}' ({e})") from e
+    return Candidates(ids, scores, version, k)
+
+
+class _BaseClient:
+    """The signature logic shared by both transports; subclasses implement ``_predict``,
+    ``_status`` and ``_metadata``."""
+
+    def __init__(self, model_name: str, timeout_s: float):
+        self.model_name, self.timeout_s = model_name, timeout_s
+        self._info: Optional[SignatureInfo] = None
+        self._info_version: Optional[str] = None
+        self._info_failed_at = -math.inf
+        self._lock = threading.Lock()
+
+    def _timeout(self, timeout_s: Optional[float]) -> float:
+        t = self.timeout_s if timeout_s is None else timeout_s
+        if t <= 0:
+            raise ModelTimeout("no time left for the model call")
+        return t
+
+    METADATA_RETRY_S = 30.0
+
+    def signature_info(self, timeout_s: Optional[float] = None) -> SignatureInfo:
+        """Cached per model version; when the metadata cannot be read, the context-free
+        defaults (the ``recommend`` signature), retried after ``METADATA_RETRY_S``."""
+        info = self._info
+        if info is not None:
+            return info
+        if time.monotonic() - self._info_failed_at < self.METADATA_RETRY_S:
+            return SignatureInfo()
+        try:
+            info = SignatureInfo.from_signature_defs(self._metadata(self._timeout(timeout_s)))
+        except MetadataUnsupported:
+            self._info_failed_at = time.monotonic()
+            return SignatureInfo()
+        self._info = info
+        return info
+
+    def _seen_version(self, version: Optional[str]) -> None:
+        """A new model version may have other inputs: forget the cached signatures."""
+        if version is not None and version != self._info_version:
+            if self._info_version is not None:
+                self._info = None
+                self._info_failed_at = -math.inf
+            self._info_version = version
+
+    def search(self, queries, k, timeout_s=None, version=None) -> Candidates:
+        variants = list(queries)
+        matrix = [[float(x) for x in np.asarray(queries[v], np.float32).reshape(-1)]
+                  for v in variants]
+        outputs, got_version = self._predict("search", {"query_embeddings": ("float", matrix)},
+                                             self._timeout(timeout_s), version)
+        return _candidates(outputs, {v: ("ids", "scores", r) for r, v in enumerate(variants)},
+                           k, got_version)
+
+    def recommend(self, events, context, k, timeout_s=None) -> Candidates:
+        timeout = self._timeout(timeout_s)
+        started = time.perf_counter()
+        info = self.signature_info(timeout)
+        signature, inputs = recommend_inputs(events, context, info)
+        try:
+            outputs, version = self._predict(
+                signature, inputs, self._timeout(timeout - (time.perf_counter() - started)), None)
+        except ModelUnavailable as e:
+            if info.has_context and ("INVALID_ARGUMENT" in str(e) or "HTTP 400" in str(e)):
+                self._info = None  # the inputs changed with a new version: re-read metadata
+            raise
+        self._seen_version(version)
+        return _candidates(outputs, {"gi": ("gi_ids", "gi_scores", 0),
+                                     "ni": ("ni_ids", "ni_scores", 0)}, k, version)
+
+    def context_offset(self, timestamp, signals, timeout_s=None, version=None):
+        timeout = self._timeout(timeout_s)
+        started = time.perf_counter()
+        width = self.signature_info(timeout).num_signals
+        timeout = self._timeout(timeout - (time.perf_counter() - started))
+        outputs, got_version = self._predict(
+            "context_offset", {"request_timestamp": ("int64", [int(timestamp)]),
+                               "context_signals": ("float", [_signals(signals, width)])},
+            timeout, version)
+        try:
+            offset = np.asarray(outputs["offset"], np.float32)[0]
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ModelUnavailable(f"unexpected context_offset answer ({e})") from e
+        return offset, got_version
+
+    def model_version(self, timeout_s=None) -> Optional[str]:
+        return self._status(self._timeout(timeout_s))
+
+    # transport hooks
+    def _predict(self, signature: str, inputs: dict, timeout: float,
+                 version: Optional[str]) -> Tuple[dict, Optional[str]]:
+        raise NotImplementedError
+
+    def _status(self, timeout: float) -> Optional[str]:
+        raise NotImplementedError
+
+    def _metadata(self, timeout: float) -> Mapping:
+        raise NotImplementedError
+
+
+def _newest_available(statuses) -> Optional[str]:
+    versions = [int(s.get("version", 0)) for s in statuses
+                if str(s.get("state", "")).upper() == "AVAILABLE"]
+    return str(max(versions)) if versions else None
+
+
+# ---------------------------------------------------------------------------- REST
+
+class RestModelClient(_BaseClient):
+    """TF Serving's REST API: ``POST /v1/models/NAME[/versions/V]:predict`` (columnar
+    ``inputs``), ``GET /v1/models/NAME`` (status), ``GET .../metadata``."""
+
+    SINGLE_OUTPUT = {"context_offset": "offset"}  # TF Serving omits the name of a lone output
+
+    def __init__(self, base_url: str, model_name: str, timeout_s: float = 0.05,
+                 status_ttl_s: float = 5.0, pool_size: int = 32):
+        super().__init__(model_name, timeout_s)
+        import urllib3
+        self._urllib3 = urllib3
+        self.base_url = base_url.rstrip("/")
+        self.status_ttl_s = status_ttl_s
+        self._http = urllib3.PoolManager(maxsize=pool_size, retries=False)
+        self._version: Optional[str] = None
+        self._version_at = -math.inf
+
+    def _request(self, method: str, path: str, timeout: float, body: Optional[dict] = None):
+        u3 = self._urllib3
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            response = self._http.request(
+                method, self.base_url + path, body=data,
+                headers={"Content-Type": "application/json"} if data else None,
+                timeout=u3.Timeout(total=timeout), retries=False)
+        except u3.exceptions.NewConnectionError as e:  # (a ConnectTimeoutError subclass)
+            raise ModelUnavailable(f"model server unreachable: {e}") from e
+        except u3.exceptions.TimeoutError as e:
+            raise ModelTimeout(f"model server did not answer within {timeout * 1000:.0f} ms") from e
+        except u3.exceptions.HTTPError as e:
+            raise ModelUnavailable(f"model server unreachable: {e}") from e
+        try:
+            payload = json.loads(response.data) if response.data else {}
+        except ValueError as e:
+            raise ModelUnavailable(f"model server answered HTTP {response.status} with "
+                                   "non-JSON") from e
+        return response.status, payload
+
+    def _status(self, timeout: float) -> Optional[str]:
+        status, payload = self._request("GET", f"/v1/models/{self.model_name}", timeout)
+        if status != 200:
+            raise ModelUnavailable(f"model status: HTTP {status}: {payload.get('error', '')}")
+        version = _newest_available(payload.get("model_version_status", []))
+        with self._lock:
+            self._version, self._version_at = version, time.monotonic()
+        return version
+
+    def _current_version(self, timeout: float) -> Optional[str]:
+        if time.monotonic() - self._version_at < self.status_ttl_s:
+            return self._version
+        return self._status(timeout)
+
+    def _metadata(self, timeout: float) -> Mapping:
+        status, payload = self._request("GET", f"/v1/models/{self.model_name}/metadata", timeout)
+        if status in (404, 405, 501):
+            raise MetadataUnsupported(f"model metadata: HTTP {status}")
+        if status != 200:
+            raise ModelUnavailable(f"model metadata: HTTP {status}")
+        try:
+            return payload["metadata"]["signature_def"]["signature_def"]
+        except (KeyError, TypeError) as e:
+            raise MetadataUnsupported("model metadata without signature_def") from e
+
+    def _predict(self, signature, inputs, timeout, version):
+        deadline = time.monotonic() + timeout
+        pinned = version
+        for attempt in (0, 1):
+            if pinned is None:
+                pinned = self._current_version(timeout)
+            path = (f"/v1/models/{self.model_name}/versions/{pinned}:predict" if pinned
+                    else f"/v1/models/{self.model_name}:predict")
+            body = {"signature_name": signature,
+                    "inputs": {name: values for name, (_, values) in inputs.items()}}
+            status, payload = self._request("POST", path, max(1e-3, deadline - time.monotonic()),
+                                            body)
+            if status == 200:
+                outputs = payload.get("outputs")
+                if signature in self.SINGLE_OUTPUT and not isinstance(outputs, dict):
+                    outputs = {self.SINGLE_OUTPUT[signature]: outputs}  # one output: no name
+                if not isinstance(outputs, dict):
+                    raise ModelUnavailable(f"'{signature}' answer has no outputs object")
+                return outputs, pinned
+            if status == 404 and version is None and attempt == 0:
+                self._version_at = -math.inf  # the cached version went away: re-read status
+                pinned = None
+                continue
+            message = payload.get("error", "") if isinstance(payload, dict) else ""
+            error = ModelVersionNotFound if status == 404 and version is not None \
+                else ModelUnavailable
+            raise error(f"'{signature}' failed: HTTP {status}: {message}")
+        raise ModelUnavailable("unreachable")
+
+
+# ---------------------------------------------------------------------------- gRPC
+
+_DT_FLOAT, _DT_INT32, _DT_STRING, _DT_INT64, _DT_DOUBLE = 1, 3, 7, 9, 2
+
+
+def tensor_proto(dtype: str, values):
+    """A TensorProto from a nested list (built field by field: no TensorFlow call)."""
+    from tensorflow.core.framework import tensor_pb2
+    array = np.asarray(values, dtype=object if dtype == "string" else None)
+    proto = tensor_pb2.TensorProto()
+    for size in array.shape:
+        proto.tensor_shape.dim.add().size = int(size)
+    flat = array.reshape(-1)
+    if dtype == "string":
+        proto.dtype = _DT_STRING
+        proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in flat)
+    elif dtype == "int64":
+        proto.dtype = _DT_INT64
+        proto.tensor_content = np.asarray(flat, np.int64).tobytes()
+    elif dtype == "float":
+        proto.dtype = _DT_FLOAT
+        proto.tensor_content = np.asarray(flat, np.float32).tobytes()
+    else:
+        raise ValueError(f"unsupported dtype {dtype}")
+    return proto
+
+
+def tensor_values(proto) -> np.ndarray:
+    """A TensorProto (string/float/double/int32/int64) -> numpy array (strings as str)."""
+    shape = [int(d.size) for d in proto.tensor_shape.dim]
+    count = int(np.prod(shape)) if shape else 1
+    if proto.dtype == _DT_STRING:
+        flat = [v.decode("utf-8", "replace") for v in proto.string_val]
+        array = np.asarray(flat if len(flat) != 1 or count == 1 else flat * count, dtype=object)
+        return array.reshape(shape)
+    numpy_type = {_DT_FLOAT: np.float32, _DT_DOUBLE: np.float64, _DT_INT32: np.int32,
+                  _DT_INT64: np.int64}.get(proto.dtype)
+    if numpy_type is None:
+        raise ModelUnavailable(f"unsupported output dtype {proto.dtype}")
+    if proto.tensor_content:
+        array = np.frombuffer(proto.tensor_content, numpy_type)
+    else:
+        field = {_DT_FLOAT: proto.float_val, _DT_DOUBLE: proto.double_val,
+                 _DT_INT32: proto.int_val, _DT_INT64: proto.int64_val}[proto.dtype]
+        array = np.asarray(field, numpy_type)
+        if array.size == 1 and count > 1:  # TF's compact encoding of a constant tensor
+            array = np.full(count, array[0], numpy_type)
+    return array.reshape(shape)
+
+
+class GrpcModelClient(_BaseClient):
+    """TF Serving's gRPC API (``PredictionService.Predict`` / ``GetModelMetadata``,
+    ``ModelService.GetModelStatus``) with a deadline on every call."""
+
+    def __init__(self, target: str, model_name: str, timeout_s: float = 0.05, channel=None,
+                 max_message_mb: int = 64):
+        super().__init__(model_name, timeout_s)
+        import grpc
+        from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                             model_service_pb2_grpc, predict_pb2,
+                                             prediction_service_pb2_grpc)
+        self._grpc = grpc
+        self._pb = (predict_pb2, get_model_metadata_pb2, get_model_status_pb2)
+        limit = max_message_mb * 1024 * 1024
+        self.channel = channel or grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", limit),
+                             ("grpc.max_send_message_length", limit)])
+        self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+
+    def _error(self, e, timeout: float, what: str) -> ModelUnavailable:
+        code = e.code() if hasattr(e, "code") else None
+        details = e.details() if hasattr(e, "details") else str(e)
+        if code == self._grpc.StatusCode.DEADLINE_EXCEEDED:
+            return ModelTimeout(f"{what}: no answer within {timeout * 1000:.0f} ms")
+        if code in (self._grpc.StatusCode.UNIMPLEMENTED,) and what == "model metadata":
+            return MetadataUnsupported(f"{what}: {code.name}: {details}")
+        return ModelUnavailable(f"{what}: {getattr(code, 'name', code)}: {details}")
+
+    def _call(self, method, request, timeout: float, what: str):
+        try:
+            return method(request, timeout=timeout)
+        except self._grpc.RpcError as e:
+            error = self._error(e, timeout, what)
+            pinned = request.model_spec.HasField("version")
+            if pinned and getattr(e, "code", lambda: None)() == self._grpc.StatusCode.NOT_FOUND:
+                error = ModelVersionNotFound(str(error))
+            raise error from e
+
+    def _spec(self, request, version: Optional[str], signature: Optional[str] = None):
+        request.model_spec.name = self.model_name
+        if signature:
+            request.model_spec.signature_name = signature
+        if version:
+            if not str(version).isdigit():
+                raise ModelUnavailable(f"model versions are integers, got {version!r}")
+            request.model_spec.version.value = int(version)
+
+    def _predict(self, signature, inputs, timeout, version):
+        predict_pb2 = self._pb[0]
+        request = predict_pb2.PredictRequest()
+        self._spec(request, version, signature)
+        for name, (dtype, values) in inputs.items():
+            request.inputs[name].CopyFrom(tensor_proto(dtype, values))
+        response = self._call(self._predict_stub.Predict, request, timeout, f"'{signature}'")
+        got = (str(response.model_spec.version.value)
+               if response.model_spec.HasField("version") else version)
+        return {name: tensor_values(t) for name, t in response.outputs.items()}, got
+
+    def _status(self, timeout):
+        request = self._pb[2].GetModelStatusRequest()
+        self._spec(request, None)
+        response = self._call(self._model_stub.GetModelStatus, request, timeout, "model status")
+        from google.protobuf import json_format
+        statuses = [json_format.MessageToDict(s, preserving_proto_field_name=True)
+                    for s in response.model_version_status]
+        return _newest_available(statuses)
+
+    def _metadata(self, timeout):
+        get_model_metadata_pb2 = self._pb[1]
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        self._spec(request, None)
+        request.metadata_field.append("signature_def")
+        response = self._call(self._predict_stub.GetModelMetadata, request, timeout,
+                              "model metadata")
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        if "signature_def" not in response.metadata or not response.metadata[
+                "signature_def"].Unpack(defs):
+            raise MetadataUnsupported("model metadata without signature_def")
+        from google.protobuf import json_format
+        return json_format.MessageToDict(defs, preserving_proto_field_name=True)["signature_def"]
+
+
+def make_model_client(url: str, model_name: str, timeout_s: float = 0.05) -> ModelClient:
+    """``grpc://host:port`` (or ``host:port``) -> gRPC; ``http(s)://...`` -> REST."""
+    if url.startswith(("http://", "https://")):
+        return RestModelClient(url, model_name, timeout_s)
+    return GrpcModelClient(url.removeprefix("grpc://"), model_name, timeout_s)
+
+
+__all__ = ["ModelClient", "GrpcModelClient", "RestModelClient", "make_model_client",
+           "Candidates", "Event", "ModelContext", "ModelUnavailable", "ModelTimeout",
+           "MetadataUnsupported", "ModelVersionNotFound", "SignatureInfo", "VARIANTS", "EMBEDDING_OF", "recommend_inputs", "tensor_proto",
+           "tensor_values"]

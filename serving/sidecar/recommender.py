@@ -1,0 +1,410 @@
+"""The recommendation flow of the sidecar, transport-free (the HTTP layer is ``api.py``).
+
+1. **User embedding.**  A user with embeddings from the batch job (``UserEmbeddingStore``)
+   takes the *stored* path: the request's context offset (``context_offset``, cached per
+   model version, UTC hour and signals -- Δ_ctx depends on the time only through the
+   hour, day of week, week and holiday) is added to ``h_gen_base``/``h_next_base`` and
+   the index is searched (``search``).  When the stored version is a model version (an
+   integer) both calls are pinned to it, so embeddings are never searched in another
+   version's space; any other version string (a store generation id) is not pinned.  Otherwise the
+   request's recent events are *encoded* by the model (``recommend_with_context``) --
+   the cold-start answer from events, and the path when a stored embedding's model
+   version is no longer served.  A user with neither gets the region's popular items
+   (``cold_start``, not degraded).
+2. **Over-fetch.**  ``ceil(k * overfetch)`` candidates (plus the excluded ids) are asked
+   for; only the variants the mode needs (``next``: NI = h_next, ``general``: GI = h_gen,
+   ``rr``: both).
+3. **Post-filter** the new candidates of the round with the filter backend (one call
+   per round; skipped when the request has no attribute filters; excluded ids are
+   always dropped locally).
+4. **Merge**: the mode's list, or GI and NI interleaved round-robin (GI first) without
+   duplicates for ``rr``.
+5. **Re-fetch** with ``growth`` times more candidates while fewer than ``k`` survive,
+   up to ``max_fetch`` and until the index has no more (``Candidates.exhausted``).
+
+Failures never raise: the model server down or slow (per-call deadline, and a budget
+for the whole request) gives the popularity fallback with ``degraded: true``; the
+filter backend down gives ``fail_open`` (unfiltered candidates, exclusions still
+applied) or ``fail_closed`` (only already-filtered items, possibly none), both
+marked degraded; a failing user store is treated as a miss and marked.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import threading
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+import stars  # noqa: F401
+
+from serving.sidecar.filters import FilterBackend, Filters, FilterUnavailable
+from serving.sidecar.model_client import (Candidates, Event, ModelClient, ModelContext,
+                                          ModelTimeout, ModelUnavailable, ModelVersionNotFound)
+from serving.sidecar.popularity import Popularity
+from serving.sidecar.user_store import UserEmbeddingStore
+
+log = logging.getLogger(__name__)
+
+MODES = ("next", "general", "rr")
+MODE_VARIANTS = {"next": ("ni",), "general": ("gi",), "rr": ("gi", "ni")}
+FILTER_FAILURE_MODES = ("open", "closed")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendationRequest:
+    k: int = 10
+    user_id: Optional[str] = None
+    events: Tuple[Event, ...] = ()
+    mode: str = "rr"
+    filters: Filters = Filters()
+    timestamp: int = 0
+    signals: Tuple[float, ...] = ()
+    user_features: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    source: str  # "gi" (h_gen), "ni" (h_next) or "popularity"
+
+    def to_json(self) -> dict:
+        return {"item_id": self.item_id, "score": round(self.score, 6), "source": self.source}
+
+
+@dataclasses.dataclass
+class Recommendation:
+    items: List[RecommendedItem]
+    mode: str
+    user_embedding: str  # "stored" | "encoded" | "none"
+    cold_start: bool
+    model_version: Optional[str] = None
+    degraded: bool = False
+    degraded_reasons: List[str] = dataclasses.field(default_factory=list)
+    filter_status: str = "skipped"  # ok | skipped | local | fail_open | fail_closed
+    fetch_rounds: int = 0
+    candidates_checked: int = 0
+    latency_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def degrade(self, reason: str) -> None:
+        self.degraded = True
+        if reason not in self.degraded_reasons:
+            self.degraded_reasons.append(reason)
+
+    def to_json(self) -> dict:
+        return {"items": [i.to_json() for i in self.items], "mode": self.mode,
+                "model_version": self.model_version, "user_embedding": self.user_embedding,
+                "cold_start": self.cold_start, "degraded": self.degraded,
+                "degraded_reasons": list(self.degraded_reasons),
+                "filter_status": self.filter_status,
+                "fetch": {"rounds": self.fetch_rounds,
+                          "candidates_checked": self.candidates_checked},
+                "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecommenderConfig:
+    overfetch: float = 4.0        # first round asks for ceil(k * overfetch) (+ exclusions)
+    growth: float = 2.0           # each re-fetch asks for growth x more
+    max_fetch: int = 1000         # never ask the index for more per variant
+    model_timeout_s: float = 0.05   # per model call
+    filter_timeout_s: float = 0.05  # per filter call
+    budget_s: float = 0.2         # the whole flow
+    filter_failure: str = "open"  # "open" | "closed" when the filter backend is down
+    context_cache_size: int = 4096
+
+    def __post_init__(self):
+        if self.filter_failure not in FILTER_FAILURE_MODES:
+            raise ValueError(f"filter_failure must be one of {FILTER_FAILURE_MODES}, "
+                             f"got {self.filter_failure!r}")
+        if self.overfetch < 1 or self.growth <= 1 or self.max_fetch < 1:
+            raise ValueError("need overfetch >= 1, growth > 1, max_fetch >= 1")
+
+
+def served_version(stored_version) -> Optional[str]:
+    """The model version to pin for a stored embedding: TF Serving versions are integers;
+    anything else (e.g. a store generation id) cannot be pinned, and the current model
+    is used."""
+    text = str(stored_version) if stored_version is not None else ""
+    return text if text.isdigit() else None
+
+
+def interleave_round_robin(first: Sequence[Tuple[str, float]],
+                           second: Sequence[Tuple[str, float]],
+                           k: int) -> List[Tuple[str, float, int]]:
+    """Round-robin merge of two ranked (id, score) lists without duplicates.
+
+    Position t takes the next unused item of ``first`` when t is even, of ``second``
+    when odd; when that list has nothing left the other fills the slot.  Same rule
+    as ``stars.evaluation.retrieval_metrics.interleave_round_robin`` (offline metric),
+    on ids.  Returns (id, score, 0 = first / 1 = second).
+    """
+    lists, pointers = (first, second), [0, 0]
+    seen: set = set()
+    out: List[Tuple[str, float, int]] = []
+    turn = 0
+    while len(out) < k:
+        for which in (turn, 1 - turn):
+            lst, p = lists[which], pointers[which]
+            while p < len(lst) and lst[p][0] in seen:
+                p += 1
+            pointers[which] = p
+            if p < len(lst):
+                item_id, score = lst[p]
+                pointers[which] = p + 1
+                seen.add(item_id)
+                out.append((item_id, score, which))
+                break
+        else:
+            break  # both exhausted
+        turn = 1 - turn
+    return out
+
+
+class _Clock:
+    """Per-hop latency accumulator and the request deadline."""
+
+    def __init__(self, budget_s: float):
+        self.start = time.perf_counter()
+        self.deadline = self.start + budget_s
+        self.hops: Dict[str, float] = {}
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def add(self, hop: str, since: float) -> None:
+        self.hops[hop] = self.hops.get(hop, 0.0) + (time.perf_counter() - since) * 1000.0
+
+    def finish(self) -> Dict[str, float]:
+        self.hops["total"] = (time.perf_counter() - self.start) * 1000.0
+        return self.hops
+
+
+class Recommender:
+    def __init__(self, model: ModelClient, filter_backend: FilterBackend,
+                 popularity: Optional[Popularity] = None,
+                 user_store: Optional[UserEmbeddingStore] = None,
+                 config: RecommenderConfig = RecommenderConfig()):
+        self.model, self.filter_backend = model, filter_backend
+        self.popularity, self.user_store, self.config = popularity, user_store, config
+        self._offsets: "collections.OrderedDict" = collections.OrderedDict()
+        self._offsets_lock = threading.Lock()
+        self._last_version: Optional[str] = None  # newest version seen unpinned
+
+    # ------------------------------------------------------------------ public
+    def recommend(self, request: RecommendationRequest) -> Recommendation:
+        clock = _Clock(self.config.budget_s)
+        result = Recommendation(items=[], mode=request.mode, user_embedding="none",
+                                cold_start=True)
+        stored = self._stored_embedding(request, clock, result)
+        fetch, problem = None, None
+        if stored is not None:
+            result.cold_start = False
+            fetch, problem = self._stored_fetcher(request, stored, clock)
+            if fetch is not None:
+                result.user_embedding = "stored"
+        if fetch is None and request.events and problem in (None, "stored_embedding_unusable"):
+            fetch = self._encode_fetcher(request)  # also the cold start from events
+            result.user_embedding = "encoded"
+        if fetch is not None:
+            self._retrieve(request, fetch, clock, result)
+        elif problem is not None or result.degraded:
+            if problem:
+                result.degrade(problem)
+            self._fallback(request, clock, result)
+        else:  # a cold user without events: popular items, not a failure
+            self._popular(request, clock, result)
+        result.latency_ms = clock.finish()
+        return result
+
+    # ------------------------------------------------------------------ user embedding
+    def _stored_embedding(self, request, clock, result):
+        if not request.user_id or self.user_store is None:
+            return None
+        since = time.perf_counter()
+        try:
+            return self.user_store.get(request.user_id)
+        except Exception as e:  # a store outage must not fail the request
+            log.warning("user store failed for %r: %s", request.user_id, e)
+            result.degrade("user_store_unavailable")
+            return None
+        finally:
+            clock.add("user_store", since)
+
+    def _context_offset(self, request, version, clock) -> np.ndarray:
+        """Δ_ctx, cached per (model version, UTC hour, signals).  Unpinned calls are keyed
+        by the newest version the model server reported, so a new version misses."""
+        hour, signals = request.timestamp // 3600, tuple(request.signals)
+        key_version = version or self._last_version
+        if key_version is not None:
+            with self._offsets_lock:
+                cached = self._offsets.get((key_version, hour, signals))
+                if cached is not None:
+                    self._offsets.move_to_end((key_version, hour, signals))
+                    return cached
+        since = time.perf_counter()
+        try:
+            offset, got = self.model.context_offset(
+                request.timestamp, request.signals,
+                timeout_s=min(self.config.model_timeout_s, clock.remaining()), version=version)
+        finally:
+            clock.add("context_offset", since)
+        got = version or got
+        if version is None and got:
+            self._last_version = got
+        if got:
+            with self._offsets_lock:
+                self._offsets[(got, hour, signals)] = offset
+                while len(self._offsets) > self.config.context_cache_size:
+                    self._offsets.popitem(last=False)
+        return offset
+
+    def _stored_fetcher(self, request, stored, clock):
+        """(search closure, None) for a stored embedding, or (None, problem) when it cannot
+        be used: ``stored_embedding_unusable`` (its model version is not served any more;
+        the events can still be encoded), ``model_timeout`` or ``model_unavailable``."""
+        try:
+            h_gen, h_next, stored_version = stored
+            h_gen = np.asarray(h_gen, np.float32).reshape(-1)
+            h_next = np.asarray(h_next, np.float32).reshape(-1)
+            if h_gen.shape != h_next.shape or not h_gen.size:
+                raise ValueError(f"shapes {h_gen.shape} and {h_next.shape}")
+        except (TypeError, ValueError) as e:
+            log.warning("malformed stored embedding for %r: %s", request.user_id, e)
+            return None, "stored_embedding_unusable"
+        version = served_version(stored_version)
+        try:
+            offset = self._context_offset(request, version, clock)
+        except ModelTimeout:
+            return None, "model_timeout"
+        except ModelVersionNotFound as e:
+            log.info("stored embedding of %r unusable (version %s): %s", request.user_id,
+                     version, e)
+            return None, "stored_embedding_unusable"
+        except ModelUnavailable as e:
+            log.warning("model call failed, popularity fallback: %s", e)
+            return None, "model_unavailable"
+        offset = np.asarray(offset, np.float32).reshape(-1)
+        if offset.shape != h_gen.shape:  # embeddings of a model with another dimension
+            log.warning("stored embedding of %r has %d dims, the model's offset %d",
+                        request.user_id, h_gen.size, offset.size)
+            return None, "stored_embedding_unusable"
+        queries = {"gi": h_gen + offset, "ni": h_next + offset}
+        queries = {v: queries[v] for v in MODE_VARIANTS[request.mode]}
+
+        def fetch(n: int, timeout_s: float) -> Candidates:
+            return self.model.search(queries, n, timeout_s=timeout_s, version=version)
+        fetch.pinned = version is not None
+        return fetch, None
+
+    def _encode_fetcher(self, request):
+        context = ModelContext(timestamp=request.timestamp, signals=tuple(request.signals),
+                               region=request.filters.region or "",
+                               user_features=request.user_features)
+
+        def fetch(n: int, timeout_s: float) -> Candidates:
+            return self.model.recommend(request.events, context, n, timeout_s=timeout_s)
+        fetch.pinned = False
+        return fetch
+
+    # ------------------------------------------------------------------ retrieval
+    def _retrieve(self, request, fetch, clock, result) -> None:
+        cfg, k, filters = self.config, request.k, request.filters
+        size = min(cfg.max_fetch, math.ceil(k * cfg.overfetch) + len(filters.exclude_ids))
+        allowed: Dict[str, bool] = {}
+        filter_down = False
+        variants = MODE_VARIANTS[request.mode]
+        merged: List[RecommendedItem] = []
+        while True:
+            remaining = clock.remaining()
+            if remaining <= 0:
+                result.degrade("budget_exhausted")
+                if result.fetch_rounds == 0:
+                    return self._fallback(request, clock, result)
+                break
+            since = time.perf_counter()
+            try:
+                candidates = fetch(size, min(cfg.model_timeout_s, remaining))
+            except ModelUnavailable as e:
+                clock.add("model", since)
+                reason = "model_timeout" if isinstance(e, ModelTimeout) else "model_unavailable"
+                if result.fetch_rounds == 0:
+                    log.warning("model call failed, popularity fallback: %s", e)
+                    result.degrade(reason)
+                    return self._fallback(request, clock, result)
+                result.degrade("refetch_failed")
+                break
+            clock.add("model", since)
+            result.fetch_rounds += 1
+            result.model_version = candidates.model_version or result.model_version
+            if candidates.model_version and not getattr(fetch, "pinned", False):
+                self._last_version = candidates.model_version
+            fresh = [i for v in variants for i in candidates.ids.get(v, ())
+                     if i not in allowed]
+            fresh = list(dict.fromkeys(fresh))
+            for item_id in fresh:
+                allowed[item_id] = item_id not in filters.exclude_ids
+            if fresh and filters.has_catalog_constraints and not filter_down:
+                checked = [i for i in fresh if allowed[i]]
+                since = time.perf_counter()
+                try:
+                    passing = set(self.filter_backend.filter(
+                        checked, filters,
+                        timeout_s=min(cfg.filter_timeout_s, max(clock.remaining(), 0.0))))
+                    result.filter_status = "ok"
+                except FilterUnavailable as e:
+                    log.warning("filter backend failed (fail-%s): %s", cfg.filter_failure, e)
+                    filter_down = True
+                    result.degrade("filter_unavailable")
+                    result.filter_status = f"fail_{cfg.filter_failure}"
+                    passing = set(checked) if cfg.filter_failure == "open" else set()
+                finally:
+                    clock.add("filter", since)
+                for item_id in checked:
+                    allowed[item_id] = item_id in passing
+            result.candidates_checked = len(allowed)
+            merged = self._merge(request, candidates, allowed)
+            if (len(merged) >= k or candidates.exhausted or size >= cfg.max_fetch
+                    or (filter_down and cfg.filter_failure == "closed")):
+                break
+            size = min(cfg.max_fetch, math.ceil(size * cfg.growth))
+        result.items = merged
+
+    @staticmethod
+    def _merge(request, candidates: Candidates, allowed: Mapping[str, bool]):
+        lists = {v: [(i, s) for i, s in zip(candidates.ids.get(v, ()),
+                                             candidates.scores.get(v, ()))
+                     if allowed.get(i)] for v in MODE_VARIANTS[request.mode]}
+        k = request.k
+        if request.mode == "rr":
+            merged = interleave_round_robin(lists["gi"], lists["ni"], k)
+            return [RecommendedItem(i, s, ("gi", "ni")[w]) for i, s, w in merged]
+        (variant, ranked), = lists.items()
+        unique = list(dict.fromkeys(i for i, _ in ranked))  # defensive: an index row is a set
+        scores = dict(reversed(ranked))
+        return [RecommendedItem(i, scores[i], variant) for i in unique[:k]]
+
+    # ------------------------------------------------------------------ popularity
+    def _popular(self, request, clock, result) -> None:
+        since = time.perf_counter()
+        if self.popularity is not None:
+            result.items = [RecommendedItem(i, s, "popularity")
+                            for i, s in self.popularity.top(request.k, request.filters)]
+            result.filter_status = "local" if request.filters.has_catalog_constraints \
+                else "skipped"
+        clock.add("popularity", since)
+
+    def _fallback(self, request, clock, result) -> None:
+        result.model_version = None
+        if self.popularity is None:
+            result.degrade("no_fallback")
+        self._popular(request, clock, result)
+
+
+__all__ = ["Recommender", "RecommenderConfig", "RecommendationRequest", "Recommendation",
+           "RecommendedItem", "interleave_round_robin", "served_version", "MODES", "FILTER_FAILURE_MODES"]

@@ -1,0 +1,343 @@
+"""The sidecar's HTTP API over a real socket (model: ModelClientTestDouble): answers,
+4xx for every kind of bad input (never a 500), limits, health/readiness, Prometheus
+metrics, and the OpenAPI spec checked against examples and against the parser."""
+import stars  # noqa: F401
+
+import http.client  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import socket  # noqa: E402
+import threading  # noqa: E402
+
+import jsonschema  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from serving.sidecar.api import (OPENAPI_PATH, ROUTES, ApiConfig, SidecarApp,  # noqa: E402
+                                 make_server, parse_request)
+from serving.sidecar.model_client import ModelUnavailable  # noqa: E402
+from serving.sidecar.popularity import Popularity  # noqa: E402
+from serving.sidecar.recommender import Recommender, RecommenderConfig  # noqa: E402
+from serving.sidecar.user_store import InMemoryUserEmbeddingStore  # noqa: E402
+from serving.sidecar.validation import RequestError  # noqa: E402
+from tests.test_sidecar_doubles import (T, ModelClientTestDouble,  # noqa: E402
+                                        RecordingFilterBackend, catalog_backend)
+
+SPEC = yaml.safe_load(open(OPENAPI_PATH))
+
+
+def schema(name):
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": SPEC["components"]})
+
+
+class Sidecar:
+    def __init__(self, api_config=ApiConfig(), **config):
+        catalog = catalog_backend()
+        self.model = ModelClientTestDouble()
+        self.backend = RecordingFilterBackend(catalog)
+        store = InMemoryUserEmbeddingStore()
+        store.put("known", [1, 0, 0, 0], [0, 1, 0, 0], "7")
+        recommender = Recommender(self.model, self.backend,
+                                  Popularity(catalog, {"it7": 5.0}), store,
+                                  RecommenderConfig(**config))
+        self.app = SidecarApp(recommender, api_config, clock=lambda: T)
+        self.server = make_server(self.app, "127.0.0.1", 0)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def call(self, method, path, body=None, headers=None, raw=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            data = raw if raw is not None else (None if body is None else
+                                                json.dumps(body).encode())
+            hdrs = {"Content-Type": "application/json"} if data is not None else {}
+            hdrs.update(headers or {})
+            conn.request(method, path, body=data, headers=hdrs)
+            response = conn.getresponse()
+            payload = response.read()
+            ctype = response.getheader("Content-Type", "")
+            parsed = json.loads(payload) if ctype.startswith("application/json") else payload
+            return response.status, parsed, response
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def sidecar():
+    s = Sidecar()
+    yield s
+    s.stop()
+
+
+GOOD = {"user_id": "known", "k": 5, "mode": "rr",
+        "filters": {"region": "us", "in_stock": True, "price": {"min": 1, "max": 150},
+                    "exclude_ids": ["it1"]},
+        "context": {"timestamp": T, "signals": {"promotion": True, "weather": 0.5}}}
+
+
+def test_recommendations_answer(sidecar):
+    status, body, response = sidecar.call("POST", "/v1/recommendations", GOOD)
+    assert status == 200, body
+    schema("RecommendationResponse").validate(body)
+    assert len(body["items"]) == 5 and body["user_embedding"] == "stored"
+    assert body["model_version"] == "7" and body["filter_status"] == "ok"
+    assert "it1" not in [i["item_id"] for i in body["items"]]
+    assert {"parse", "user_store", "context_offset", "model", "filter", "total"} <= set(
+        body["latency_ms"])
+    signals = sidecar.model.calls[0][1]
+    assert signals["timestamp"] == T
+    status, body, _ = sidecar.call("POST", "/v1/recommendations",
+                                   {"events": [{"item_id": "it3", "event_type": "cart",
+                                                "timestamp": "2023-11-14T22:00:00"},
+                                               {"item_id": "it4"}], "k": 3})
+    assert status == 200 and body["user_embedding"] == "encoded" and body["cold_start"]
+    events = sidecar.model.calls[-1][1]["events"]
+    assert [(e.item_id, e.event_type, e.timestamp) for e in events] == [
+        ("it3", "add_to_cart", 1699999200), ("it4", "view", T)]  # sorted, defaults filled
+    status, body, _ = sidecar.call("POST", "/v1/recommendations?x=1", {"events": []})
+    assert status == 200 and body["items"][0] == {"item_id": "it7", "score": 5.0,
+                                                  "source": "popularity"}
+
+
+def test_keep_alive_connection_serves_several_requests(sidecar):
+    conn = http.client.HTTPConnection("127.0.0.1", sidecar.port, timeout=10)
+    for _ in range(3):
+        conn.request("POST", "/v1/recommendations", body=json.dumps(GOOD),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["items"]
+    conn.request("POST", "/v1/recommendations", body=b"{", headers={})
+    response = conn.getresponse()
+    assert response.status == 400 and response.read()
+    conn.close()
+
+
+BAD = [
+    (b"{", 400, "malformed_json", None, "not valid JSON: Expecting property name"),
+    (b'{"user_id": "u", "k": NaN}', 400, "malformed_json", None, "NaN is not valid JSON"),
+    (b"\xff\xfe", 400, "malformed_json", None, "not valid UTF-8"),
+    (b"[" * 5000 + b"]" * 5000, 400, "malformed_json", None, "not valid JSON"),
+    (b"[1, 2]", 400, "invalid_request", None, "must be a JSON object, got array"),
+    ({"user_id": "u", "colour": "red"}, 400, "invalid_request", "colour", "unknown field"),
+    ({"k": 5}, 400, "invalid_request", "user_id", "give 'user_id' and/or 'events'"),
+    ({"user_id": "u", "k": 0}, 400, "invalid_request", "k", "between 1 and 200, got 0"),
+    ({"user_id": "u", "k": 201}, 400, "invalid_request", "k", "between 1 and 200"),
+    ({"user_id": "u", "k": "5"}, 400, "invalid_request", "k", "must be an integer"),
+    ({"user_id": "u", "k": 2.5}, 400, "invalid_request", "k", "must be an integer"),
+    ({"user_id": "u", "k": True}, 400, "invalid_request", "k", "must be an integer"),
+    ({"user_id": 7}, 400, "invalid_request", "user_id", "must be a string"),
+    ({"user_id": "u", "mode": "best"}, 400, "invalid_request", "mode", "next, general, rr"),
+    ({"events": {"item_id": "x"}}, 400, "invalid_request", "events", "must be an array"),
+    ({"events": [{"item_id": "x"}] * 201}, 400, "invalid_request", "events", "at most 200"),
+    ({"events": [{"item": "x"}]}, 400, "invalid_request", "events[0].item", "unknown field"),
+    ({"events": [{}]}, 400, "invalid_request", "events[0].item_id", "is required"),
+    ({"events": [{"item_id": "x", "event_type": "like"}]}, 400, "invalid_request",
+     "events[0].event_type", "view, add_to_cart, purchase"),
+    ({"events": [{"item_id": "x", "timestamp": "yesterday"}]}, 400, "invalid_request",
+     "events[0].timestamp", "ISO-8601"),
+    ({"events": [{"item_id": "x", "timestamp": -5}]}, 400, "invalid_request",
+     "events[0].timestamp", "between"),
+    ({"user_id": "u", "context": {"signals": {"rain": 1}}}, 400, "invalid_request",
+     "context.signals.rain", "unknown field"),
+    ({"user_id": "u", "context": {"signals": {"weather": "hot"}}}, 400, "invalid_request",
+     "context.signals.weather", "must be a number"),
+    ({"user_id": "u", "context": []}, 400, "invalid_request", "context", "must be an object"),
+    ({"user_id": "u", "context": {"time": 5}}, 400, "invalid_request", "context.time",
+     "unknown field"),
+    ({"user_id": "u", "filters": {"colour": "red"}}, 400, "invalid_request", "filters.colour",
+     "unknown field"),
+    ({"user_id": "u", "filters": {"price": {"min": 9, "max": 1}}}, 400, "invalid_request",
+     "filters.price", "greater than"),
+    ({"user_id": "u", "user_features": {"age": [1]}}, 400, "invalid_request",
+     "user_features.age", "number or a string"),
+]
+
+
+@pytest.mark.parametrize("body, status, code, field, words", BAD)
+def test_bad_requests_are_4xx_with_clear_messages(sidecar, body, status, code, field, words):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    got, answer, _ = sidecar.call("POST", "/v1/recommendations", raw=raw)
+    assert got == status, answer
+    schema("Error").validate(answer)
+    assert answer["error"]["code"] == code and words in answer["error"]["message"]
+    assert answer["error"].get("field") == field
+
+
+def test_transport_level_errors(sidecar):
+    small = Sidecar(ApiConfig(max_body_bytes=1024))
+    try:
+        big = json.dumps({"user_id": "u", "filters": {"exclude_ids": ["x" * 100] * 20}})
+        status, body, response = small.call("POST", "/v1/recommendations", raw=big.encode())
+        assert status == 413 and body["error"]["code"] == "payload_too_large"
+        assert "at most 1024" in body["error"]["message"]
+        assert response.getheader("Connection") != "close"  # drained: reusable
+        huge = b"{" + b" " * (20 * 1024) + b"}"
+        status, body, response = small.call("POST", "/v1/recommendations", raw=huge)
+        assert status == 413 and response.getheader("Connection") == "close"
+    finally:
+        small.stop()
+    status, body, _ = sidecar.call("POST", "/v1/recommendations", raw=b'{"user_id": "u"}',
+                                   headers={"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in body["error"]["message"]
+    status, body, response = sidecar.call("GET", "/v1/recommendations")
+    assert status == 405 and response.getheader("Allow") == "POST"
+    status, body, _ = sidecar.call("GET", "/v2/anything")
+    assert status == 404 and body["error"]["code"] == "not_found"
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 411") and "chunked bodies are not accepted" in answer
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 411") and "Content-Length is required" in answer
+    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"user_id\": ")
+        sock.shutdown(socket.SHUT_WR)  # the client gives up half-way
+        answer = sock.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 400") and "ended after 12 of 100 bytes" in answer
+
+
+def test_fuzzed_requests_never_give_500(sidecar):
+    rng = random.Random(11)
+    values = [None, 0, -1, 3, 10 ** 12, 2.5, float("1e308"), "", "x", "us", True, [], [1],
+              ["a", 2], {}, {"a": 1}, {"item_id": "it1"}, [{"item_id": 3}]]
+    keys = ["user_id", "events", "k", "mode", "filters", "context", "user_features", "junk"]
+    sub = {"filters": ["region", "categories", "subclasses", "exclude_ids", "price", "in_stock",
+                       "x"],
+           "context": ["timestamp", "signals", "x"], "events": ["item_id", "event_type",
+                                                                "timestamp", "x"]}
+    statuses = set()
+    for _ in range(300):
+        body = json.loads(json.dumps(GOOD))
+        for _ in range(rng.randint(1, 2)):  # mutate a valid request
+            key = rng.choice(keys)
+            if key in sub and rng.random() < 0.6:
+                inner = {f: rng.choice(values) for f in rng.sample(sub[key], 2)}
+                body[key] = [inner] if key == "events" else inner
+            elif rng.random() < 0.2:
+                body.pop(key, None)
+            else:
+                body[key] = rng.choice(values)
+        status, answer, _ = sidecar.call("POST", "/v1/recommendations", body)
+        assert status in (200, 400), (body, answer)
+        statuses.add(status)
+    assert statuses == {200, 400}
+    assert 'status="500"' not in sidecar.call("GET", "/metrics")[1].decode()
+
+
+def test_health_readiness_and_degraded_answers(sidecar):
+    assert sidecar.call("GET", "/healthz")[:2] == (200, {"status": "ok"})
+    status, body, _ = sidecar.call("GET", "/readyz")
+    assert status == 200 and body["checks"]["model"] == {"ok": True, "version": "7"}
+    schema("Readiness").validate(body)
+    sidecar.model.fail = ModelUnavailable("UNAVAILABLE: down")
+    status, body, _ = sidecar.call("GET", "/readyz")
+    assert status == 503 and body["status"] == "not_ready"
+    assert "down" in body["checks"]["model"]["error"]
+    sidecar.model.model_version = lambda timeout_s=None: None  # no AVAILABLE version
+    assert sidecar.call("GET", "/readyz")[0] == 503
+    status, body, _ = sidecar.call("POST", "/v1/recommendations", GOOD)
+    assert status == 200 and body["degraded"] and body["degraded_reasons"] == ["model_unavailable"]
+    assert [i["source"] for i in body["items"]] == ["popularity"] * 5
+    strict = Sidecar(ApiConfig(require_filter_ready=True))
+    try:
+        assert strict.call("GET", "/readyz")[0] == 200
+        strict.backend.down = True
+        status, body, _ = strict.call("GET", "/readyz")
+        assert status == 503 and body["checks"]["filter"]["ok"] is False
+        status, body, _ = strict.call("POST", "/v1/recommendations", GOOD)
+        assert status == 200 and body["filter_status"] == "fail_open"
+    finally:
+        strict.stop()
+
+
+def test_metrics_expose_counters_and_latency_histograms(sidecar):
+    sidecar.call("POST", "/v1/recommendations", GOOD)
+    sidecar.call("POST", "/v1/recommendations", raw=b"{")
+    sidecar.model.fail = ModelUnavailable("down")
+    sidecar.call("POST", "/v1/recommendations", GOOD)
+    status, text, response = sidecar.call("GET", "/metrics")
+    text = text.decode()
+    assert status == 200 and response.getheader("Content-Type").startswith("text/plain")
+    assert 'stars_sidecar_requests_total{endpoint="recommendations",status="200"} 2.0' in text
+    assert 'stars_sidecar_requests_total{endpoint="recommendations",status="400"} 1.0' in text
+    assert 'stars_sidecar_request_latency_seconds_bucket{endpoint="recommendations",le="0.025"}' \
+        in text
+    assert 'stars_sidecar_request_latency_seconds_count{endpoint="recommendations"} 3.0' in text
+    for hop in ("model", "filter", "context_offset", "popularity"):
+        assert f'stars_sidecar_hop_latency_seconds_count{{hop="{hop}"}}' in text
+    assert 'stars_sidecar_degraded_total{reason="model_unavailable"} 1.0' in text
+    assert ('stars_sidecar_recommendations_total{degraded="false",filter_status="ok",'
+            'user_embedding="stored"} 1.0') in text
+    assert "stars_sidecar_fetch_rounds_total 1.0" in text
+
+
+# ----------------------------------------------------------------- the OpenAPI spec
+
+def test_spec_examples_validate():
+    operation = SPEC["paths"]["/v1/recommendations"]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+    assert len(examples) >= 3
+    for example in examples.values():
+        schema("RecommendationRequest").validate(example["value"])
+        parse_request(example["value"], now=T)  # and the server accepts them
+    for example in operation["responses"]["200"]["content"]["application/json"][
+            "examples"].values():
+        schema("RecommendationResponse").validate(example["value"])
+    bad = SPEC["components"]["responses"]["BadRequest"]["content"]["application/json"]
+    for example in bad["examples"].values():
+        schema("Error").validate(example["value"])
+    assert {path for path in ROUTES} <= set(SPEC["paths"])
+    signals = SPEC["components"]["schemas"]["Context"]["properties"]["signals"]["properties"]
+    assert tuple(signals) == ApiConfig().signal_names
+
+
+SPEC_CASES = [
+    ({"user_id": "u"}, True),
+    ({"events": []}, True),
+    ({"user_id": "u", "k": 200, "mode": "next"}, True),
+    ({"user_id": "u", "filters": {"categories": ["A"], "price": {"max": 3}}}, True),
+    ({"events": [{"item_id": "a", "timestamp": "2023-11-14T22:00:00"}]}, True),
+    ({"user_id": "u", "context": {"signals": {"event": True, "extra": 2}}}, True),
+    ({"user_id": "u", "user_features": {"age": 3, "domain": "x", "gone": None}}, True),
+    ({}, False),
+    ({"k": 3}, False),
+    ({"user_id": "u", "x": 1}, False),
+    ({"user_id": "u", "k": 0}, False),
+    ({"user_id": "u", "k": 201}, False),
+    ({"user_id": "u", "k": 1.5}, False),
+    ({"user_id": ""}, False),
+    ({"user_id": "u", "mode": "all"}, False),
+    ({"events": [{"timestamp": 1}]}, False),
+    ({"events": [{"item_id": "a", "x": 1}]}, False),
+    ({"user_id": "u", "filters": {"price": {"min": -1}}}, False),
+    ({"user_id": "u", "filters": {"in_stock": "yes"}}, False),
+    ({"user_id": "u", "filters": {"exclude_ids": [""]}}, False),
+    ({"user_id": "u", "context": {"signals": {"snow": 1}}}, False),
+    ({"user_id": "u", "context": {"timestamp": -1}}, False),
+    ({"user_id": "u", "user_features": {"age": True}}, False),
+]
+
+
+@pytest.mark.parametrize("body, valid", SPEC_CASES)
+def test_spec_and_parser_agree(body, valid):
+    spec_ok = schema("RecommendationRequest").is_valid(body)
+    try:
+        parse_request(body, now=T)
+        parser_ok = True
+    except RequestError:
+        parser_ok = False
+    assert spec_ok == parser_ok == valid
+
+
+def test_openapi_document_is_served(sidecar):
+    status, text, response = sidecar.call("GET", "/openapi.yaml")
+    assert status == 200 and yaml.safe_load(text)["openapi"].startswith("3.")

@@ -1,0 +1,115 @@
+"""`serve sidecar` wiring: the parser builds a working app (embedded or Elasticsearch
+backend, batch user store), and the command serves HTTP and stops on SIGTERM."""
+import stars  # noqa: F401
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+import pytest  # noqa: E402
+
+from serving.sidecar.cli import add_serve_sidecar_parser, build_app  # noqa: E402
+from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend  # noqa: E402
+from serving.sidecar.filters import EmbeddedFilterBackend  # noqa: E402
+from tests.elasticsearch_test_double import ElasticsearchTestDouble  # noqa: E402
+from tests.fixtures import write_small_dataset  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_small_dataset(tmp_path_factory.mktemp("sidecar_cli"))
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser(prog="stars serve")
+    add_serve_sidecar_parser(parser.add_subparsers(dest="serve_command"))
+    return parser.parse_args(["sidecar", *argv])
+
+
+def _post(app, body):
+    raw = json.dumps(body).encode()
+    status, _, payload = app.handle("POST", "/v1/recommendations",
+                                    {"Content-Length": str(len(raw))}, lambda n: raw[:n])
+    return status, json.loads(payload)
+
+
+def test_build_app_embedded_with_unreachable_model(data_dir, tmp_path):
+    counts = tmp_path / "item_popularity"
+    counts.write_text("9 i7\n8 i2\n")
+    args = _parse("--data-dir", str(data_dir), "--model-url",
+                  f"http://127.0.0.1:{_free_port()}", "--popularity-counts", str(counts),
+                  "--model-timeout-ms", "100", "--max-k", "50", "--signal-names", "a,b")
+    app = build_app(args)
+    assert isinstance(app.recommender.filter_backend, EmbeddedFilterBackend)
+    assert app.config.max_k == 50 and app.config.signal_names == ("a", "b")
+    status, body = _post(app, {"events": [{"item_id": "i1"}], "k": 3,
+                               "filters": {"region": "us"}, "context": {"signals": {"a": 1}}})
+    assert status == 200 and body["degraded"] and body["degraded_reasons"] == ["model_unavailable"]
+    assert [i["item_id"] for i in body["items"]] == ["i7", "i2", "i1"]
+    assert _post(app, {"user_id": "u", "k": 51})[0] == 400
+
+
+def test_build_app_elasticsearch_and_batch_store(data_dir, tmp_path):
+    with ElasticsearchTestDouble() as es:
+        args = _parse("--data-dir", str(data_dir), "--model-url", "http://127.0.0.1:1",
+                      "--filter-backend", "elasticsearch", "--es-hosts", es.url,
+                      "--es-alias", "cat", "--filter-failure", "closed",
+                      "--user-store", f"embedded:{tmp_path / 'store'}")
+        app = build_app(args)
+        backend = app.recommender.filter_backend
+        assert isinstance(backend, ElasticsearchFilterBackend) and backend.alias == "cat"
+        assert app.recommender.config.filter_failure == "closed"
+        assert app.recommender.user_store.get("u1") is None  # an empty batch store
+    with pytest.raises(ValueError, match="needs --es-hosts"):
+        build_app(_parse("--data-dir", str(data_dir), "--filter-backend", "elasticsearch"))
+    with pytest.raises(ValueError, match="module:callable"):
+        build_app(_parse("--data-dir", str(data_dir), "--user-store", "x",
+                         "--user-store-factory", "nonsense"))
+
+
+def test_serve_sidecar_command_serves_and_stops_on_sigterm(data_dir):
+    port = _free_port()
+    code = ("import sys, argparse, stars; from serving.sidecar.cli import add_serve_sidecar_parser;"
+            "p = argparse.ArgumentParser(); add_serve_sidecar_parser(p.add_subparsers());"
+            "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "sidecar", "--data-dir", str(data_dir), "--host",
+         "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{_free_port()}"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert json.loads(r.read()) == {"status": "ok"}
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.time() < deadline
+                time.sleep(0.2)
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            raise AssertionError("ready without a model server")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert json.loads(proc.stdout.read())["catalogue_items"] == 9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
