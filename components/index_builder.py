@@ -51,7 +51,7 @@ def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_exampl
         module = ServingModule(model, adapter, tft_output, catalog.item_ids, kind, top_k,
                                [n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric],
                                [n[len(F.USER_CATEGORICAL_PREFIX):] for n in meta.user_vocab_sizes])
-        save_serving_model(module, directory)
+        save_serving_model(module, directory, item_ids=catalog.item_ids)
         modules[kind] = module
     queries = probe_queries(modules["brute_force"].item_embedding_table.numpy())
     _, exact = modules["brute_force"].index(queries, k=modules["brute_force"].k)

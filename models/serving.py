@@ -28,6 +28,8 @@ and the context alone.
 from __future__ import annotations
 
 import math
+import os
+
 import numpy as np
 
 import stars  # noqa: F401
@@ -234,10 +236,12 @@ class ServingModule(tf.Module):
                 "search": search.get_concrete_function()}
 
 
-def save_serving_model(module: ServingModule, export_dir: str) -> str:
+def save_serving_model(module: ServingModule, export_dir: str, item_ids=None) -> str:
     options = tf.saved_model.SaveOptions(
         namespace_whitelist=[SCANN_NAMESPACE] if module.index_kind == "scann" else None)
     tf.saved_model.save(module, export_dir, signatures=module.signatures(), options=options)
+    if item_ids is not None and len(item_ids):
+        write_warmup(export_dir, warmup_requests(module, list(item_ids)))
     return export_dir
 
 
@@ -255,3 +259,63 @@ def recall_against_brute_force(scann_ids: np.ndarray, exact_ids: np.ndarray) -> 
 
 __all__ = ["ServingModule", "save_serving_model", "load_serving_model", "make_index",
            "raw_request_features", "recall_against_brute_force"]
+
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def warmup_requests(module: "ServingModule", item_ids) -> list:
+    """One small request per signature: (signature name, {input: numpy array})."""
+    items = np.array([[item_ids[0], item_ids[min(1, len(item_ids) - 1)]]], dtype=object)
+    history = {"history_item_ids": items,
+               "history_event_types": np.array([["view", "purchase"]], dtype=object),
+               "history_timestamps": np.array([[1700000000, 1700000300]], np.int64),
+               "request_timestamp": np.array([1700000600], np.int64)}
+    context = {"region": np.array([""], dtype=object),
+               "context_signals": np.zeros([1, module.num_signals], np.float32)}
+    users = {f"user_num_{n}": np.array([np.nan], np.float32) for n in module.user_numeric}
+    users.update({f"user_cat_{c}": np.array([""], dtype=object) for c in module.user_categorical})
+    full = {**history, **context, **users}
+    dim = int(module.item_embedding_table.shape[1])
+    return [("serving_default", history), ("recommend_with_context", full),
+            ("user_embeddings", full),
+            ("context_offset", {"request_timestamp": history["request_timestamp"],
+                                "context_signals": context["context_signals"]}),
+            ("search", {"query_embeddings": np.zeros([1, dim], np.float32)}),
+            ("item_embeddings", {"item_ids": items[0]})]
+
+
+def write_warmup(export_dir: str, requests) -> str:
+    """TF Serving's warm-up file: PredictionLogs replayed when a version loads, so the
+    first real request does not pay for graph optimisation and table initialisation."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = signature
+            for name, value in inputs.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
+
+
+def replay_warmup(loaded, export_dir: str) -> int:
+    """Runs a SavedModel's warm-up requests (as TF Serving does at load); returns how many."""
+    from tensorflow_serving.apis import prediction_log_pb2
+    path = os.path.join(export_dir, WARMUP_FILE)
+    if not tf.io.gfile.exists(path):
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        log = prediction_log_pb2.PredictionLog.FromString(record)
+        request = log.predict_log.request
+        signature = loaded.signatures.get(request.model_spec.signature_name or "serving_default")
+        if signature is None:
+            continue
+        signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+        count += 1
+    return count

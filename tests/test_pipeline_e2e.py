@@ -125,7 +125,9 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
             assert len(row) == TOP_K and len(set(row)) == TOP_K
         assert all(a >= b for row in answer[f"{variant}_scores"] for a, b in zip(row, row[1:]))
     # Same answer in this process; the index alone (search) agrees with recommend.
+    from models.serving import replay_warmup
     loaded = load_serving_model(export)
+    assert replay_warmup(loaded, export) == 6  # TF Serving's warm-up file, one per signature
     here = _as_lists(loaded.signatures["serving_default"](**eval(REQUEST)))
     assert here["ni_ids"] == answer["ni_ids"] and here["gi_ids"] == answer["gi_ids"]
     numeric, categorical = [], []

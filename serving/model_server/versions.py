@@ -59,7 +59,13 @@ def load_saved_model(export_dir: str):
     except ImportError:  # pragma: no cover - scann is a dependency; brute_force exports load anyway
         log.warning("scann is not importable: models with ScaNN ops will not load")
     import tensorflow as tf
-    return tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+    from models.serving import replay_warmup
+    loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
+    # TF Serving replays assets.extra/tf_serving_warmup_requests before serving a version.
+    warmed = replay_warmup(loaded, export_dir)
+    if warmed:
+        log.info("%s: replayed %d warm-up requests", export_dir, warmed)
+    return loaded
 
 
 @dataclasses.dataclass(eq=False)
