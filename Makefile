@@ -34,3 +34,29 @@ test-fast: $(STAMP)
 
 clean:
 	rm -rf out
+
+# Offline quality benchmark on Amazon Beauty (benchmarks/README.md): imports the public
+# data from ../shared/data/amazon-beauty into out/beauty/data when it is not there yet,
+# then trains and evaluates every model (leave-one-out, full-catalogue ranking) and
+# writes benchmarks/results/quality_beauty.json + .md.  BENCH_ARGS=--quick for CI size;
+# BENCH_ARGS='--models popularity,sasrec_id --overrides {"epochs":50}' etc.; a quick run
+# should write elsewhere: BENCH_RESULTS=out/beauty/quality_quick.json.
+BEAUTY_SOURCE ?= ../shared/data/amazon-beauty
+BEAUTY_DATA ?= out/beauty/data
+BENCH_OUT ?= out/beauty/eval
+BENCH_RESULTS ?= benchmarks/results/quality_beauty.json
+BENCH_ARGS ?=
+
+.PHONY: bench-quality
+
+bench-quality: $(STAMP)
+	@if [ ! -f $(BEAUTY_DATA)/interactions.csv ]; then \
+	  if [ -f $(BEAUTY_SOURCE)/interactions.csv ]; then \
+	    $(BIN)/stars data import-amazon --source $(BEAUTY_SOURCE) --out $(BEAUTY_DATA); \
+	  else \
+	    echo "bench-quality: no Beauty data: run 'stars data import-amazon --source DIR --out $(BEAUTY_DATA)' (see benchmarks/README.md)"; \
+	    exit 2; \
+	  fi; \
+	fi
+	$(BIN)/python -m benchmarks.quality --data-dir $(BEAUTY_DATA) --out $(BENCH_OUT) \
+	  --dataset amazon-beauty --results $(BENCH_RESULTS) $(BENCH_ARGS)

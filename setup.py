@@ -41,6 +41,7 @@ setup(
         "prometheus-client",
         "redis",
         "grpcio",
+        "lightgbm",  # the LambdaMART baseline of `stars eval`
     ],
     package_data={"serving.sidecar": ["openapi.yaml"]},
     extras_require={

@@ -213,6 +213,8 @@ class DeltaUnfreeze(tf.keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.model.config.use_delta and epoch >= self.frozen_epochs:
+            if not self.model.items.built:  # epoch 0, before the first batch built the tower
+                self.model.items.build(None)
             self.model.items.delta_gate.assign(1.0)
 
 

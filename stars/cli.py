@@ -7,6 +7,7 @@
     stars pipeline compile --target vertex|kubeflow --data-dir URI --root URI --output F
                                                    compile for Vertex AI / Kubeflow Pipelines v2
     stars demo --out DIR                           synth data + pipeline, end to end
+    stars eval --data-dir DIR --out DIR [--quick]  offline evaluation (leave-one-out, full ranking)
     stars serve model --model-base-path DIR        TF Serving REST/gRPC APIs over pushed models
     stars serve sidecar --model-grpc HOST:PORT     recommendations API with the post-filter
     stars batch user-embeddings ...                h_gen/h_next of every user into a store
@@ -204,8 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after the pipeline (no model server / sidecar requests)")
     _add_pipeline_options(p)
     p.set_defaults(func=_demo)
+    p = sub.add_parser("eval", help="offline evaluation: leave-one-out, full-catalogue ranking")
+    from stars.evaluation import offline
+    offline.add_arguments(p)
+    p.set_defaults(func=_eval)
     _add_serving_commands(sub)
     return parser
+
+
+def _eval(args) -> int:
+    from stars.evaluation import offline
+    result = offline.run_from_args(args)
+    for line in offline.summary_lines(result):
+        print(line)
+    return 0
 
 
 def _add_serving_commands(sub) -> None:

@@ -392,3 +392,18 @@ def test_mixed_precision_trains_with_float32_losses():
     assert all(np.isfinite(h["loss"]) for h in history)
     h_gen, h_next = model.user_embeddings(inputs)
     assert h_next.dtype == tf.float32 or np.all(np.isfinite(h_next.numpy().astype(np.float32)))
+
+
+@pytest.mark.parametrize("variant", ["sasrec_id", "stars"])
+def test_trainer_fit_runs_with_the_delta_callback(variant):
+    """models.trainer.train (the Trainer's loop) from a fresh model: δ unfrozen at epoch 0
+    for the ID-only variants (delta_frozen_epochs = 0), after epoch 1 for STARS."""
+    from models import trainer
+    catalog, inputs = _small_setup()
+    config = make_config("tiny", variant, max_history=L, epochs=2, early_stopping_patience=1)
+    model = _model(catalog, config)
+    data = tf.data.Dataset.from_tensors(inputs)
+    with _no_graph_rewrites():
+        history = trainer.train(model, config, data, data, total_steps=2, verbose=0)
+    assert len(history.history["loss_next"]) == 2
+    assert float(model.items.delta_gate.numpy()) == 1.0

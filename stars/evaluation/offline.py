@@ -1,0 +1,933 @@
+"""Offline quality benchmark: ``stars eval`` / ``make bench-quality``.
+
+Trains and evaluates every model in ONE harness on ONE split, with the standard
+protocol of the sequential-recommendation literature (see
+``shared/data/README.md``):
+
+* **Split**: leave-one-out by time (``PipelineConfig(split_mode="leave_one_out")``):
+  per user the last event is the test target, the one before it the validation
+  target, the rest training.  The data half of the TFX pipeline
+  (CatalogExampleGen, ItemEnricher, Transform) produces the splits under
+  ``<out_dir>/pipeline``; it is run once and reused.
+* **Training**: the same code as the TFX Trainer (``models.trainer``): the
+  validation split is Keras' ``validation_data``, i.e. early stopping (on
+  ``val_loss_next``, best weights restored).  Validation HR/NDCG@10 are also
+  reported for model selection.  The TEST split is opened once per model,
+  after training, and only scored.
+* **Ranking**: the FULL catalogue (no sampled negatives): brute-force dot
+  products of the user embeddings (``StarsModel.user_embeddings``: h_gen = GI,
+  h_next = NI) with every item embedding (``item_embeddings()``), in chunks;
+  RR is the round-robin interleaving of GI and NI (GI first, as the pipeline's
+  evaluator).  **Masked** = the items already in the user's history are
+  excluded from the ranking (as the S3-Rec evaluation code does);
+  **unmasked** = nothing excluded; both are reported.
+* **Metrics**: HR@K, NDCG@K and Recall@K for K = 5, 10, 20 (one target per
+  user: Recall@K = HR@K), MRR (within the top 20), Coverage@10 (share of the
+  catalogue in at least one top-10 list), and cold-start Recall@10: the test
+  examples whose target item has no training interaction (first seen after
+  the user's training events -- in leave-one-out there is no global cut).
+* **Baselines**: ``popularity`` (training counts, the Transform's
+  ``item_popularity`` vocabulary), ``sasrec_id`` (STARS with every semantic
+  part off and a full-catalogue cross-entropy: an ID-only SASRec),
+  ``lambdamart`` (LightGBM lambdarank over the top-100 candidates of a
+  popularity + co-occurrence generator, see :mod:`stars.evaluation.lambdamart`;
+  skipped with a note when ``lightgbm`` is not installed) and the paper's
+  ablations (``stars_no_text``, ``stars_no_tags``, ``stars_no_context``,
+  ``stars_no_user``).
+* **Slices** (data with categories and impressions, i.e. the synthetic data):
+  Hit@5 per category of the test target (full-catalogue ranking, masked), and
+  Hit@5 within the candidate set the user was shown (the target event's page),
+  by candidate-set size bucket.
+
+Output: a results JSON (merged per model: a later run replaces the entries
+of the models it ran and keeps the others, when dataset and protocol agree)
+and a Markdown report with PNG plots (matplotlib when installed, otherwise a
+small Pillow renderer; tables only when neither is available).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+import stars  # noqa: F401  (Keras 2 before TensorFlow)
+from stars.evaluation import retrieval_metrics as RM
+
+log = logging.getLogger(__name__)
+
+KS: Tuple[int, ...] = (5, 10, 20)
+K_MAX = max(KS)
+COVERAGE_K = 10
+COLD_K = 10
+SLICE_K = 5
+MAX_CATEGORY_SLICES = 50   # more categories than that (e.g. Beauty's attribute ids): no slice
+CANDIDATE_SET_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 50), (51, None))
+MODEL_VARIANTS = ("stars", "sasrec_id", "stars_no_text", "stars_no_tags", "stars_no_context",
+                  "stars_no_user")
+BASELINES = ("popularity", "lambdamart")
+ALL_MODELS = ("popularity", "stars", "sasrec_id", "lambdamart", "stars_no_text",
+              "stars_no_tags", "stars_no_context", "stars_no_user")
+PIPELINE_SUBDIR = "pipeline"              # the full run's data half
+QUICK_PIPELINE_SUBDIR = "pipeline-quick"  # the quick run's (a user sample): never mixed
+QUICK_DATA_SUBDIR = "data-quick"
+MARKER_FILE = "offline_eval_data.json"
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickSettings:
+    """What ``quick=True`` shrinks: small enough for CI on the tiny synthetic data."""
+    preset: str = "tiny"
+    epochs: int = 2
+    max_users: int = 300            # users kept (seeded sample) before the data half
+    lambdamart_trees: int = 40
+    lambdamart_candidates: int = 50
+
+
+QUICK = QuickSettings()
+
+
+# ----------------------------------------------------------------------------------------
+# data half
+# ----------------------------------------------------------------------------------------
+
+def _table_file(data_dir: Path, name: str) -> Optional[Path]:
+    from stars.data import contract
+    return contract.find_table_file(data_dir, contract.TABLES[name])
+
+
+def _read_any(path: Path):
+    import pandas as pd
+    if path.name.endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def subsample_users(data_dir, out_dir, max_users: int, seed: int = 0) -> Tuple[str, dict]:
+    """A copy of ``data_dir`` with at most ``max_users`` users (a seeded sample; the
+    whole catalogue is kept).  Returns ``(directory, info)``; ``data_dir`` itself when
+    it has no more users than that."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    interactions_path = _table_file(data_dir, "interactions")
+    interactions = _read_any(interactions_path)
+    users = np.array(sorted(interactions["user_id"].astype(str).unique()))
+    if len(users) <= max_users:
+        return str(data_dir), {"users": int(len(users)), "subsampled": False}
+    keep = set(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    interactions[interactions["user_id"].astype(str).isin(keep)].to_csv(
+        out_dir / "interactions.csv", index=False)
+    for name in ("items", "impressions", "users"):
+        path = _table_file(data_dir, name)
+        if path is None:
+            continue
+        if name == "users":
+            frame = _read_any(path)
+            frame[frame["user_id"].astype(str).isin(keep)].to_csv(out_dir / "users.csv",
+                                                                   index=False)
+        else:
+            shutil.copyfile(path, out_dir / path.name)
+    return str(out_dir), {"users": max_users, "users_in_source": int(len(users)),
+                          "subsampled": True, "seed": seed}
+
+
+def pipeline_root(out_dir, quick: bool = False) -> Path:
+    return Path(out_dir) / (QUICK_PIPELINE_SUBDIR if quick else PIPELINE_SUBDIR)
+
+
+def _latest(root: str, component: str, output: str) -> Optional[str]:
+    uris = glob.glob(os.path.join(root, component, output, "*"))
+    uris = [u for u in uris if os.path.basename(u).isdigit()]
+    return max(uris, key=lambda u: int(os.path.basename(u))) if uris else None
+
+
+def _data_half_done(root: str) -> bool:
+    te = _latest(root, "Transform", "transformed_examples")
+    return bool(te) and all(glob.glob(os.path.join(te, f"Split-{s}", "*.gz"))
+                            for s in ("train", "eval", "test")) \
+        and bool(_latest(root, "CatalogTransform", "transformed_examples"))
+
+
+def prepare_data(data_dir, out_dir, quick: bool = False, encoder: str = "minilm",
+                 tagger: str = "keyword", seed: int = 0, max_history: int = 200) -> dict:
+    """Runs the data half with ``split_mode="leave_one_out"`` under ``<out_dir>/pipeline``
+    (``pipeline-quick`` in quick mode) unless it is already there for the same inputs;
+    returns the data description."""
+    out_dir = Path(out_dir)
+    root = pipeline_root(out_dir, quick)
+    fingerprint = {"data_dir": os.path.abspath(data_dir), "quick": bool(quick),
+                   "quick_max_users": QUICK.max_users if quick else None,
+                   "encoder": encoder, "tagger": tagger, "seed": seed if quick else None,
+                   "max_history": max_history, "split_mode": "leave_one_out"}
+    marker = root / MARKER_FILE
+    if _data_half_done(str(root)) and marker.is_file():
+        recorded = json.loads(marker.read_text())
+        if recorded.get("fingerprint") != fingerprint:
+            raise ValueError(f"{root} holds the data half of another configuration "
+                             f"({recorded.get('fingerprint')}); use another --out directory "
+                             f"or delete it")
+        log.info("data half already in %s: reused", root)
+        return {**recorded, "reused": True}
+    if root.exists():  # an unfinished or unmarked run: start again
+        shutil.rmtree(root)
+    started = time.time()
+    source, sample = str(data_dir), {"subsampled": False}
+    if quick:
+        source, sample = subsample_users(data_dir, out_dir / QUICK_DATA_SUBDIR, QUICK.max_users,
+                                         seed)
+    from pipeline.configs import PipelineConfig
+    from pipeline.runners import local
+    local.run(PipelineConfig(data_dir=os.path.abspath(source), pipeline_root=str(root),
+                             encoder=encoder, tagger=tagger, split_mode="leave_one_out",
+                             max_history=max_history, train_model=False))
+    if not _data_half_done(str(root)):
+        raise RuntimeError(f"the data half did not produce train/eval/test splits in {root}")
+    recorded = {"fingerprint": fingerprint, "source_dir": os.path.abspath(source),
+                "sample": sample, "wall_s": round(time.time() - started, 1)}
+    marker.write_text(json.dumps(recorded, indent=1, sort_keys=True))
+    return {**recorded, "reused": False}
+
+
+# ----------------------------------------------------------------------------------------
+# reading the splits
+# ----------------------------------------------------------------------------------------
+
+RAW_FEATURES = ("user_id", "item_id", "timestamp", "target_item_id", "target_timestamp",
+                "target_page_item_id")
+
+
+@dataclasses.dataclass
+class SplitData:
+    """One split in catalogue indices; one row per example (user)."""
+    user_ids: List[str]
+    history: List[np.ndarray]        # int64 item indices, oldest first (unknown ids dropped)
+    history_ts: List[np.ndarray]     # int64 unix seconds, aligned with ``history``
+    targets: List[np.ndarray]        # int64 item indices (leave-one-out: one)
+    target_ts: np.ndarray            # int64 [N]
+    candidates: List[np.ndarray]     # the target page's shown items (may be empty)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def first_target(self) -> np.ndarray:
+        return np.array([t[0] if len(t) else -1 for t in self.targets], np.int64)
+
+    @staticmethod
+    def concat(parts: Sequence["SplitData"]) -> "SplitData":
+        return SplitData([u for p in parts for u in p.user_ids],
+                         [h for p in parts for h in p.history],
+                         [h for p in parts for h in p.history_ts],
+                         [t for p in parts for t in p.targets],
+                         np.concatenate([p.target_ts for p in parts]) if parts
+                         else np.zeros(0, np.int64),
+                         [c for p in parts for c in p.candidates])
+
+
+def _rows(tensor) -> List[np.ndarray]:
+    """Per-row numpy values of a dense, sparse or ragged [B, ...] tensor."""
+    import tensorflow as tf
+    if isinstance(tensor, tf.SparseTensor):
+        tensor = tf.RaggedTensor.from_sparse(tensor)
+    if isinstance(tensor, tf.RaggedTensor):
+        values, splits = tensor.flat_values.numpy(), tensor.row_splits.numpy()
+        return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
+    array = tensor.numpy()
+    return [np.reshape(row, -1) for row in array]
+
+
+class EvalContext:
+    """The data half's artifacts, the catalogue and split readers (counted per model)."""
+
+    def __init__(self, pipeline_root: str):
+        import tensorflow_transform as tft
+        from models import trainer as T
+        self.root = pipeline_root
+        self.transform_graph = _latest(pipeline_root, "Transform", "transform_graph")
+        self.examples = _latest(pipeline_root, "Transform", "transformed_examples")
+        catalog_examples = _latest(pipeline_root, "CatalogTransform", "transformed_examples")
+        catalog_graph = _latest(pipeline_root, "CatalogTransform", "transform_graph")
+        self.tft_output = tft.TFTransformOutput(self.transform_graph)
+        self.meta = T.build_meta(self.tft_output, self.transform_graph, catalog_examples,
+                                 catalog_graph)
+        self.catalog = T.load_catalog(self.meta)
+        self.accessor = T.local_data_accessor()
+        self.counts = np.asarray(self.catalog.counts, np.float64)
+        self.reads: Dict[str, Counter] = defaultdict(Counter)  # model -> split -> opened
+        self._table = None
+
+    @property
+    def num_items(self) -> int:
+        return len(self.catalog)
+
+    def files(self, split: str) -> List[str]:
+        files = sorted(glob.glob(os.path.join(self.examples, f"Split-{split}", "*.gz")))
+        if not files:
+            raise FileNotFoundError(f"no Split-{split} in {self.examples}")
+        return files
+
+    def _lookup(self, ids):
+        import tensorflow as tf
+        if self._table is None:
+            self._table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(
+                    tf.constant([str(i) for i in self.catalog.item_ids], tf.string),
+                    tf.range(self.num_items, dtype=tf.int64)), default_value=-1)
+        return self._table.lookup(ids)
+
+    def dataset(self, split: str, model: str, adapter=None, batch_size: int = 256):
+        """Batches of ``(model inputs or {}, raw features)`` over a split, in file order.
+        Every call is recorded in ``reads[model][split]``."""
+        from tfx_bsl.public import tfxio
+        self.reads[model][split] += 1
+        options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle=False,
+                                                 num_epochs=1)
+        data = self.accessor.tf_dataset_factory(self.files(split), options,
+                                                self.tft_output.transformed_metadata.schema)
+
+        def split_features(features):
+            raw = {k: features[k] for k in RAW_FEATURES if k in features}
+            return (adapter(features) if adapter is not None else {}), raw
+        return data.map(split_features).prefetch(2)
+
+    def to_split_data(self, raw: Mapping) -> SplitData:
+        import tensorflow as tf
+
+        def indices(name):
+            if name not in raw:
+                return None
+            x = raw[name]
+            if isinstance(x, tf.SparseTensor):
+                x = tf.SparseTensor(x.indices, self._lookup(x.values), x.dense_shape)
+            elif isinstance(x, tf.RaggedTensor):
+                x = x.with_flat_values(self._lookup(x.flat_values))
+            else:
+                x = self._lookup(x)
+            return _rows(x)
+        items = indices("item_id")
+        times = _rows(raw["timestamp"])
+        history, history_ts = [], []
+        for row_items, row_ts in zip(items, times):
+            known = row_items >= 0
+            history.append(row_items[known].astype(np.int64))
+            history_ts.append(np.asarray(row_ts, np.int64)[known])
+        targets = [t[t >= 0].astype(np.int64) for t in indices("target_item_id")]
+        pages = indices("target_page_item_id")
+        pages = [p[p >= 0].astype(np.int64) for p in pages] if pages is not None else \
+            [np.zeros(0, np.int64) for _ in targets]
+        target_ts = np.array([r[0] if len(r) else 0 for r in _rows(raw["target_timestamp"])],
+                             np.int64)
+        users = [r[0].decode() if len(r) else "" for r in _rows(raw["user_id"])]
+        return SplitData(users, history, history_ts, targets, target_ts, pages)
+
+    def read_split(self, split: str, model: str) -> SplitData:
+        return SplitData.concat([self.to_split_data(raw)
+                                 for _, raw in self.dataset(split, model, batch_size=1024)])
+
+
+# ----------------------------------------------------------------------------------------
+# ranking and metrics
+# ----------------------------------------------------------------------------------------
+
+def rank_full_catalogue(queries, item_embeddings, k: int = K_MAX,
+                        history: Optional[Sequence[Sequence[int]]] = None,
+                        chunk_rows: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+    """``(masked, unmasked)`` top-k item indices of brute-force dot-product scores.
+
+    ``queries`` [N, d] against ``item_embeddings`` [I, d]: every catalogue item is
+    scored (no sampled negatives), ``chunk_rows`` queries at a time.  ``masked``
+    never contains an item of the row's ``history``; ``unmasked`` excludes nothing.
+    Ties go to the lower item index; rows are padded with -1 when fewer than k
+    items remain.
+    """
+    queries = np.asarray(queries).astype(np.float32)  # bfloat16 under mixed precision
+    items = np.asarray(item_embeddings).astype(np.float32)
+    n = queries.shape[0]
+    masked = np.full((n, k), -1, np.int64)
+    unmasked = np.full((n, k), -1, np.int64)
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        scores = queries[start:stop] @ items.T
+        unmasked[start:stop] = RM.top_k_from_scores(scores, k)
+        exclude = None if history is None else [np.asarray(h, np.int64)
+                                                for h in history[start:stop]]
+        masked[start:stop] = RM.top_k_from_scores(scores, k, exclude=exclude)
+    return masked, unmasked
+
+
+def rank_by_item_scores(item_scores, n: int, k: int = K_MAX,
+                        history: Optional[Sequence[Sequence[int]]] = None,
+                        chunk_rows: int = 512) -> Tuple[np.ndarray, np.ndarray]:
+    """``(masked, unmasked)`` for a model that gives every user the same item scores
+    (popularity): the same ranking helper, the score row broadcast to ``n`` users."""
+    scores = np.asarray(item_scores, np.float64)
+    unmasked = np.broadcast_to(RM.top_k_from_scores(scores[None, :], k), (n, k)).copy()
+    masked = np.full((n, k), -1, np.int64)
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        block = np.broadcast_to(scores, (stop - start, scores.shape[0]))
+        exclude = None if history is None else [np.asarray(h, np.int64)
+                                                for h in history[start:stop]]
+        masked[start:stop] = RM.top_k_from_scores(block, k, exclude=exclude)
+    return masked, unmasked
+
+
+def _clean(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (np.floating,)):
+        return _clean(float(value))
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def metric_block(top_k: np.ndarray, targets: Sequence[np.ndarray], num_items: int,
+                 cold: Optional[np.ndarray] = None) -> dict:
+    """HR/NDCG/Recall@5/10/20, MRR@20, Coverage@10 and cold-start Recall@10 of top-k lists."""
+    per = RM.per_example_metrics(top_k, targets, KS)
+    summary = RM.summarise(per)
+    out = {}
+    for k in KS:
+        out[f"hr@{k}"] = summary[f"hit@{k}"]
+        out[f"ndcg@{k}"] = summary[f"ndcg@{k}"]
+        out[f"recall@{k}"] = summary[f"recall@{k}"]
+    out[f"mrr@{top_k.shape[1]}"] = summary["mrr"]
+    out[f"coverage@{COVERAGE_K}"] = RM.coverage_at_k(top_k, COVERAGE_K, num_items)
+    if cold is not None:
+        mask = np.asarray(cold, bool) & per["has_target"]
+        out[f"cold_start_recall@{COLD_K}"] = RM.summarise(per, mask)[f"recall@{COLD_K}"]
+        out["cold_start_examples"] = int(mask.sum())
+    out["num_examples"] = summary["num_examples"]
+    return {k: _clean(round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+def cold_start_mask(split: SplitData, counts: np.ndarray) -> np.ndarray:
+    """Examples whose first target has no training interaction."""
+    first = split.first_target
+    return (first >= 0) & (np.asarray(counts)[np.maximum(first, 0)] <= 0)
+
+
+def _bucket_name(size: int) -> Optional[str]:
+    for low, high in CANDIDATE_SET_BUCKETS:
+        if size >= low and (high is None or size <= high):
+            return f"{low}-{high}" if high is not None else f">{low - 1}"
+    return None
+
+
+def slice_metrics(split: SplitData, masked_top: np.ndarray, catalog,
+                  candidate_scores: Optional[Sequence[np.ndarray]] = None) -> dict:
+    """Hit@5 per category of the target (full-catalogue masked ranking), and Hit@5
+    within the shown candidate set by candidate-set size bucket (when the split has
+    impressions and ``candidate_scores`` -- each example's scores of its candidates --
+    are given).  Empty dict when the data has neither."""
+    out = {}
+    first = split.first_target
+    names = list(getattr(catalog, "category_names", ()) or ())
+    if names and 1 < len(set(catalog.category.tolist())) <= MAX_CATEGORY_SLICES:
+        hits = (masked_top[:, :SLICE_K] == first[:, None]).any(axis=1) & (first >= 0)
+        per_category = {}
+        categories = catalog.category[np.maximum(first, 0)]
+        for c in sorted(set(categories[first >= 0].tolist())):
+            rows = (categories == c) & (first >= 0)
+            name = names[c] if 0 <= c < len(names) else str(c)
+            per_category[name] = {f"hit@{SLICE_K}": round(float(hits[rows].mean()), 6),
+                                  "n": int(rows.sum())}
+        out["category"] = per_category
+    if candidate_scores is not None and any(len(c) for c in split.candidates):
+        buckets: Dict[str, list] = defaultdict(list)
+        for target, cands, scores in zip(first, split.candidates, candidate_scores):
+            cands = np.asarray(cands)
+            if target < 0 or not len(cands) or target not in cands:
+                continue
+            _, unique_at = np.unique(cands, return_index=True)
+            cands, scores = cands[np.sort(unique_at)], np.asarray(scores)[np.sort(unique_at)]
+            order = np.lexsort((cands, -scores))  # best first, ties to the lower index
+            hit = target in cands[order[:SLICE_K]]
+            buckets[_bucket_name(len(cands))].append(float(hit))
+        out["candidate_set_size"] = {
+            name: {f"hit@{SLICE_K}": round(float(np.mean(v)), 6), "n": len(v)}
+            for name, v in sorted(buckets.items(), key=lambda kv: int(kv[0].strip(">").split("-")[0]))}
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------
+
+def _interleave(gi: np.ndarray, ni: np.ndarray) -> np.ndarray:
+    return RM.interleave_round_robin(gi, ni, gi.shape[1])[0]
+
+
+def _validation_block(top: np.ndarray, split: SplitData, num_items: int) -> dict:
+    block = metric_block(top, split.targets, num_items)
+    return {k: block[k] for k in ("hr@10", "ndcg@10", "num_examples")}
+
+
+def evaluate_popularity(ctx: EvalContext, seed: int = 0) -> List[dict]:
+    started = time.time()
+    test = ctx.read_split("test", "popularity")
+    masked, unmasked = rank_by_item_scores(ctx.counts, len(test), K_MAX, test.history)
+    cold = cold_start_mask(test, ctx.counts)
+    candidate_scores = [ctx.counts[c] for c in test.candidates]
+    return [{
+        "model": "popularity", "variant": None,
+        "masked": metric_block(masked, test.targets, ctx.num_items, cold),
+        "unmasked": metric_block(unmasked, test.targets, ctx.num_items, cold),
+        "slices": slice_metrics(test, masked, ctx.catalog, candidate_scores),
+        "seed": seed, "config": {"scores": "training interaction counts (Transform "
+                                           "item_popularity vocabulary)"},
+        "split_reads": dict(ctx.reads["popularity"]),
+        "wall_s": round(time.time() - started, 1)}]
+
+
+def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, variants,
+                 with_candidates: bool = False):
+    """(SplitData, {variant: (masked, unmasked)}, {variant: candidate scores})."""
+    items = model.item_embeddings().numpy().astype(np.float32)
+    parts, tops = [], {v: ([], []) for v in ("gi", "ni")}
+    candidate_scores = {v: [] for v in ("gi", "ni")}
+    for inputs, raw in ctx.dataset(split, name, adapter):
+        data = ctx.to_split_data(raw)
+        parts.append(data)
+        gen, nxt = model.user_embeddings(inputs)
+        for variant, queries in (("gi", gen.numpy().astype(np.float32)),
+                                 ("ni", nxt.numpy().astype(np.float32))):
+            masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history)
+            tops[variant][0].append(masked)
+            tops[variant][1].append(unmasked)
+            if with_candidates:
+                candidate_scores[variant] += [items[c] @ q for q, c in
+                                              zip(queries, data.candidates)]
+    data = SplitData.concat(parts)
+    ranked = {v: (np.concatenate(m), np.concatenate(u)) for v, (m, u) in tops.items()}
+    ranked["rr"] = (_interleave(ranked["gi"][0], ranked["ni"][0]),
+                    _interleave(ranked["gi"][1], ranked["ni"][1]))
+    return data, {v: ranked[v] for v in variants}, candidate_scores
+
+
+def model_config(variant: str, preset: str, seed: int, quick: bool,
+                 overrides: Optional[Mapping] = None):
+    """The ModelConfig of one model: preset + ablation + overrides.
+
+    ``overrides`` holds ModelConfig fields applied to every model, and optionally
+    per-model dicts keyed by the model name (``{"epochs": 20, "sasrec_id":
+    {"dropout": 0.5}}``), applied last.  ``quick`` caps the epochs.
+    """
+    from models.config import make_config
+    overrides = dict(overrides or {})
+    common = {k: v for k, v in overrides.items() if not isinstance(v, Mapping)}
+    specific = dict(overrides.get(variant, {}) or {})
+    fields = {"seed": seed, **common, **specific}
+    if quick:
+        fields["epochs"] = min(int(fields.get("epochs", QUICK.epochs)), QUICK.epochs)
+    return make_config(preset, variant, **fields)
+
+
+def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "cpu", seed: int = 0,
+                       quick: bool = False, overrides: Optional[Mapping] = None,
+                       verbose: int = 0) -> List[dict]:
+    """Trains one STARS variant with ``models.trainer`` (validation split = early
+    stopping), then scores the validation split (model selection) and, once, the test
+    split.  Returns one result entry per retrieval (GI, NI, RR; NI only when the GI
+    head is not trained)."""
+    import tensorflow as tf
+    from models import trainer as T
+    started = time.time()
+    config = model_config(variant, preset, seed, quick, overrides)
+    adapter = T.make_adapter(ctx.catalog, config, ctx.meta)
+    # The Trainer's input pipeline (shuffled), over the same files and schema.
+    ctx.reads[variant]["train"] += 1
+    train_inputs = T.input_dataset(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
+                                   config.batch_size, shuffle=True, seed=config.seed)
+    validation = ctx.dataset("eval", variant, adapter, config.batch_size).map(
+        lambda inputs, raw: inputs)
+    steps = T.count_batches(train_inputs)
+    if steps == 0:
+        raise ValueError("the training split is empty")
+    tf.keras.backend.clear_session()
+    set_precision = getattr(T, "set_precision", None)  # as the Trainer's run_fn does
+    if set_precision is not None:
+        set_precision(config)
+    model = T.build_model(ctx.catalog, config, ctx.meta)
+    # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
+    # on_epoch_begin(0) when delta_frozen_epochs = 0 (sasrec_id, stars_no_text), before
+    # any forward pass would have created it.
+    model.item_embeddings(tf.constant([0]))
+    model.items.build(None)
+    history = T.train(model, config, train_inputs, validation, steps * config.epochs,
+                      verbose=verbose)
+    losses = [float(x) for x in history.history.get("val_loss_next", [])]
+    train_s = time.time() - started
+    variants = ("gi", "ni", "rr") if config.lambda_gen > 0 else ("ni",)
+    val_data, val_ranked, _ = _score_split(ctx, model, adapter, "eval", variant, variants)
+    validation_blocks = {v: _validation_block(val_ranked[v][0], val_data, ctx.num_items)
+                         for v in variants}
+    test, ranked, candidate_scores = _score_split(ctx, model, adapter, "test", variant,
+                                                  variants, with_candidates=True)
+    cold = cold_start_mask(test, ctx.counts)
+    if set_precision is not None:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    wall = round(time.time() - started, 1)
+    training = {"preset": preset, "train_batches_per_epoch": steps,
+                "epochs_run": len(history.epoch), "epochs_max": config.epochs,
+                "best_epoch": int(np.argmin(losses)) + 1 if losses else None,
+                "val_loss_next": [round(x, 5) for x in losses],
+                "early_stopping": "val_loss_next on the validation split, best weights "
+                                  "restored", "train_s": round(train_s, 1)}
+    entries = []
+    for v in variants:
+        masked, unmasked = ranked[v]
+        scores = candidate_scores.get("gi" if v == "gi" else "ni")
+        entries.append({
+            "model": variant, "variant": v,
+            "masked": metric_block(masked, test.targets, ctx.num_items, cold),
+            "unmasked": metric_block(unmasked, test.targets, ctx.num_items, cold),
+            "validation": {"masked": validation_blocks[v]},
+            "slices": slice_metrics(test, masked, ctx.catalog, None if v == "rr" else scores),
+            "seed": seed, "config": {**dataclasses.asdict(config), "training": training},
+            "split_reads": dict(ctx.reads[variant]), "wall_s": wall})
+    return entries
+
+
+def evaluate_lambdamart(ctx: EvalContext, seed: int = 0, quick: bool = False) -> List[dict]:
+    from stars.evaluation import lambdamart
+    started = time.time()
+    train = ctx.read_split("train", "lambdamart")
+    validation = ctx.read_split("eval", "lambdamart")
+    settings = lambdamart.Settings(seed=seed)
+    if quick:
+        settings = dataclasses.replace(settings, num_trees=QUICK.lambdamart_trees,
+                                       num_candidates=QUICK.lambdamart_candidates)
+    ranker = lambdamart.LambdaMartBaseline(ctx.catalog, ctx.counts, train, settings)
+    fit_info = ranker.fit(validation)
+    test = ctx.read_split("test", "lambdamart")
+    masked, unmasked, test_info = ranker.rank(test, K_MAX)
+    cold = cold_start_mask(test, ctx.counts)
+    return [{
+        "model": "lambdamart", "variant": None,
+        "masked": metric_block(masked, test.targets, ctx.num_items, cold),
+        "unmasked": metric_block(unmasked, test.targets, ctx.num_items, cold),
+        "slices": slice_metrics(test, masked, ctx.catalog),
+        "seed": seed,
+        "config": {**dataclasses.asdict(settings), "features": list(lambdamart.FEATURES),
+                   "fit": fit_info, "test": test_info},
+        "split_reads": dict(ctx.reads["lambdamart"]),
+        "wall_s": round(time.time() - started, 1)}]
+
+
+# ----------------------------------------------------------------------------------------
+# results file and report
+# ----------------------------------------------------------------------------------------
+
+def _protocol(ctx: EvalContext, test_examples: int, quick: bool, data_info: dict) -> dict:
+    return {
+        "split": "leave_one_out by time: last event = test target, second-to-last = "
+                 "validation target (early stopping / model selection), rest = training",
+        "ranking": "full catalogue, brute-force dot products (no sampled negatives)",
+        "masked": "items in the user's history excluded from the ranking (S3-Rec)",
+        "unmasked": "nothing excluded",
+        "ks": list(KS), "coverage_k": COVERAGE_K,
+        "cold_start": f"Recall@{COLD_K} over test targets with zero training count",
+        "rr": "round-robin interleaving of GI and NI, GI first",
+        "num_items": ctx.num_items, "test_examples": test_examples,
+        "quick": bool(quick), "data": {k: data_info.get(k) for k in ("sample", "fingerprint")},
+    }
+
+
+def _same_run(old: dict, dataset: str, protocol: dict) -> bool:
+    keys = ("num_items", "test_examples", "quick", "ks")
+    return old.get("dataset") == dataset and all(
+        old.get("protocol", {}).get(k) == protocol.get(k) for k in keys)
+
+
+def merge_results(path, dataset: str, protocol: dict, entries: List[dict]) -> dict:
+    """Writes ``{"dataset", "protocol", "results"}``; entries of models run now replace
+    the same (model, seed) entries of an earlier compatible run, the rest are kept."""
+    path = Path(path)
+    old = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
+    kept = []
+    if old and _same_run(old, dataset, protocol):
+        replaced = {(e["model"], e.get("seed")) for e in entries}
+        kept = [e for e in old.get("results", []) if (e["model"], e.get("seed")) not in replaced]
+    elif old:
+        log.warning("%s holds results of another dataset/protocol: overwritten", path)
+    order = {m: i for i, m in enumerate(ALL_MODELS)}
+    variants = {None: 0, "gi": 1, "ni": 2, "rr": 3}
+    results = sorted(kept + entries, key=lambda e: (order.get(e["model"], 99), e["model"],
+                                                    variants.get(e.get("variant"), 9),
+                                                    e.get("seed") or 0))
+    document = {"dataset": dataset, "protocol": protocol, "results": results,
+                "schema_version": SCHEMA_VERSION}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=1, sort_keys=False, default=_clean,
+                              allow_nan=False))
+    os.replace(tmp, path)
+    return document
+
+
+# Published full-ranking, history-masked results on Amazon Beauty (shared/data/README.md).
+PUBLISHED_BEAUTY = (
+    ("SASRec (as reported by S3-Rec)", "0.0605", "0.0318"),
+    ("BERT4Rec", "0.0347", "0.0170"),
+    ("S3-Rec", "0.0647", "0.0327"),
+    ("TIGER (Table 1)", "0.0648", "0.0384"),
+    ("SASRec, full cross-entropy (reimplementations)", "~0.081-0.086", "~0.046-0.050"),
+)
+SASREC_TARGET = {"hr@10": 0.095, "ndcg@10": 0.056}
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _label(entry: dict) -> str:
+    return entry["model"] + (f" {entry['variant'].upper()}" if entry.get("variant") else "")
+
+
+def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
+    """PNG bar charts next to the report: [(title, file name)], and the renderer used."""
+    from stars.evaluation import plots
+    entries = document["results"]
+    charts = []
+    for key, title in (("hr@10", "HR@10"), ("ndcg@10", "NDCG@10")):
+        bars = [(_label(e), e["masked"].get(key) or 0.0, e["unmasked"].get(key) or 0.0)
+                for e in entries]
+        name = f"{stem.name}_{key.replace('@', '')}.png"
+        if plots.grouped_bars(stem.parent / name, f"{title} (full catalogue)", bars,
+                              ("masked", "unmasked")):
+            charts.append((f"{title}, masked vs unmasked", name))
+    best = _headline(entries)
+    if best is not None:
+        for slice_name, title in (("category", f"Hit@{SLICE_K} per target category"),
+                                  ("candidate_set_size",
+                                   f"Hit@{SLICE_K} by candidate-set size")):
+            rows = best.get("slices", {}).get(slice_name)
+            if not rows:
+                continue
+            bars = [(name, v[f"hit@{SLICE_K}"], None) for name, v in rows.items()]
+            name = f"{stem.name}_{slice_name}.png"
+            if plots.grouped_bars(stem.parent / name, f"{title} ({_label(best)})", bars,
+                                  ("masked",)):
+                charts.append((title, name))
+    return charts, plots.renderer()
+
+
+def _headline(entries: List[dict]) -> Optional[dict]:
+    stars_entries = [e for e in entries if e["model"] == "stars"]
+    if not stars_entries:
+        return None
+    return max(stars_entries, key=lambda e: e["masked"].get("hr@10") or 0.0)
+
+
+def write_report(document: dict, path, wall_s: Optional[float] = None,
+                 notes: Sequence[str] = ()) -> str:
+    """Markdown report (tables + PNG plots when a renderer is available)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries, protocol = document["results"], document["protocol"]
+    lines = [f"# Offline quality: {document['dataset']}", ""]
+    lines += [f"- split: {protocol['split']}", f"- ranking: {protocol['ranking']}",
+              f"- masked: {protocol['masked']}; unmasked beside it",
+              f"- catalogue: {protocol['num_items']} items; test examples: "
+              f"{protocol['test_examples']}; quick mode: {protocol['quick']}",
+              f"- cold start: {protocol['cold_start']}", f"- RR: {protocol['rr']}"]
+    if wall_s is not None:
+        lines.append(f"- wall time of this run: {wall_s:.0f} s ({os.cpu_count()} CPU cores)")
+    lines.append("")
+    header = ["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "Cov@10",
+              "cold R@10 (n)", "HR@10 unmasked", "NDCG@10 unmasked", "val HR@10", "wall s"]
+    lines += ["## Test split (masked unless stated)", "", "| " + " | ".join(header) + " |",
+              "|" + "---|" * len(header)]
+    for e in entries:
+        m, u = e["masked"], e["unmasked"]
+        val = (e.get("validation") or {}).get("masked", {}).get("hr@10")
+        lines.append("| " + " | ".join([
+            _label(e), _fmt(m["hr@5"]), _fmt(m["ndcg@5"]), _fmt(m["hr@10"]), _fmt(m["ndcg@10"]),
+            _fmt(m["hr@20"]), _fmt(m["ndcg@20"]), _fmt(m.get("coverage@10")),
+            f"{_fmt(m.get('cold_start_recall@10'))} ({m.get('cold_start_examples', 0)})",
+            _fmt(u["hr@10"]), _fmt(u["ndcg@10"]), _fmt(val), _fmt(e.get("wall_s"), 0)]) + " |")
+    lines.append("")
+    sasrec = [e for e in entries if e["model"] == "sasrec_id"]
+    for e in sasrec:
+        ok = all((e["masked"].get(k) or 0) >= v for k, v in SASREC_TARGET.items())
+        lines.append(f"SASRec-ID tuning target (masked HR@10 >= {SASREC_TARGET['hr@10']}, "
+                     f"NDCG@10 >= {SASREC_TARGET['ndcg@10']}): "
+                     f"{'reached' if ok else 'NOT reached'} ({_label(e)}: "
+                     f"{_fmt(e['masked']['hr@10'])} / {_fmt(e['masked']['ndcg@10'])}).")
+        lines.append("")
+    if "beauty" in document["dataset"].lower():
+        lines += ["## Published full-ranking results on Beauty (masked)", "",
+                  "| model | HR@10 | NDCG@10 |", "|---|---|---|"]
+        lines += [f"| {n} | {h} | {g} |" for n, h, g in PUBLISHED_BEAUTY]
+        lines += ["", "Numbers from 99-sampled-negative protocols are not comparable.", ""]
+    best = _headline(entries)
+    if best is not None and best.get("slices"):
+        lines += [f"## Slices ({_label(best)}, test split)", ""]
+        for slice_name, rows in best["slices"].items():
+            lines += [f"### Hit@{SLICE_K} by {slice_name.replace('_', ' ')}", "",
+                      f"| {slice_name} | Hit@{SLICE_K} | n |", "|---|---|---|"]
+            lines += [f"| {k} | {_fmt(v[f'hit@{SLICE_K}'])} | {v['n']} |"
+                      for k, v in rows.items()]
+            lines.append("")
+        note = "Category slices rank the full catalogue (masked)."
+        if "candidate_set_size" in best["slices"]:
+            note += (" Candidate-set slices rank the items shown on the target's page (Hit@5 "
+                     "is 1 by construction for sets of at most 5 items).")
+        lines += [note, ""]
+    charts, renderer = _plots(document, path.with_suffix(""))
+    if charts:
+        lines += ["## Plots", ""] + [f"![{t}]({n})" for t, n in charts] + [""]
+        lines.append(f"(plots drawn with {renderer})")
+    else:
+        lines.append("(no plots: neither matplotlib nor Pillow is installed)")
+    lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Training details", "", "| model | epochs run / max | best epoch | train s |",
+              "|---|---|---|---|"]
+    for e in entries:
+        t = e.get("config", {}).get("training")
+        if t and e.get("variant") in ("ni",):
+            lines.append(f"| {e['model']} | {t['epochs_run']} / {t['epochs_max']} | "
+                         f"{t['best_epoch']} | {t['train_s']} |")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------
+
+def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quick: bool = False,
+                     preset: str = "cpu", seed: int = 0, encoder: str = "minilm",
+                     overrides: Optional[Mapping] = None, results_path=None, report_path=None,
+                     dataset: Optional[str] = None, tagger: str = "keyword",
+                     verbose: int = 0) -> dict:
+    """Data half (leave-one-out) -> each model trained and scored -> results JSON + report.
+
+    Returns the results document (``{"dataset", "protocol", "results"}``) with
+    ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
+    """
+    started = time.time()
+    models = list(dict.fromkeys(models))
+    unknown = [m for m in models if m not in ALL_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(ALL_MODELS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = Path(results_path or out_dir / "quality.json")
+    report_path = Path(report_path or results_path.with_suffix(".md"))
+    dataset = dataset or Path(os.path.abspath(data_dir)).name
+    if quick:
+        preset = QUICK.preset
+    data_info = prepare_data(data_dir, out_dir, quick=quick, encoder=encoder, tagger=tagger,
+                             seed=seed)
+    ctx = EvalContext(str(pipeline_root(out_dir, quick)))
+    entries, skipped, notes = [], {}, []
+    for name in models:
+        log.info("offline eval: %s", name)
+        if name == "popularity":
+            entries += evaluate_popularity(ctx, seed)
+        elif name == "lambdamart":
+            from stars.evaluation import lambdamart
+            if not lambdamart.available():
+                skipped[name] = "lightgbm is not installed (pip install lightgbm)"
+                notes.append(f"lambdamart skipped: {skipped[name]}")
+                continue
+            entries += evaluate_lambdamart(ctx, seed, quick)
+        else:
+            entries += train_and_evaluate(ctx, name, preset, seed, quick, overrides, verbose)
+    test_examples = next((e["masked"]["num_examples"] for e in entries), 0)
+    protocol = _protocol(ctx, test_examples, quick, data_info)
+    document = merge_results(results_path, dataset, protocol, entries)
+    wall = round(time.time() - started, 1)
+    if data_info.get("wall_s") and not data_info.get("reused"):
+        notes.append(f"data half (leave-one-out, encoder {encoder}): {data_info['wall_s']} s")
+    write_report(document, report_path, wall_s=wall, notes=notes)
+    return {**document, "paths": {"results": str(results_path), "report": str(report_path)},
+            "skipped": skipped, "wall_s": wall, "data": data_info}
+
+
+# ----------------------------------------------------------------------------------------
+# command line (``python -m benchmarks.quality``; ``stars eval`` wires the same two calls)
+# ----------------------------------------------------------------------------------------
+
+def default_dataset_name(data_dir) -> str:
+    """``out/beauty/data`` -> ``beauty``; ``/x/amazon-beauty`` -> ``amazon-beauty``."""
+    path = Path(os.path.abspath(data_dir))
+    return path.parent.name if path.name in ("data", "data-quick") else path.name
+
+
+def add_arguments(parser) -> None:
+    """The options of ``stars eval`` / ``benchmarks.quality`` on an argparse parser."""
+    parser.add_argument("--data-dir", required=True, help="data directory in the contract "
+                        "(e.g. from `stars data import-amazon`)")
+    parser.add_argument("--out", default="out/quality",
+                        help="work directory: <out>/pipeline holds the leave-one-out data half "
+                             "(reused when present)")
+    parser.add_argument("--results", default="",
+                        help="results JSON (default benchmarks/results/quality_<dataset>.json); "
+                             "entries of the models run replace earlier ones")
+    parser.add_argument("--report", default="", help="Markdown report (default: the results "
+                        "path with .md; PNG plots beside it)")
+    parser.add_argument("--dataset", default="", help="dataset name in the results "
+                        "(default from --data-dir)")
+    parser.add_argument("--models", default=",".join(ALL_MODELS),
+                        help=f"comma-separated subset of {','.join(ALL_MODELS)}")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"CI size: preset {QUICK.preset}, {QUICK.epochs} epochs, "
+                             f"at most {QUICK.max_users} users")
+    parser.add_argument("--preset", default="cpu", help="model size preset: paper | cpu | tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", default="minilm", help="item text encoder of the data half")
+    parser.add_argument("--tagger", default="keyword")
+    parser.add_argument("--overrides", default="",
+                        help='JSON of ModelConfig fields for every model, with optional '
+                             'per-model dicts: \'{"epochs": 30, "sasrec_id": {"dropout": 0.5}}\'')
+    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")
+
+
+def run_from_args(args) -> dict:
+    dataset = args.dataset or default_dataset_name(args.data_dir)
+    results = args.results or os.path.join("benchmarks", "results", f"quality_{dataset}.json")
+    return run_offline_eval(
+        args.data_dir, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
+        quick=args.quick, preset=args.preset, seed=args.seed, encoder=args.encoder,
+        tagger=args.tagger, overrides=json.loads(args.overrides) if args.overrides else None,
+        results_path=results, report_path=args.report or None, dataset=dataset,
+        verbose=args.verbose)
+
+
+def summary_lines(document: dict) -> List[str]:
+    """One line per result entry, for the console."""
+    lines = []
+    for e in document["results"]:
+        m, u = e["masked"], e["unmasked"]
+        lines.append(f"{_label(e):24s} masked HR@10 {_fmt(m['hr@10'])} NDCG@10 "
+                     f"{_fmt(m['ndcg@10'])} | unmasked HR@10 {_fmt(u['hr@10'])} NDCG@10 "
+                     f"{_fmt(u['ndcg@10'])} | cov@10 {_fmt(m.get('coverage@10'))} | "
+                     f"{_fmt(e.get('wall_s'), 0)} s")
+    return lines

@@ -1,0 +1,240 @@
+"""Offline quality benchmark (``stars.evaluation.offline``): the ranking helper, the
+results file, and the whole quick run on tiny synthetic data (e2e)."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import stars  # noqa: F401
+from stars.evaluation import offline
+from stars.evaluation import retrieval_metrics as RM
+
+METRIC_KEYS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "recall")]
+
+
+# ---------------------------------------------------------------------------------------
+# unit tests (fast)
+# ---------------------------------------------------------------------------------------
+
+def test_rank_full_catalogue_masks_history_and_matches_argsort():
+    rng = np.random.default_rng(0)
+    queries, items = rng.normal(size=(37, 8)), rng.normal(size=(50, 8))
+    history = [rng.choice(50, size=rng.integers(0, 30), replace=False) for _ in range(37)]
+    history[3] = np.arange(45)  # only 5 items left: the rest of the row is padding
+    masked, unmasked = offline.rank_full_catalogue(queries, items, 20, history, chunk_rows=5)
+    scores = queries.astype(np.float32) @ items.astype(np.float32).T
+    for row in range(37):
+        assert not set(masked[row].tolist()) & set(history[row].tolist())
+        order = np.argsort(-scores[row], kind="stable")
+        assert unmasked[row].tolist() == order[:20].tolist()
+        allowed = [i for i in order if i not in set(history[row].tolist())]
+        expected = (allowed + [-1] * 20)[:20]
+        assert masked[row].tolist() == expected
+    assert (masked[3, 5:] == -1).all() and sorted(masked[3, :5]) == list(range(45, 50))
+
+
+def test_rank_by_item_scores_is_popularity_with_masking():
+    counts = np.array([5, 9, 9, 1, 0, 7], float)
+    masked, unmasked = offline.rank_by_item_scores(counts, 3, 4, [[1], [], [2, 5, 0]])
+    assert unmasked.tolist() == [[1, 2, 5, 0]] * 3  # ties -> lower index first
+    assert masked.tolist() == [[2, 5, 0, 3], [1, 2, 5, 0], [1, 3, 4, -1]]
+
+
+def test_metric_block_values_and_cold_start():
+    top = np.array([[3, 1, 2, 0, 4] + [-1] * 15, [0, 1, 2, 3, 4] + [-1] * 15])
+    block = offline.metric_block(top, [np.array([1]), np.array([7])], num_items=10,
+                                 cold=np.array([True, False]))
+    assert block["hr@5"] == 0.5 and block["recall@5"] == 0.5
+    assert block["ndcg@5"] == pytest.approx(0.5 / math.log2(3), abs=1e-6)
+    assert block["coverage@10"] == 0.5
+    assert block["cold_start_recall@10"] == 1.0 and block["cold_start_examples"] == 1
+    none_cold = offline.metric_block(top, [np.array([1]), np.array([7])], 10,
+                                     cold=np.array([False, False]))
+    assert none_cold["cold_start_recall@10"] is None  # NaN never reaches the JSON
+
+
+def test_slice_metrics_category_and_candidate_sets():
+    class Catalog:
+        category = np.array([0, 0, 1, 1, 1, 1, 1, 1])
+        category_names = ("a", "b")
+    split = offline.SplitData(["u1", "u2", "u3"], [np.array([0])] * 3, [np.array([1])] * 3,
+                              [np.array([1]), np.array([2]), np.array([7])],
+                              np.array([5, 5, 5]),
+                              [np.array([1, 2, 3]), np.arange(8), np.array([], np.int64)])
+    top = np.array([[1, 2, 3, 4, 5], [3, 4, 5, 6, 7], [7, 6, 5, 4, 3]])
+    scores = [np.array([0.1, 0.5, 0.3]), np.arange(8, dtype=float)[::-1], np.zeros(0)]
+    out = offline.slice_metrics(split, top, Catalog, scores)
+    assert out["category"] == {"a": {"hit@5": 1.0, "n": 1}, "b": {"hit@5": 0.5, "n": 2}}
+    # u1: 3 candidates (always a hit); u2: 8 candidates, target 2 scored third -> hit.
+    assert out["candidate_set_size"] == {"1-5": {"hit@5": 1.0, "n": 1},
+                                         "6-10": {"hit@5": 1.0, "n": 1}}
+
+
+def test_merge_results_replaces_only_the_models_run(tmp_path):
+    path = tmp_path / "q.json"
+    protocol = {"num_items": 10, "test_examples": 3, "quick": True, "ks": [5, 10, 20]}
+
+    def entry(model, variant, hr):
+        return {"model": model, "variant": variant, "masked": {"hr@10": hr},
+                "unmasked": {"hr@10": hr}, "seed": 0, "config": {}, "wall_s": 1.0}
+    offline.merge_results(path, "d", protocol, [entry("popularity", None, 0.1),
+                                                entry("stars", "gi", 0.2)])
+    doc = offline.merge_results(path, "d", protocol, [entry("stars", "ni", 0.3)])
+    assert [(e["model"], e["variant"]) for e in doc["results"]] == [("popularity", None),
+                                                                     ("stars", "ni")]
+    other = offline.merge_results(path, "d", {**protocol, "quick": False},
+                                  [entry("sasrec_id", "ni", 0.4)])
+    assert [e["model"] for e in other["results"]] == ["sasrec_id"]
+    assert json.loads(path.read_text()) == other
+
+
+def test_model_config_overrides_and_quick_cap():
+    config = offline.model_config("sasrec_id", "tiny", 3, quick=True,
+                                  overrides={"epochs": 9, "dropout": 0.3,
+                                             "sasrec_id": {"dropout": 0.5},
+                                             "stars": {"dropout": 0.0}})
+    assert config.epochs == offline.QUICK.epochs and config.dropout == 0.5
+    assert config.seed == 3 and config.full_softmax and not config.use_text
+
+
+# ---------------------------------------------------------------------------------------
+# e2e: the quick run on tiny synthetic data
+# ---------------------------------------------------------------------------------------
+
+def _direct_leave_one_out(data_dir):
+    """Training counts and test (history, target) per user straight from the CSV.
+
+    Leave-one-out: a user's last event is the test target, the one before it the
+    validation target, the rest trains; a training part of ONE event forms no training
+    example (nothing to predict), so it is not a training interaction.  (No tiny user
+    is long enough for overlapping training windows.)"""
+    events = pd.read_csv(data_dir / "interactions.csv", dtype=str)
+    events["order"] = np.arange(len(events))
+    events["timestamp"] = events["timestamp"].astype(int)
+    counts, tests = {}, {}
+    for user, frame in events.groupby("user_id", sort=False):
+        items = frame.sort_values(["timestamp", "order"])["item_id"].tolist()
+        train = items[:-2] if len(items) >= 4 else (items if len(items) == 2 else [])
+        for item in train:
+            counts[item] = counts.get(item, 0) + 1
+        if len(items) >= 3:
+            tests[user] = (items[:-1], items[-1])
+    return counts, tests
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from models import trainer as T
+    from stars.data import synth
+    from stars.evaluation import lambdamart
+    base = tmp_path_factory.mktemp("offline_eval")
+    synth.generate(base / "data", "tiny", seed=4)
+    events, leaks = [], []
+    original_dataset, original_train = offline.EvalContext.dataset, T.train
+    original_rank = offline.rank_full_catalogue
+
+    def dataset(self, split, model, adapter=None, batch_size=256):
+        events.append(("open", model, split))
+        return original_dataset(self, split, model, adapter, batch_size)
+
+    def train(model, config, train_data, eval_data, total_steps, **kwargs):
+        events.append(("fit", config.full_softmax, eval_data is not None))
+        return original_train(model, config, train_data, eval_data, total_steps, **kwargs)
+
+    def rank(queries, items, k=offline.K_MAX, history=None, chunk_rows=256):
+        masked, unmasked = original_rank(queries, items, k, history, chunk_rows)
+        leaks.extend(bool(set(m.tolist()) & set(np.asarray(h).tolist()))
+                     for m, h in zip(masked, history))
+        return masked, unmasked
+
+    models = ["popularity", "stars", "sasrec_id"] + (["lambdamart"] if lambdamart.available()
+                                                     else [])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(offline.EvalContext, "dataset", dataset)
+        mp.setattr(T, "train", train)
+        mp.setattr(offline, "rank_full_catalogue", rank)
+        document = offline.run_offline_eval(
+            base / "data", base / "out", models=models, quick=True, encoder="hashing:64",
+            seed=0, results_path=base / "results" / "quality_tiny.json", dataset="synth-tiny")
+    return base, document, events, leaks, models
+
+
+
+
+@pytest.mark.e2e
+def test_results_json_shape(quick_run):
+    base, document, _, _, models = quick_run
+    on_disk = json.loads((base / "results" / "quality_tiny.json").read_text())
+    assert on_disk["dataset"] == "synth-tiny" and on_disk["protocol"]["quick"] is True
+    assert on_disk["protocol"]["ks"] == [5, 10, 20]
+    variants = {(e["model"], e["variant"]) for e in on_disk["results"]}
+    expected = {("popularity", None), ("stars", "gi"), ("stars", "ni"), ("stars", "rr"),
+                ("sasrec_id", "ni")} | ({("lambdamart", None)} if "lambdamart" in models else set())
+    assert variants == expected
+    for e in on_disk["results"]:
+        assert {"model", "variant", "masked", "unmasked", "seed", "config", "wall_s"} <= set(e)
+        for block in (e["masked"], e["unmasked"]):
+            for key in METRIC_KEYS + ["coverage@10"]:
+                assert 0.0 <= block[key] <= 1.0, (e["model"], key, block[key])
+            assert block["hr@5"] <= block["hr@10"] <= block["hr@20"]
+            assert block["hr@10"] == block["recall@10"]  # one target per user
+            assert "cold_start_recall@10" in block and block["num_examples"] > 0
+    report = base / "results" / "quality_tiny.md"
+    assert report.is_file() and "| stars GI |" in report.read_text()
+
+
+@pytest.mark.e2e
+def test_masked_lists_never_contain_history(quick_run):
+    _, _, _, leaks, _ = quick_run
+    assert leaks and not any(leaks)
+
+
+@pytest.mark.e2e
+def test_popularity_equals_direct_numpy(quick_run):
+    base, document, _, _, _ = quick_run
+    ctx = offline.EvalContext(str(offline.pipeline_root(base / "out", quick=True)))
+    item_ids = [str(i) for i in ctx.catalog.item_ids]
+    index = {item: i for i, item in enumerate(item_ids)}
+    counts, tests = _direct_leave_one_out(base / "data")
+    direct = np.array([counts.get(item, 0) for item in item_ids], float)
+    np.testing.assert_array_equal(ctx.counts, direct)
+    order = np.lexsort((np.arange(len(item_ids)), -direct))  # count desc, index asc
+    hits = {"masked": {k: [] for k in (5, 10, 20)}, "unmasked": {k: [] for k in (5, 10, 20)}}
+    gains = {"masked": {k: [] for k in (5, 10, 20)}, "unmasked": {k: [] for k in (5, 10, 20)}}
+    for history, target in tests.values():
+        seen = {index[i] for i in history}
+        for mode, ranking in (("unmasked", order), ("masked", [i for i in order if i not in seen])):
+            rank = list(ranking).index(index[target]) + 1 if index[target] in ranking else 10**9
+            for k in (5, 10, 20):
+                hits[mode][k].append(rank <= k)
+                gains[mode][k].append(1 / math.log2(rank + 1) if rank <= k else 0.0)
+    entry = next(e for e in document["results"] if e["model"] == "popularity")
+    for mode in ("masked", "unmasked"):
+        assert entry[mode]["num_examples"] == len(tests)
+        for k in (5, 10, 20):
+            assert entry[mode][f"hr@{k}"] == pytest.approx(np.mean(hits[mode][k]), abs=1e-5)
+            assert entry[mode][f"ndcg@{k}"] == pytest.approx(np.mean(gains[mode][k]), abs=1e-5)
+
+
+@pytest.mark.e2e
+def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_run):
+    _, document, events, _, models = quick_run
+    for model in models:
+        mine = [e for e in events if e[0] == "open" and e[1] == model]
+        assert [e[2] for e in mine].count("test") == 1, (model, mine)
+        assert mine[-1][2] == "test"  # the last thing read, after training and validation
+    fits = [i for i, e in enumerate(events) if e[0] == "fit"]
+    assert len(fits) == 2 and all(events[i][2] for i in fits)  # eval_data given to fit
+    for i in fits:
+        # The validation data handed to fit was opened from the eval split, right before.
+        assert events[i - 1][0] == "open" and events[i - 1][2] == "eval"
+        assert all(e[2] != "test" for e in events[:i] if e[0] == "open"
+                   and e[1] == events[i - 1][1])
+    for e in document["results"]:
+        if e["model"] in ("stars", "sasrec_id"):
+            training = e["config"]["training"]
+            assert len(training["val_loss_next"]) == training["epochs_run"] >= 1
+            assert e["split_reads"]["test"] == 1 and e["split_reads"]["eval"] == 2
+            assert 0.0 <= e["validation"]["masked"]["hr@10"] <= 1.0
