@@ -1,0 +1,20 @@
+"""The serving half of `make demo` against a really pushed model: model server (REST +
+gRPC), batch user embeddings, sidecar with filters; every answer checked, all shut down."""
+import pytest
+
+from serving import demo
+from stars import cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_serving_demo_answers_respect_filters(pushed_model, tmp_path, capsys):
+    config, model_base = pushed_model
+    report = demo.run(config.data_dir, model_base, str(tmp_path / "serving"),
+                      popularity_counts=cli._latest_popularity(config))
+    assert report["rest_ni_top5"] == report["grpc_ni_top5"] and len(report["rest_ni_top5"]) == 5
+    known = report["known user, rr, region+stock filters"]
+    assert known["items"] and not known["degraded"]
+    assert len(set(known["items"])) == len(known["items"])
+    out = capsys.readouterr().out
+    assert "every answer respects its filters" in out and "stopped" in out
