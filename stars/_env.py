@@ -9,8 +9,16 @@ servers and the tests) imports :mod:`stars` first, and ``stars/__init__`` calls
 """
 import os
 import sys
+import warnings
 
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
+
+
+def quiet_python_version_notices() -> None:
+    """google-api-core (pulled in by TFX) warns about Python 3.11's end of life once per
+    Google package on import: dozens of lines that are not actionable here."""
+    warnings.filterwarnings("ignore", category=FutureWarning,
+                            message=r"You are using a Python version .* which Google will stop")
 
 
 def use_legacy_keras() -> None:
