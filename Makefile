@@ -60,3 +60,15 @@ bench-quality: $(STAMP)
 	fi
 	$(BIN)/python -m benchmarks.quality --data-dir $(BEAUTY_DATA) --out $(BENCH_OUT) \
 	  --dataset amazon-beauty --results $(BENCH_RESULTS) $(BENCH_ARGS)
+
+# Serving latency benchmark (benchmarks/README.md): synthetic 10k- and 100k-item catalogues, the
+# pipeline once per size (fast settings, cached under out/bench-serving), model server + batch user
+# embeddings + sidecar in-process, p50/p95/p99 and throughput of the sidecar end to end, of each
+# hop and of an in-process brute-force baseline -> benchmarks/results/serving.json.
+# BENCH_SERVING_ARGS='--sizes 10k --requests 200 --out out/bench-serving/quick.json' for a quick run.
+BENCH_SERVING_ARGS ?=
+
+.PHONY: bench-serving
+
+bench-serving: $(STAMP)
+	$(BIN)/python -m benchmarks.serving $(BENCH_SERVING_ARGS)

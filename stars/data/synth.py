@@ -49,6 +49,9 @@ SIZES = {
     "demo": Size(4_000, 1_500),
     "medium": Size(100_000, 20_000),
     "large": Size(1_000_000, 100_000),
+    # benchmarks/serving.py: serving latency over 10k- and 100k-item catalogues
+    "bench10k": Size(5_000, 10_000),
+    "bench100k": Size(5_000, 100_000),
 }
 
 
