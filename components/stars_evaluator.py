@@ -54,6 +54,18 @@ def catalog_categories(catalog_uri: str) -> dict:
 
 
 def materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
+    """Top-K per variant from the serving model, scored in a fresh child process: loading a
+    ScaNN model in the process that built a ScaNN index (the IndexBuilder, under
+    LocalDagRunner) crashes in ScaNN's ops at 100k items."""
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_materialise, serving_dir, examples, list(item_ids),
+                           max_history).result()
+
+
+def _materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
     index = {item: i for i, item in enumerate(item_ids)}
     loaded = load_serving_model(serving_dir)
     top = requests.score_serving_model(loaded, examples, index, max_history)
