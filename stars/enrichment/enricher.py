@@ -11,6 +11,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from stars.evaluation.requests import batches
 from stars.enrichment.cache import EnrichmentCache
 from stars.enrichment.item_text import content_hash
 
@@ -39,22 +40,11 @@ def item_record(features: Mapping) -> dict:
     return record
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def enrich(features_stream: Iterable[dict], encoder, tagger,
            cache: EnrichmentCache, report: EnrichmentReport,
            batch_size: int = 256) -> Iterator[dict]:
     """Yields each item's features with ``text_embedding`` and ``attribute_tags``."""
-    for batch in _batches(features_stream, batch_size):
+    for batch in batches(features_stream, batch_size):
         records = [item_record(f) for f in batch]
         emb_keys = [content_hash(r, encoder.name) for r in records]
         tag_keys = [content_hash(r, tagger.name) for r in records]
