@@ -178,13 +178,20 @@ def model_config_from(custom_config: dict) -> ModelConfig:
 
 
 def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_steps: int,
-          log_dir: Optional[str] = None, verbose: int = 2):
+          log_dir: Optional[str] = None, verbose: int = 2, validation_callbacks=(),
+          monitor: str = "val_loss_next", monitor_mode: str = "min"):
+    """Fits with early stopping on ``monitor`` (best weights restored).
+
+    ``validation_callbacks`` run before the early stopping at each epoch end, so a
+    callback that writes ``monitor`` into the logs (the offline evaluation's
+    validation ranking) is what decides when to stop.
+    """
     tf.keras.utils.set_random_seed(config.seed)
     model.compile(optimizer=make_optimizer(config, max(1, total_steps)))
-    callbacks = [DeltaUnfreeze(config.delta_frozen_epochs)]
-    if eval_data is not None:
+    callbacks = [DeltaUnfreeze(config.delta_frozen_epochs), *validation_callbacks]
+    if eval_data is not None or validation_callbacks:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
-            monitor="val_loss_next", patience=config.early_stopping_patience,
+            monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience,
             restore_best_weights=True))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1))

@@ -10,6 +10,7 @@ import pytest
 import stars  # noqa: F401
 from stars.evaluation import offline
 from stars.evaluation import retrieval_metrics as RM
+from stars.evaluation import validation_ranking as VR
 
 METRIC_KEYS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "recall")]
 
@@ -140,7 +141,10 @@ def quick_run(tmp_path_factory):
         return original_dataset(self, split, model, adapter, batch_size)
 
     def train(model, config, train_data, eval_data, total_steps, **kwargs):
-        events.append(("fit", config.full_softmax, eval_data is not None))
+        callbacks = kwargs.get("validation_callbacks", ())
+        events.append(("fit", config.full_softmax, eval_data is None and any(
+            isinstance(c, VR.ValidationRanking) for c in callbacks)
+            and kwargs.get("monitor") == VR.MONITOR))
         return original_train(model, config, train_data, eval_data, total_steps, **kwargs)
 
     def rank(queries, items, k=offline.K_MAX, history=None, chunk_rows=256):
@@ -226,15 +230,17 @@ def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_r
         assert [e[2] for e in mine].count("test") == 1, (model, mine)
         assert mine[-1][2] == "test"  # the last thing read, after training and validation
     fits = [i for i, e in enumerate(events) if e[0] == "fit"]
-    assert len(fits) == 2 and all(events[i][2] for i in fits)  # eval_data given to fit
+    # fit stops on the validation ranking callback (not on a validation loss)
+    assert len(fits) == 2 and all(events[i][2] for i in fits)
     for i in fits:
-        # The validation data handed to fit was opened from the eval split, right before.
+        # The callback's validation data was opened from the eval split, right before.
         assert events[i - 1][0] == "open" and events[i - 1][2] == "eval"
         assert all(e[2] != "test" for e in events[:i] if e[0] == "open"
                    and e[1] == events[i - 1][1])
     for e in document["results"]:
         if e["model"] in ("stars", "sasrec_id"):
             training = e["config"]["training"]
-            assert len(training["val_loss_next"]) == training["epochs_run"] >= 1
+            assert len(training["val_ndcg@10"]) == training["epochs_run"] >= 1
+            assert training["best_epoch"] == int(np.argmax(training["val_ndcg@10"])) + 1
             assert e["split_reads"]["test"] == 1 and e["split_reads"]["eval"] == 2
             assert 0.0 <= e["validation"]["masked"]["hr@10"] <= 1.0

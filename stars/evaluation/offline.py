@@ -9,11 +9,12 @@ protocol of the sequential-recommendation literature (see
   target, the rest training.  The data half of the TFX pipeline
   (CatalogExampleGen, ItemEnricher, Transform) produces the splits under
   ``<out_dir>/pipeline``; it is run once and reused.
-* **Training**: the same code as the TFX Trainer (``models.trainer``): the
-  validation split is Keras' ``validation_data``, i.e. early stopping (on
-  ``val_loss_next``, best weights restored).  Validation HR/NDCG@10 are also
-  reported for model selection.  The TEST split is opened once per model,
-  after training, and only scored.
+* **Training**: the same code as the TFX Trainer (``models.trainer``).  Early
+  stopping and model selection use the validation target only: after every
+  epoch the whole catalogue is ranked for each validation example
+  (``validation_ranking.ValidationRanking``) and the epoch with the best masked
+  NDCG@10 is kept (best weights restored).  The TEST split is opened once per
+  model, after training, and only scored.
 * **Ranking**: the FULL catalogue (no sampled negatives): brute-force dot
   products of the user embeddings (``StarsModel.user_embeddings``: h_gen = GI,
   h_next = NI) with every item embedding (``item_embeddings()``), in chunks;
@@ -82,6 +83,9 @@ QUICK_PIPELINE_SUBDIR = "pipeline-quick"  # the quick run's (a user sample): nev
 QUICK_DATA_SUBDIR = "data-quick"
 MARKER_FILE = "offline_eval_data.json"
 SCHEMA_VERSION = 1
+# Bumped whenever the data half's output changes meaning (2: taxonomy and brand in t_i),
+# so a cached data half from older code is rebuilt, not silently reused.
+DATA_HALF_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,16 +174,23 @@ def prepare_data(data_dir, out_dir, quick: bool = False, encoder: str = "minilm"
     fingerprint = {"data_dir": os.path.abspath(data_dir), "quick": bool(quick),
                    "quick_max_users": QUICK.max_users if quick else None,
                    "encoder": encoder, "tagger": tagger, "seed": seed if quick else None,
-                   "max_history": max_history, "split_mode": "leave_one_out"}
+                   "max_history": max_history, "split_mode": "leave_one_out",
+                   "data_half_version": DATA_HALF_VERSION}
     marker = root / MARKER_FILE
     if _data_half_done(str(root)) and marker.is_file():
         recorded = json.loads(marker.read_text())
-        if recorded.get("fingerprint") != fingerprint:
+        old = dict(recorded.get("fingerprint") or {})
+        if old.get("data_half_version") != DATA_HALF_VERSION and \
+                {**old, "data_half_version": DATA_HALF_VERSION} == fingerprint:
+            log.warning("%s was made by an older data half (version %s, now %s): rebuilding",
+                        root, old.get("data_half_version"), DATA_HALF_VERSION)
+        elif recorded.get("fingerprint") != fingerprint:
             raise ValueError(f"{root} holds the data half of another configuration "
                              f"({recorded.get('fingerprint')}); use another --out directory "
                              f"or delete it")
-        log.info("data half already in %s: reused", root)
-        return {**recorded, "reused": True}
+        else:
+            log.info("data half already in %s: reused", root)
+            return {**recorded, "reused": True}
     if root.exists():  # an unfinished or unmarked run: start again
         shutil.rmtree(root)
     started = time.time()
@@ -518,6 +529,18 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
     return data, {v: ranked[v] for v in variants}, candidate_scores
 
 
+def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
+                       verbose: bool = False):
+    """The early-stopping callback over the validation split (inputs kept in memory)."""
+    from stars.evaluation import validation_ranking as VR
+    batches, parts = [], []
+    for inputs, raw in ctx.dataset("eval", model, adapter):
+        batches.append(inputs)
+        parts.append(ctx.to_split_data(raw))
+    data = SplitData.concat(parts)
+    return VR.ValidationRanking(batches, data.history, data.targets, variants, verbose=verbose)
+
+
 def model_config(variant: str, preset: str, seed: int, quick: bool,
                  overrides: Optional[Mapping] = None):
     """The ModelConfig of one model: preset + ablation + overrides.
@@ -545,6 +568,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "cpu", seed
     head is not trained)."""
     import tensorflow as tf
     from models import trainer as T
+    from stars.evaluation import validation_ranking as VR
     started = time.time()
     config = model_config(variant, preset, seed, quick, overrides)
     adapter = T.make_adapter(ctx.catalog, config, ctx.meta)
@@ -552,8 +576,6 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "cpu", seed
     ctx.reads[variant]["train"] += 1
     train_inputs = T.input_dataset(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
                                    config.batch_size, shuffle=True, seed=config.seed)
-    validation = ctx.dataset("eval", variant, adapter, config.batch_size).map(
-        lambda inputs, raw: inputs)
     steps = T.count_batches(train_inputs)
     if steps == 0:
         raise ValueError("the training split is empty")
@@ -567,11 +589,14 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "cpu", seed
     # any forward pass would have created it.
     model.item_embeddings(tf.constant([0]))
     model.items.build(None)
-    history = T.train(model, config, train_inputs, validation, steps * config.epochs,
-                      verbose=verbose)
-    losses = [float(x) for x in history.history.get("val_loss_next", [])]
-    train_s = time.time() - started
     variants = ("gi", "ni", "rr") if config.lambda_gen > 0 else ("ni",)
+    ranking = validation_ranking(ctx, variant, adapter, [v for v in variants if v != "rr"],
+                                 verbose=bool(verbose))
+    history = T.train(model, config, train_inputs, None, steps * config.epochs,
+                      verbose=verbose, validation_callbacks=[ranking],
+                      monitor=VR.MONITOR, monitor_mode="max")
+    selection = [float(x) for x in history.history.get(VR.MONITOR, [])]
+    train_s = time.time() - started
     val_data, val_ranked, _ = _score_split(ctx, model, adapter, "eval", variant, variants)
     validation_blocks = {v: _validation_block(val_ranked[v][0], val_data, ctx.num_items)
                          for v in variants}
@@ -583,10 +608,11 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "cpu", seed
     wall = round(time.time() - started, 1)
     training = {"preset": preset, "train_batches_per_epoch": steps,
                 "epochs_run": len(history.epoch), "epochs_max": config.epochs,
-                "best_epoch": int(np.argmin(losses)) + 1 if losses else None,
-                "val_loss_next": [round(x, 5) for x in losses],
-                "early_stopping": "val_loss_next on the validation split, best weights "
-                                  "restored", "train_s": round(train_s, 1)}
+                "best_epoch": int(np.argmax(selection)) + 1 if selection else None,
+                "val_ndcg@10": [round(x, 5) for x in selection],
+                "early_stopping": f"{VR.MONITOR} (masked full-catalogue ranking of the "
+                                  "validation target, best retrieval), best weights restored",
+                "train_s": round(train_s, 1)}
     entries = []
     for v in variants:
         masked, unmasked = ranked[v]

@@ -1,0 +1,110 @@
+"""Early stopping and model selection on the validation target's full-catalogue ranking.
+
+The validation loss is a poor stopping signal under leave-one-out: a validation
+example's history positions are training events, so its next-item loss keeps
+falling while the model memorises them, long after the ranking of the one held-out
+target (what the test measures) has started to get worse.  This callback ranks
+the WHOLE catalogue for every validation example at the end of each epoch (items
+already in the history masked, as in the test) and logs masked HR@10 / NDCG@10
+per retrieval (``val_ni_ndcg@10``, ``val_gi_ndcg@10``) and their best
+(``val_ndcg@10``), which ``EarlyStopping`` then monitors.  The test target is
+never read here.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence
+
+import numpy as np
+
+import stars  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+
+from stars.evaluation import retrieval_metrics as RM
+
+MONITOR = "val_ndcg@10"
+K = 10
+CHUNK = 2048
+
+
+class ValidationRanking(tf.keras.callbacks.Callback):
+    """``batches``: model-input dicts of the validation split; ``history`` and
+    ``targets``: per example, in the same order, the catalogue indices to mask and
+    the held-out target(s).  ``variants``: which user embeddings are ranked."""
+
+    def __init__(self, batches: Sequence[dict], history: Sequence[np.ndarray],
+                 targets: Sequence[np.ndarray], variants: Sequence[str] = ("gi", "ni"),
+                 verbose: bool = False):
+        super().__init__()
+        if not batches:
+            raise ValueError("the validation split is empty: nothing to stop on")
+        unknown = set(variants) - {"gi", "ni"}
+        if unknown or not variants:
+            raise ValueError(f"variants must be a non-empty subset of ('gi', 'ni'), got "
+                             f"{tuple(variants)}")
+        self.batches = list(batches)
+        self.history = [np.asarray(h, np.int64) for h in history]
+        self.targets = [np.asarray(t, np.int64) for t in targets]
+        if len(self.history) != len(self.targets):
+            raise ValueError(f"{len(self.history)} histories for {len(self.targets)} targets")
+        self.variants = tuple(variants)
+        self.verbose = verbose
+        self.epochs: List[dict] = []
+        self._embed = None
+        # (row, item) pairs to mask, per chunk of rows.
+        self._masked = []
+        for start in range(0, len(self.history), CHUNK):
+            chunk = self.history[start:start + CHUNK]
+            rows = np.repeat(np.arange(len(chunk)), [len(h) for h in chunk])
+            cols = np.concatenate(chunk) if chunk else np.zeros(0, np.int64)
+            keep = cols >= 0
+            self._masked.append((rows[keep], cols[keep]))
+
+    def _rank(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Masked top-K, ``CHUNK`` rows at a time (ties in any order: this only
+        steers training; the reported figures use ``top_k_from_scores``)."""
+        top = []
+        for start in range(0, len(queries), CHUNK):
+            scores = queries[start:start + CHUNK] @ items.T
+            rows, cols = self._masked[start // CHUNK]
+            scores[rows, cols] = -np.inf
+            top.append(tf.math.top_k(scores, k=min(K, scores.shape[1])).indices.numpy())
+        return np.concatenate(top).astype(np.int64)
+
+    def scores(self) -> dict:
+        """{variant: (hr@10, ndcg@10)} of the current weights."""
+        if self._embed is None:
+            self._embed = tf.function(lambda inputs: self.model.user_embeddings(inputs))
+        items = self.model.item_embeddings().numpy().astype(np.float32)
+        queries = {v: [] for v in self.variants}
+        for inputs in self.batches:
+            gen, nxt = self._embed(inputs)
+            for variant, q in (("gi", gen), ("ni", nxt)):
+                if variant in queries:
+                    queries[variant].append(q.numpy().astype(np.float32))
+        out = {}
+        for variant, parts in queries.items():
+            q = np.concatenate(parts)
+            if len(q) != len(self.targets):
+                raise ValueError(f"the validation batches hold {len(q)} examples, "
+                                 f"expected {len(self.targets)}")
+            per = RM.per_example_metrics(self._rank(q, items), self.targets, (K,))
+            summary = RM.summarise(per)
+            out[variant] = (summary[f"hit@{K}"], summary[f"ndcg@{K}"])
+        return out
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._embed = None  # retrace for the new model
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        scores = self.scores()
+        for variant, (hr, ndcg) in scores.items():
+            logs[f"val_{variant}_hr@{K}"] = hr
+            logs[f"val_{variant}_ndcg@{K}"] = ndcg
+        logs[MONITOR] = max(ndcg for _, ndcg in scores.values())
+        self.epochs.append({k: float(v) for k, v in logs.items() if k.startswith("val_")})
+        if self.verbose:
+            print(f"epoch {epoch + 1}: " + " ".join(
+                f"{v} hr@{K} {hr:.4f} ndcg@{K} {ndcg:.4f}" for v, (hr, ndcg) in scores.items()),
+                flush=True)
