@@ -5,7 +5,10 @@
   epochs (``delta_gate`` = 0) and then trained at a smaller effective learning
   rate: δ = s·δ_raw, and Adam's step on δ_raw is scale-free, so δ moves s times
   slower.  Items with no training interactions keep δ = 0 (masked), so a
-  cold-start item is represented by its text and tags alone;
+  cold-start item is represented by its text and tags alone; and in training
+  δ is dropped for a random ``delta_dropout`` share of the items of each call, so
+  the model also learns to score an item from its text and tags alone (the
+  cold-start case) instead of leaning on δ for every warm item;
 * ``g(t_i)``: the multi-hot attribute tags through a linear map or a 2-layer MLP.
 
 The same token (projected) is the item's output embedding w_j: weights are tied,
@@ -36,6 +39,8 @@ class ItemTokenizer(tf.keras.layers.Layer):
         self.has_interactions = tf.Variable((catalog.counts > 0).astype(np.float32)[:, None],
                                             trainable=False, name="has_interactions")
         self.delta_scale = float(config.delta_lr_scale)
+        if not 0.0 <= config.delta_dropout < 1.0:
+            raise ValueError(f"delta_dropout must be in [0, 1), got {config.delta_dropout}")
         if config.tag_mlp:
             self.tag_projection = tf.keras.Sequential([
                 tf.keras.layers.Dense(config.tag_dim, activation="relu"),
@@ -58,13 +63,19 @@ class ItemTokenizer(tf.keras.layers.Layer):
                     0.0 if self.config.delta_frozen_epochs > 0 else 1.0))
         super().build(input_shape)
 
-    def delta(self, indices):
-        """δ for the given items (zero while frozen and for never-seen items)."""
+    def delta(self, indices, training=False):
+        """δ for the given items (zero while frozen, for never-seen items and, in
+        training, for the items dropped by ``delta_dropout``)."""
         raw = tf.gather(self.delta_raw, indices)
         gate = tf.cast(self.delta_gate, raw.dtype) * self.delta_scale
-        return gate * raw * tf.cast(tf.gather(self.has_interactions, indices), raw.dtype)
+        present = tf.gather(self.has_interactions, indices)
+        rate = self.config.delta_dropout
+        if training and rate > 0:  # one draw per catalogue item: its δ is kept or not
+            kept = tf.cast(tf.random.uniform([self.num_items, 1]) >= rate, present.dtype)
+            present = present * tf.gather(kept, indices)
+        return gate * raw * tf.cast(present, raw.dtype)
 
-    def call(self, indices):
+    def call(self, indices, training=False):
         """Item indices (any shape) -> tokens [..., d_model]."""
         if not self.built:
             self.build(None)
@@ -72,11 +83,11 @@ class ItemTokenizer(tf.keras.layers.Layer):
         dtype = self.compute_dtype  # bfloat16/float16 under mixed precision
         semantic = tf.cast(tf.gather(self.text_embedding, indices), dtype)
         if self.config.use_delta:
-            semantic = semantic + tf.cast(self.delta(indices), dtype)
+            semantic = semantic + tf.cast(self.delta(indices, training), dtype)
         parts = [semantic]
         if self.config.use_tags:
             parts.append(self.tag_projection(tf.cast(tf.gather(self.tags, indices), dtype)))
         return self.token_projection(tf.concat(parts, axis=-1))
 
-    def all_tokens(self):
-        return self(tf.range(self.num_items))
+    def all_tokens(self, training=False):
+        return self(tf.range(self.num_items), training=training)

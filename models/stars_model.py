@@ -88,15 +88,16 @@ class StarsModel(tfrs.Model):
                                                   name="aux_vocabulary_projection")
 
     # ---- towers -------------------------------------------------------------------------
-    def item_embeddings(self, indices=None):
+    def item_embeddings(self, indices=None, training=False):
         """w_j in the serving space; all items when ``indices`` is None."""
-        tokens = self.items.all_tokens() if indices is None else self.items(indices)
+        tokens = (self.items.all_tokens(training=training) if indices is None
+                  else self.items(indices, training=training))
         return self.item_head(tokens)
 
     def encode(self, inputs, training=False):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
         items, valid = inputs["items"], inputs["valid"]
-        tokens = self.items(tf.maximum(items, 0))
+        tokens = self.items(tf.maximum(items, 0), training=training)
         tokens = tokens * tf.cast(valid, tokens.dtype)[..., None] + self.events(inputs)
         user = tf.cast(self.user_token(inputs["user"]), tokens.dtype)
         user = tf.broadcast_to(user, [tf.shape(items)[0], self.config.d_model])
@@ -122,16 +123,18 @@ class StarsModel(tfrs.Model):
         return self.user_embeddings(inputs, training=training)
 
     # ---- training -----------------------------------------------------------------------
-    def _slice_loss(self, queries, positives, pools):
+    def _slice_loss(self, queries, positives, pools, training=False):
         """Candidate-slice softmax (or full softmax) for queries [N, s] and positives [N]."""
         c = self.config
         if c.full_softmax:
-            return losses.full_softmax_loss(queries, self.item_embeddings(), positives,
+            return losses.full_softmax_loss(queries, self.item_embeddings(training=training),
+                                            positives,
                                             self.log_p, c.alpha), None
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
         unique, where = tf.unique(tf.reshape(ids, [-1]))
-        embeddings = tf.gather(self.item_embeddings(unique), tf.reshape(where, tf.shape(ids)))
+        embeddings = tf.gather(self.item_embeddings(unique, training=training),
+                               tf.reshape(where, tf.shape(ids)))
         scores = tf.einsum("nd,nkd->nk", queries, embeddings)
         logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
         return losses.next_item_loss(logits), logits[:, 1:]
@@ -152,7 +155,7 @@ class StarsModel(tfrs.Model):
         queries = self.next_head(states) + self.offset(context)
         positives = tf.boolean_mask(targets, keep)
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
-        loss, negative_logits = self._slice_loss(queries, positives, pools)
+        loss, negative_logits = self._slice_loss(queries, positives, pools, training)
         metrics = {"loss_next": loss}
         # GI: h_gen predicts every future target of the example.
         if c.lambda_gen > 0:
@@ -165,7 +168,7 @@ class StarsModel(tfrs.Model):
             gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
             empty = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
-            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty)
+            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty, training)
             metrics["loss_gen"] = gen_loss
             loss += c.lambda_gen * gen_loss
         if c.lambda_neg > 0 and negative_logits is not None:

@@ -22,6 +22,7 @@ from models import features as F
 from pipeline.configs import PipelineConfig
 from pipeline.runners import local
 from stars.data import contract, synth, tf_example
+from stars.data.catalog import category_levels
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +84,11 @@ def test_catalogue_vocabulary_covers_every_item_including_cold_start(run):
     assert subclasses == set(items["subclass"])
     tags = {v.decode() for v in output.vocabulary_by_name(F.TAG_VOCAB)}
     assert tags & {"organic", "vegan", "gluten_free"}, tags
+    # t_i also holds the merchant's taxonomy nodes and brands (models.catalog_preprocessing).
+    nodes = {n for path in items["category_path"] for n in category_levels(str(path))}
+    assert nodes and {f"taxonomy:{n}" for n in nodes} <= tags
+    brands = {b.strip() for b in items["brand"] if isinstance(b, str) and b.strip()}
+    assert brands and {f"brand:{b}" for b in brands} <= tags
     assert truth  # the generator's ground truth travels with the data
 
 

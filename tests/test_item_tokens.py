@@ -213,3 +213,33 @@ def test_tag_mlp_projection():
     tokens = _tokens(tokenizer)
     assert np.isfinite(tokens).all()
     assert len(tokenizer.tag_projection.layers) == 2
+
+
+def test_delta_dropout_drops_whole_items_in_training_only():
+    config = make_config("tiny", delta_frozen_epochs=0, delta_lr_scale=1.0, delta_dropout=0.5)
+    tokenizer = ItemTokenizer(_catalog(), config)
+    tokenizer.build(None)
+    rng = np.random.default_rng(1)
+    tokenizer.delta_raw.assign(rng.normal(size=tokenizer.delta_raw.shape).astype(np.float32))
+    warm = np.setdiff1d(np.arange(NUM_ITEMS), COLD)
+    with_delta = tokenizer(warm).numpy()
+    bare = ItemTokenizer(_catalog(), config.replace(use_delta=False))
+    bare.token_projection, bare.tag_projection = tokenizer.token_projection, tokenizer.tag_projection
+    without_delta = bare(warm).numpy()
+    # Inference keeps every δ.
+    np.testing.assert_allclose(tokenizer(warm, training=False).numpy(), with_delta, rtol=1e-6)
+    tf.random.set_seed(3)
+    # Each item appears twice in one call: both copies share the item's draw.
+    dropped = tokenizer(np.concatenate([warm, warm]), training=True).numpy()
+    first, second = dropped[:len(warm)], dropped[len(warm):]
+    np.testing.assert_allclose(first, second, rtol=1e-6)
+    kept = np.isclose(first, with_delta, atol=1e-6).all(axis=1)
+    gone = np.isclose(first, without_delta, atol=1e-6).all(axis=1)
+    assert (kept | gone).all() and kept.any() and gone.any()
+
+
+def test_delta_dropout_must_be_a_rate():
+    import pytest
+    for rate in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="delta_dropout"):
+            ItemTokenizer(_catalog(), make_config("tiny", delta_dropout=rate))

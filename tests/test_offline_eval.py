@@ -91,6 +91,33 @@ def test_merge_results_replaces_only_the_models_run(tmp_path):
     assert json.loads(path.read_text()) == other
 
 
+def test_target_checks_compare_the_best_variants():
+    def entry(model, variant, hr5, hr10, ndcg10, cold=None):
+        masked = {"hr@5": hr5, "hr@10": hr10, "ndcg@10": ndcg10}
+        if cold is not None:
+            masked.update({"cold_start_recall@10": cold, "cold_start_examples": 7})
+        return {"model": model, "variant": variant, "masked": masked}
+    entries = [entry("stars", "gi", 0.08, 0.12, 0.060, cold=0.02),
+               entry("stars", "ni", 0.09, 0.11, 0.070, cold=0.0),   # best NDCG: the headline
+               entry("sasrec_id", "ni", 0.05, 0.096, 0.050),
+               entry("lambdamart", None, 0.06, 0.08, 0.04),
+               entry("stars_no_text", "ni", 0.05, 0.09, 0.050),
+               entry("stars_no_tags", "ni", 0.05, 0.09, 0.071)]
+    checks = {c["target"]: c for c in offline.target_checks(entries)}
+    assert checks["sasrec_id HR@10 (honest tuning)"]["reached"]
+    assert not checks["sasrec_id NDCG@10 (honest tuning)"]["reached"]
+    assert checks["stars HR@10 (stars NI)"] == {"target": "stars HR@10 (stars NI)",
+                                                 "value": 0.11, "bar": 0.11, "reached": True}
+    assert checks["stars NDCG@10 / sasrec_id NDCG@10"]["value"] == pytest.approx(1.4)
+    assert checks["stars HR@5 / lambdamart HR@5"]["value"] == pytest.approx(1.5)
+    assert not checks["stars HR@5 / lambdamart HR@5"]["reached"]
+    assert checks["stars_no_text lowers NDCG@10 (stars minus ablation)"]["reached"]
+    assert not checks["stars_no_tags lowers NDCG@10 (stars minus ablation)"]["reached"]
+    assert not checks["stars cold-start Recall@10 > 0"]["reached"]  # the NI entry's 0.0
+    assert "stars_no_user lowers NDCG@10 (stars minus ablation)" not in checks  # not run
+    assert offline.target_checks([entry("popularity", None, 0.1, 0.1, 0.1)]) == []
+
+
 def test_model_config_overrides_and_quick_cap():
     config = offline.model_config("sasrec_id", "tiny", 3, quick=True,
                                   overrides={"epochs": 9, "dropout": 0.3,
