@@ -23,6 +23,7 @@ import time
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import stars  # noqa: F401
+from stars.batching import batches
 
 from serving.batch.store import (DEFAULT_GRACE_SECONDS, Entry, RefreshContext, StoreError,
                                  as_vectors, check_generation, decode, encode, new_generation)
@@ -250,14 +251,8 @@ class RedisStore:
         return sorted(_text(g) for g in self.client.zrange(self.keys.generations, 0, -1))
 
     def _scan_batches(self, generation: str):
-        batch = []
-        for key in self.client.scan_iter(match=self.keys.pattern(generation), count=1000):
-            batch.append(key)
-            if len(batch) >= DELETE_BATCH:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return batches(self.client.scan_iter(match=self.keys.pattern(generation), count=1000),
+                       DELETE_BATCH)
 
     def _delete_generation(self, generation: str) -> int:
         removed = 0

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from stars.evaluation.requests import batches
+from stars.batching import batches
 from stars.enrichment.cache import EnrichmentCache
 from stars.enrichment.item_text import content_hash
 

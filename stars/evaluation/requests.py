@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
+from stars.batching import batches
 from stars.data import tf_example
 
 USER_NUM, USER_CAT = "user_num_", "user_cat_"
@@ -81,17 +82,6 @@ def request_batch(batch: Sequence[EvalExample], max_history: int, user_numeric: 
         inputs[f"{USER_CAT}{name}"] = tf.constant(
             [e.user_features.get(f"{USER_CAT}{name}", "") for e in batch])
     return inputs
-
-
-def batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def signature_inputs(signature) -> tuple:
