@@ -224,7 +224,8 @@ def test_delta_dropout_drops_whole_items_in_training_only():
     warm = np.setdiff1d(np.arange(NUM_ITEMS), COLD)
     with_delta = tokenizer(warm).numpy()
     bare = ItemTokenizer(_catalog(), config.replace(use_delta=False))
-    bare.token_projection, bare.tag_projection = tokenizer.token_projection, tokenizer.tag_projection
+    bare.token_projection = tokenizer.token_projection
+    bare.tag_projection = tokenizer.tag_projection
     without_delta = bare(warm).numpy()
     # Inference keeps every δ.
     np.testing.assert_allclose(tokenizer(warm, training=False).numpy(), with_delta, rtol=1e-6)
