@@ -72,3 +72,13 @@ BENCH_SERVING_ARGS ?=
 
 bench-serving: $(STAMP)
 	$(BIN)/python -m benchmarks.serving $(BENCH_SERVING_ARGS)
+
+# Training-speed benchmark (benchmarks/README.md): whole epochs of train_step on the Beauty
+# data half that bench-quality builds, random vs length-bucketed batches, interleaved ->
+# benchmarks/results/training_speed.json.  BENCH_TRAINING_ARGS='--models sasrec_id --epochs 1'.
+BENCH_TRAINING_ARGS ?=
+
+.PHONY: bench-training
+
+bench-training: $(STAMP)
+	$(BIN)/python -m benchmarks.training --pipeline $(BENCH_OUT)/pipeline $(BENCH_TRAINING_ARGS)

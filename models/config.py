@@ -48,6 +48,7 @@ class ModelConfig:
     clipnorm: float = 1.0
     warmup_fraction: float = 0.1
     batch_size: int = 64
+    length_buckets: bool = True      # training batches grouped by history span, cut to it
     epochs: int = 10
     early_stopping_patience: int = 3
     mixed_precision: bool = False

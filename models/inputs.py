@@ -17,6 +17,9 @@ from models import features as F
 
 EVENT_FEATURES = ("event_type_id", "recency_bucket") + F.EVENT_CALENDAR_FEATURES
 CONTEXT_FEATURES = ("hour", "day_of_week", "week_of_year", "holiday")
+# The outputs laid out [B, L] (one column per history position); ``next_pools`` is [B*L, None].
+SEQUENCE_KEYS = (("items", "valid", "position", "next_items") + EVENT_FEATURES
+                 + tuple(f"next_{name}" for name in CONTEXT_FEATURES))
 
 
 def _as_sparse(x):

@@ -26,6 +26,7 @@ import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
 from models import features as F
+from models import length_buckets
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter
 from models.item_catalog import ItemCatalog, load_item_catalog
@@ -112,6 +113,18 @@ def input_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdapter
     dataset = data_accessor.tf_dataset_factory(file_pattern, options,
                                                tft_output.transformed_metadata.schema)
     return dataset.map(adapter, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def training_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
+                     config: ModelConfig):
+    """(shuffled training batches, batches per epoch): length-bucketed and cut to their
+    widest history when ``config.length_buckets`` (see ``models.length_buckets``)."""
+    data = input_dataset(file_pattern, data_accessor, tft_output, adapter, config.batch_size,
+                         shuffle=True, seed=config.seed)
+    if config.length_buckets:
+        data = length_buckets.bucketed(data, adapter.max_history, config.batch_size,
+                                       length_buckets.mean_span(data), seed=config.seed)
+    return data, count_batches(data)
 
 
 def local_data_accessor():
@@ -209,11 +222,10 @@ def run_fn(fn_args) -> None:
     if len(catalog) < 2:
         raise ValueError(f"the catalogue has {len(catalog)} item(s); STARS needs at least 2")
     adapter = make_adapter(catalog, config, meta)
-    train_data = input_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, adapter,
-                               config.batch_size, shuffle=True, seed=config.seed)
+    train_data, steps = training_dataset(fn_args.train_files, fn_args.data_accessor,
+                                         tft_output, adapter, config)
     eval_data = input_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, adapter,
                               config.batch_size, shuffle=False)
-    steps = count_batches(train_data)
     if steps == 0:
         raise ValueError("the training split is empty: no user has enough history")
     if fn_args.train_steps:

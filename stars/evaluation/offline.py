@@ -532,13 +532,17 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
 def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
                        verbose: bool = False):
     """The early-stopping callback over the validation split (inputs kept in memory)."""
+    from models import length_buckets
     from stars.evaluation import validation_ranking as VR
     batches, parts = [], []
     for inputs, raw in ctx.dataset("eval", model, adapter):
         batches.append(inputs)
         parts.append(ctx.to_split_data(raw))
     data = SplitData.concat(parts)
-    return VR.ValidationRanking(batches, data.history, data.targets, variants, verbose=verbose)
+    # Grouped by history span: the encoder then runs on events, not on the window's padding.
+    batches, order = length_buckets.by_span(batches, adapter.max_history, 256)
+    return VR.ValidationRanking(batches, [data.history[i] for i in order],
+                                [data.targets[i] for i in order], variants, verbose=verbose)
 
 
 def model_config(variant: str, preset: str, seed: int, quick: bool,
@@ -574,9 +578,8 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     adapter = T.make_adapter(ctx.catalog, config, ctx.meta)
     # The Trainer's input pipeline (shuffled), over the same files and schema.
     ctx.reads[variant]["train"] += 1
-    train_inputs = T.input_dataset(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
-                                   config.batch_size, shuffle=True, seed=config.seed)
-    steps = T.count_batches(train_inputs)
+    train_inputs, steps = T.training_dataset(ctx.files("train"), ctx.accessor, ctx.tft_output,
+                                             adapter, config)
     if steps == 0:
         raise ValueError("the training split is empty")
     tf.keras.backend.clear_session()

@@ -73,7 +73,8 @@ class ValidationRanking(tf.keras.callbacks.Callback):
     def scores(self) -> dict:
         """{variant: (hr@10, ndcg@10)} of the current weights."""
         if self._embed is None:
-            self._embed = tf.function(lambda inputs: self.model.user_embeddings(inputs))
+            self._embed = tf.function(lambda inputs: self.model.user_embeddings(inputs),
+                                      reduce_retracing=True)  # batches differ in width
         items = self.model.item_embeddings().numpy().astype(np.float32)
         queries = {v: [] for v in self.variants}
         for inputs in self.batches:
