@@ -21,6 +21,7 @@ class ModelConfig:
 
     # Semantic item token (§4.1) and the other encodings: each switchable.
     use_text: bool = True            # frozen e_i; off = "- text embeddings" ablation
+    text_standardize: bool = False   # e_i centred and scaled per dimension over the catalogue
     use_delta: bool = True           # learnable residual δ_i (an ID embedding when text is off)
     use_tags: bool = True            # g(t_i); off = "- LLM tags" ablation
     use_context: bool = True         # calendar context c_t and the context offset; "- dynamic context"

@@ -1,4 +1,6 @@
 """Semantic item tokens (STARS §4.1): x_i = W [e_i + δ_i ; g(t_i)], δ's freeze and cold start."""
+import dataclasses
+
 import numpy as np
 
 import stars  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
@@ -244,3 +246,23 @@ def test_delta_dropout_must_be_a_rate():
     for rate in (-0.1, 1.0):
         with pytest.raises(ValueError, match="delta_dropout"):
             ItemTokenizer(_catalog(), make_config("tiny", delta_dropout=rate))
+
+
+def test_standardised_text_is_centred_and_scaled_per_dimension_over_the_catalogue():
+    catalog = _catalog()
+    text = catalog.text_embedding.copy()
+    text[:, 3] = 0.25  # a constant dimension keeps scale 1 (no division by zero)
+    catalog = dataclasses.replace(catalog, text_embedding=text)
+    config = make_config("tiny", use_tags=False, use_delta=False, text_standardize=True)
+    tokens = ItemTokenizer(catalog, config)
+    projected = tokens.all_tokens().numpy()
+    std = text.std(0)
+    reference = (text - text.mean(0)) / np.where(std > 1e-8, std, 1.0)
+    reference[:, 3] = 0.0
+    expected = tokens.token_projection(reference.astype(np.float32)).numpy()
+    np.testing.assert_allclose(projected, expected, rtol=1e-4, atol=1e-5)
+    # Off (the default): the raw embedding goes in.
+    plain = ItemTokenizer(catalog, config.replace(text_standardize=False))
+    projected = plain.all_tokens().numpy()
+    np.testing.assert_allclose(projected, plain.token_projection(text).numpy(), rtol=1e-5,
+                               atol=1e-6)
