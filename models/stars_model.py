@@ -123,12 +123,12 @@ class StarsModel(tfrs.Model):
         return self.user_embeddings(inputs, training=training)
 
     # ---- training -----------------------------------------------------------------------
-    def _slice_loss(self, queries, positives, pools, training=False):
-        """Candidate-slice softmax (or full softmax) for queries [N, s] and positives [N]."""
+    def _slice_loss(self, queries, positives, pools, training=False, all_items=None):
+        """Candidate-slice softmax (or full softmax against ``all_items``, every item's
+        embedding, computed once per step by the caller) for queries [N, s], positives [N]."""
         c = self.config
         if c.full_softmax:
-            return losses.full_softmax_loss(queries, self.item_embeddings(training=training),
-                                            positives,
+            return losses.full_softmax_loss(queries, all_items, positives,
                                             self.log_p, c.alpha), None
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
@@ -155,7 +155,10 @@ class StarsModel(tfrs.Model):
         queries = self.next_head(states) + self.offset(context)
         positives = tf.boolean_mask(targets, keep)
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
-        loss, negative_logits = self._slice_loss(queries, positives, pools, training)
+        # The whole item tower once per step, shared by the NI and GI softmaxes: with a
+        # 384-d text table it costs as much as the rest of a step.
+        all_items = self.item_embeddings(training=training) if c.full_softmax else None
+        loss, negative_logits = self._slice_loss(queries, positives, pools, training, all_items)
         metrics = {"loss_next": loss}
         # GI: h_gen predicts every future target of the example.
         if c.lambda_gen > 0:
@@ -168,7 +171,8 @@ class StarsModel(tfrs.Model):
             gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
             empty = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
-            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty, training)
+            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty, training,
+                                           all_items)
             metrics["loss_gen"] = gen_loss
             loss += c.lambda_gen * gen_loss
         if c.lambda_neg > 0 and negative_logits is not None:
