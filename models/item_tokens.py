@@ -31,8 +31,8 @@ from models.item_catalog import ItemCatalog
 def text_standardizer(text: np.ndarray, enabled: bool):
     """(center, scale) [d_e] such that (e - center) * scale has zero mean and unit
     variance per dimension over the catalogue; (0, 1) when not enabled.  Constant
-    dimensions keep scale 1.  Saved with the weights, so an export with a grown
-    catalogue scores with the training catalogue's statistics."""
+    dimensions keep scale 1.  Held in non-trainable variables, so they are saved and
+    restored with the weights like the text table itself."""
     dim = text.shape[1]
     if not enabled or len(text) < 2:
         return np.zeros(dim, np.float32), np.ones(dim, np.float32)
