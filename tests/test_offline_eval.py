@@ -122,6 +122,24 @@ def test_target_checks_compare_the_best_variants():
     assert not any("honest tuning" in t or t.startswith("stars HR@10") for t in elsewhere)
 
 
+def test_ablation_checks_only_compare_runs_that_differ_by_the_ablation_alone():
+    def entry(model, ndcg10, **config):
+        base = {"epochs": 40, "use_context": True, "use_user_token": True, "training": {}}
+        return {"model": model, "variant": "ni", "masked": {"hr@5": 0.1, "hr@10": 0.1,
+                                                          "ndcg@10": ndcg10},
+                "config": {**base, **config, "training": {"epochs_run": 3}}}
+    entries = [entry("stars", 0.05),
+               entry("stars_no_user", 0.04, use_user_token=False),  # its own switch: fine
+               entry("stars_no_context", 0.03, use_context=False, epochs=20)]  # older preset
+    checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
+    assert checks["stars_no_user lowers NDCG@10 (stars minus ablation > 0)"]["reached"]
+    stale = checks["stars_no_context lowers NDCG@10 (stars minus ablation > 0)"]
+    assert stale["reached"] is None and stale["note"].endswith("other epochs")
+    assert stale["value"] == pytest.approx(0.02)
+    report = offline._verdict(stale)
+    assert report == "n/a (not comparable: trained with other epochs)"
+
+
 def test_model_config_overrides_and_quick_cap():
     config = offline.model_config("sasrec_id", "tiny", 3, quick=True,
                                   overrides={"epochs": 9, "dropout": 0.3,
