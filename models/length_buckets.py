@@ -44,7 +44,7 @@ def spans(valid):
     return tf.where(tf.reduce_any(valid, axis=-1), length - first, 0)
 
 
-def _nest_pools(batch: dict, max_history: int) -> dict:
+def nest_pools(batch: dict, max_history: int) -> dict:
     """next_pools [B*L, None] -> [B, L, None], so a batch can be split into users."""
     out = dict(batch)
     out[POOLS] = tf.RaggedTensor.from_uniform_row_length(batch[POOLS], max_history)
@@ -55,16 +55,15 @@ def trim(batch: dict, max_history: int) -> dict:
     """Cuts a batch to its widest span.  Pools come nested [B, L, None] (from
     ``bucketed``) or flat [B*L, None] (the adapter's) and leave flat; a batch without
     pools (inference) is cut all the same."""
+    if POOLS in batch and batch[POOLS].shape.rank == 2:
+        batch = nest_pools(batch, max_history)
     width = tf.maximum(tf.reduce_max(spans(batch["valid"])), 1)
     start = max_history - width
     out = dict(batch)
     for key in SEQUENCE_KEYS:
         out[key] = batch[key][:, start:]
     if POOLS in batch:
-        pools = batch[POOLS]
-        if pools.shape.rank == 2:
-            pools = tf.RaggedTensor.from_uniform_row_length(pools, max_history)
-        out[POOLS] = pools[:, start:].merge_dims(0, 1)
+        out[POOLS] = batch[POOLS][:, start:].merge_dims(0, 1)
     return out
 
 
@@ -118,7 +117,7 @@ def bucketed(dataset: tf.data.Dataset, max_history: int, batch_size: int, mean: 
         span = spans(example["valid"][None])[0]
         return tf.cast(tf.searchsorted(edges, span[None], side="left")[0], tf.int64)
 
-    users = dataset.map(lambda b: _nest_pools(b, max_history)).unbatch()
+    users = dataset.map(lambda b: nest_pools(b, max_history)).unbatch()
     grouped = users.group_by_window(
         key_func=key,
         reduce_func=lambda k, window: window.batch(tf.gather(sizes, k)),

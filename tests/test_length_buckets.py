@@ -12,12 +12,6 @@ from tests.test_inputs import ITEMS, _features
 from tests.test_stars_model import L, _model, _small_setup
 
 
-def _nested(batch, max_history):
-    out = dict(batch)
-    out[LB.POOLS] = tf.RaggedTensor.from_uniform_row_length(batch[LB.POOLS], max_history)
-    return out
-
-
 def test_bucket_bounds_grow_geometrically_up_to_the_window():
     assert LB.bucket_bounds(1) == [1]
     assert LB.bucket_bounds(50) == [1, 2, 3, 5, 8, 12, 18, 27, 41, 50]
@@ -51,7 +45,7 @@ def test_cutting_to_the_widest_span_leaves_every_loss_term_unchanged():
     rows = tf.where(keep)[:, 0]
     assert 2 <= int(tf.size(rows)) < 8
     short = _rows(inputs, rows)  # narrower than the window: the longest rows dropped
-    cut = LB.trim(_nested(short, L), L)
+    cut = LB.trim(LB.nest_pools(short, L), L)
     width = int(LB.spans(short["valid"]).numpy().max())
     assert cut["items"].shape[1] == width < L
     assert cut[LB.POOLS].nrows() == int(tf.size(rows)) * width
