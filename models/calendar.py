@@ -6,6 +6,8 @@ month, and a holiday flag: which e-commerce holiday, if any, falls within the
 next ``HOLIDAY_WINDOW_DAYS`` days (demand for holiday items peaks *before* the
 day).  All in UTC; the ids are small non-negative ints ready for embeddings.
 """
+import numpy as np
+
 import stars  # noqa: F401
 import tensorflow as tf
 
@@ -91,3 +93,16 @@ def calendar_features(timestamps):
         "month": month - 1,
         "holiday": holiday,
     }
+
+
+def carries_time_of_day(timestamps) -> bool:
+    """Whether unix timestamps (numpy-like, seconds) tell the time of day.
+
+    False when every event falls on the same second of its day: day-granular dates
+    such as Amazon's review dates, which mark when a review was written rather than
+    when the shopper bought, so their hour is constant and their weekday, week and
+    holiday are a proxy's.  ``stars eval`` switches calendar context off for such
+    data (on Beauty it cost NDCG@10 on the validation target: BUILD_NOTES.md).
+    """
+    seconds = np.asarray(timestamps, np.int64).reshape(-1)
+    return seconds.size > 0 and np.unique(np.mod(seconds, 86400)).size > 1

@@ -52,3 +52,11 @@ def test_black_friday_is_the_day_after_the_fourth_thursday():
 def test_shape_is_preserved():
     out = calendar.calendar_features(tf.constant([[1_700_000_000, 1_700_003_600]], tf.int64))
     assert all(v.shape == (1, 2) for v in out.values())
+
+
+def test_time_of_day_is_carried_only_by_timestamps_off_one_second_of_the_day():
+    days = np.array([17000, 17001, 17400], np.int64) * 86400
+    assert not calendar.carries_time_of_day(days)                 # UTC midnights
+    assert not calendar.carries_time_of_day(days + 8 * 3600)      # local midnights (UTC-8)
+    assert calendar.carries_time_of_day(days + [0, 3600, 60])     # real clock times
+    assert not calendar.carries_time_of_day(np.array([], np.int64))

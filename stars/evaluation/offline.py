@@ -211,6 +211,40 @@ def prepare_data(data_dir, out_dir, quick: bool = False, encoder: str = "minilm"
     return {**recorded, "reused": False}
 
 
+CONTEXT_CHOICES = ("auto", "on", "off")
+
+
+def calendar_context(source_dir, choice: str = "auto") -> Tuple[bool, str]:
+    """Whether the STARS models use calendar context on this data, and why.
+
+    ``auto`` keeps it only when the interactions' timestamps tell the time of day
+    (``models.calendar.carries_time_of_day``); ``on``/``off`` force it."""
+    if choice not in CONTEXT_CHOICES:
+        raise ValueError(f"--context must be one of {CONTEXT_CHOICES}, not {choice!r}")
+    if choice != "auto":
+        return choice == "on", f"calendar context {choice} (--context {choice})"
+    from models import calendar
+    from stars.data import contract
+    path = _table_file(Path(source_dir), "interactions")  # ContractError when missing
+    stamps = contract.read_whole_table(path, contract.TABLES["interactions"])["timestamp"]
+    if calendar.carries_time_of_day(stamps.to_numpy()):
+        return True, "calendar context on: the timestamps tell the time of day"
+    return False, ("calendar context off: every timestamp falls on the same second of its "
+                   "day (day-granular dates, e.g. review dates, not the time of the purchase)")
+
+
+def context_overrides(variant: str, use_context: bool, overrides: Optional[Mapping]) -> dict:
+    """``overrides`` with the calendar-context decision for ``variant``, unless the
+    variant's ablation switches context itself or the caller set ``use_context``."""
+    from models.config import ABLATIONS
+    overrides = dict(overrides or {})
+    mine = overrides.get(variant) if isinstance(overrides.get(variant), Mapping) else {}
+    if "use_context" in ABLATIONS[variant] or "use_context" in overrides or \
+            "use_context" in (mine or {}):
+        return overrides
+    return {**overrides, "use_context": use_context}
+
+
 # ----------------------------------------------------------------------------------------
 # reading the splits
 # ----------------------------------------------------------------------------------------
@@ -661,7 +695,8 @@ def evaluate_lambdamart(ctx: EvalContext, seed: int = 0, quick: bool = False) ->
 # results file and report
 # ----------------------------------------------------------------------------------------
 
-def _protocol(ctx: EvalContext, test_examples: int, quick: bool, data_info: dict) -> dict:
+def _protocol(ctx: EvalContext, test_examples: int, quick: bool, data_info: dict,
+              calendar_context_reason: str = "") -> dict:
     return {
         "split": "leave_one_out by time: last event = test target, second-to-last = "
                  "validation target (early stopping / model selection), rest = training",
@@ -671,6 +706,7 @@ def _protocol(ctx: EvalContext, test_examples: int, quick: bool, data_info: dict
         "ks": list(KS), "coverage_k": COVERAGE_K,
         "cold_start": f"Recall@{COLD_K} over test targets with zero training count",
         "rr": "round-robin interleaving of GI and NI, GI first",
+        "calendar_context": calendar_context_reason,
         "num_items": ctx.num_items, "test_examples": test_examples,
         "quick": bool(quick), "data": {k: data_info.get(k) for k in ("sample", "fingerprint")},
     }
@@ -682,9 +718,11 @@ def _same_run(old: dict, dataset: str, protocol: dict) -> bool:
         old.get("protocol", {}).get(k) == protocol.get(k) for k in keys)
 
 
-def merge_results(path, dataset: str, protocol: dict, entries: List[dict]) -> dict:
+def merge_results(path, dataset: str, protocol: dict, entries: List[dict],
+                  dropped: Iterable[str] = ()) -> dict:
     """Writes ``{"dataset", "protocol", "results"}``; entries of models run now replace
-    the same (model, seed) entries of an earlier compatible run, the rest are kept."""
+    the same (model, seed) entries of an earlier compatible run, the rest are kept
+    except those of the ``dropped`` models (no longer meaningful in this run)."""
     path = Path(path)
     old = {}
     if path.is_file():
@@ -695,7 +733,9 @@ def merge_results(path, dataset: str, protocol: dict, entries: List[dict]) -> di
     kept = []
     if old and _same_run(old, dataset, protocol):
         replaced = {(e["model"], e.get("seed")) for e in entries}
-        kept = [e for e in old.get("results", []) if (e["model"], e.get("seed")) not in replaced]
+        dropped = set(dropped)
+        kept = [e for e in old.get("results", []) if (e["model"], e.get("seed")) not in replaced
+                and e["model"] not in dropped]
     elif old:
         log.warning("%s holds results of another dataset/protocol: overwritten", path)
     order = {m: i for i, m in enumerate(ALL_MODELS)}
@@ -776,6 +816,12 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
                 continue
             target = f"{name} lowers NDCG@10 (stars minus ablation > 0)"
             drop = m["ndcg@10"] - ablated["masked"]["ndcg@10"]
+            if name == "stars_no_context" and not (stars_e.get("config") or {}).get(
+                    "use_context", True):
+                checks.append({"target": target, "value": round(float(drop), 4), "bar": 0.0,
+                               "reached": None, "note": "stars itself ran without calendar "
+                                                        "context on this data"})
+                continue
             differing = settings_apart_from_ablation(stars_e, ablated, name)
             if differing:  # e.g. an ablation kept from a run with an older preset
                 checks.append({"target": target, "value": round(float(drop), 4), "bar": 0.0,
@@ -855,6 +901,8 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
               f"- catalogue: {protocol['num_items']} items; test examples: "
               f"{protocol['test_examples']}; quick mode: {protocol['quick']}",
               f"- cold start: {protocol['cold_start']}", f"- RR: {protocol['rr']}"]
+    if protocol.get("calendar_context"):
+        lines.append(f"- {protocol['calendar_context']}")
     if wall_s is not None:
         lines.append(f"- wall time of this run: {wall_s:.0f} s ({os.cpu_count()} CPU cores)")
     lines.append("")
@@ -928,11 +976,14 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                      preset: str = "benchmark", seed: int = 0, encoder: str = "minilm",
                      overrides: Optional[Mapping] = None, results_path=None, report_path=None,
                      dataset: Optional[str] = None, tagger: str = "keyword",
-                     verbose: int = 0) -> dict:
+                     context: str = "auto", verbose: int = 0) -> dict:
     """Data half (leave-one-out) -> each model trained and scored -> results JSON + report.
 
     Returns the results document (``{"dataset", "protocol", "results"}``) with
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
+    ``context`` (auto | on | off) decides the STARS models' calendar context
+    (``calendar_context``); with it off, ``stars_no_context`` would repeat ``stars``
+    and is not run (its earlier entries are dropped).
     """
     started = time.time()
     models = list(dict.fromkeys(models))
@@ -948,8 +999,10 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
         preset = QUICK.preset
     data_info = prepare_data(data_dir, out_dir, quick=quick, encoder=encoder, tagger=tagger,
                              seed=seed)
+    use_context, context_reason = calendar_context(data_info.get("source_dir") or data_dir,
+                                                   context)
     ctx = EvalContext(str(pipeline_root(out_dir, quick)))
-    entries, skipped, notes = [], {}, []
+    entries, skipped, notes = [], {}, [context_reason]
     for name in models:
         log.info("offline eval: %s", name)
         if name == "popularity":
@@ -961,11 +1014,16 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                 notes.append(f"lambdamart skipped: {skipped[name]}")
                 continue
             entries += evaluate_lambdamart(ctx, seed, quick)
+        elif name == "stars_no_context" and not use_context:
+            skipped[name] = f"the same model as stars here ({context_reason})"
+            notes.append(f"stars_no_context not run: {skipped[name]}")
         else:
-            entries += train_and_evaluate(ctx, name, preset, seed, quick, overrides, verbose)
+            entries += train_and_evaluate(ctx, name, preset, seed, quick,
+                                          context_overrides(name, use_context, overrides),
+                                          verbose)
     test_examples = next((e["masked"]["num_examples"] for e in entries), 0)
-    protocol = _protocol(ctx, test_examples, quick, data_info)
-    document = merge_results(results_path, dataset, protocol, entries)
+    protocol = _protocol(ctx, test_examples, quick, data_info, context_reason)
+    document = merge_results(results_path, dataset, protocol, entries, dropped=skipped)
     wall = round(time.time() - started, 1)
     if data_info.get("wall_s") and not data_info.get("reused"):
         notes.append(f"data half (leave-one-out, encoder {encoder}): {data_info['wall_s']} s")
@@ -1008,6 +1066,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", default="minilm", help="item text encoder of the data half")
     parser.add_argument("--tagger", default="keyword")
+    parser.add_argument("--context", default="auto", choices=CONTEXT_CHOICES,
+                        help="calendar context of the STARS models: auto = on only when the "
+                             "timestamps tell the time of day (off for day-granular review "
+                             "dates)")
     parser.add_argument("--overrides", default="",
                         help='JSON of ModelConfig fields for every model, with optional '
                              'per-model dicts: \'{"epochs": 30, "sasrec_id": {"dropout": 0.5}}\'')
@@ -1020,7 +1082,7 @@ def run_from_args(args) -> dict:
     return run_offline_eval(
         args.data_dir, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
         quick=args.quick, preset=args.preset, seed=args.seed, encoder=args.encoder,
-        tagger=args.tagger, overrides=json.loads(args.overrides) if args.overrides else None,
+        tagger=args.tagger, context=args.context, overrides=json.loads(args.overrides) if args.overrides else None,
         results_path=results, report_path=args.report or None, dataset=dataset,
         verbose=args.verbose)
 
