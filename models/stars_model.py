@@ -21,6 +21,7 @@ import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from models import cold_items
 from models import features as F
 from models import losses
 from models.config import ModelConfig
@@ -77,6 +78,8 @@ class StarsModel(tfrs.Model):
         self.next_head = tf.keras.layers.Dense(config.serving_dim, name="h_next_projection")
         self.item_head = tf.keras.layers.Dense(config.serving_dim, name="item_projection")
         self.context_offset = ContextOffset(config.serving_dim, name="context_offset")
+        # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
+        self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
                                  trainable=False, name="popularity_log_prior")
         self.sampler = CandidateSliceSampler(catalog.subclass, config.num_negatives,
@@ -89,10 +92,17 @@ class StarsModel(tfrs.Model):
 
     # ---- towers -------------------------------------------------------------------------
     def item_embeddings(self, indices=None, training=False):
-        """w_j in the serving space; all items when ``indices`` is None."""
+        """w_j in the serving space; all items when ``indices`` is None.  Outside training,
+        never-seen items are put on the warm items' scale (``cold_item_norm``)."""
         tokens = (self.items.all_tokens(training=training) if indices is None
                   else self.items(indices, training=training))
-        return self.item_head(tokens)
+        vectors = self.item_head(tokens)
+        if training:
+            return vectors
+        warm = self.items.has_interactions[:, 0]
+        if indices is not None:
+            warm = tf.gather(warm, tf.cast(indices, tf.int32))
+        return cold_items.rescale_cold(vectors, 1.0 - warm, self.cold_item_norm)
 
     def encode(self, inputs, training=False):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import stars  # noqa: F401
+import tensorflow as tf
 from stars.data import contract
 from stars.evaluation import offline
 from stars.evaluation import retrieval_metrics as RM
@@ -294,6 +295,11 @@ def test_results_json_shape(quick_run):
             assert "cold_start_recall@10" in block and block["num_examples"] > 0
     report = base / "results" / "quality_tiny.md"
     assert report.is_file() and "| stars GI |" in report.read_text()
+    # The synthetic data launches items late: STARS picks their serving norm on validation.
+    cold = {e["model"]: e["config"]["training"]["cold_item_norm"] for e in on_disk["results"]
+            if "training" in e.get("config", {})}
+    assert cold["sasrec_id"] is None and cold["stars"]["cold_items"] > 0
+    assert len(cold["stars"]["tried"]) == 5
 
 
 @pytest.mark.e2e
@@ -351,3 +357,51 @@ def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_r
             assert training["best_epoch"] == int(np.argmax(training["val_ndcg@10"])) + 1
             assert e["split_reads"]["test"] == 1 and e["split_reads"]["eval"] == 2
             assert 0.0 <= e["validation"]["masked"]["hr@10"] <= 1.0
+
+
+class _Model:
+    """Test double of a trained model: only the item table and the calibration variable."""
+
+    def __init__(self, vectors, cold):
+        self.vectors, self.cold = vectors, cold
+        self.cold_item_norm = tf.Variable(0.0)
+
+    def item_embeddings(self):
+        norm = float(self.cold_item_norm.numpy())
+        out = self.vectors.copy()
+        if norm > 0:
+            out[self.cold] *= norm / np.linalg.norm(out[self.cold], axis=1, keepdims=True)
+        return tf.constant(out)
+
+
+class _Ranking:
+    """Test double of ValidationRanking: NDCG peaks when the cold norm equals ``best``."""
+
+    def __init__(self, model, best):
+        self.model, self.best = model, best
+
+    def scores(self):
+        norm = float(self.model.cold_item_norm.numpy())
+        ndcg = 0.05 - (0.0 if self.best is None else 0.01 * abs(norm - self.best))
+        if self.best is not None and norm == 0.0:
+            ndcg = 0.03
+        return {"ni": (0.1, ndcg)}
+
+
+def test_cold_item_norm_is_chosen_on_validation_and_off_on_ties():
+    from models.config import make_config
+    vectors = np.array([[1.0, 0], [0, 2.0], [3.0, 0], [0, 4.0], [0.1, 0]], np.float32)
+    counts = np.array([5, 1, 2, 3, 0])
+    model = _Model(vectors, counts == 0)
+    median = float(np.median([1, 2, 3, 4]))
+    chosen = offline.choose_cold_item_norm(model, _Ranking(model, median), counts,
+                                           make_config("tiny"))
+    assert chosen["chosen"] == 0.5 and chosen["norm"] == pytest.approx(median)
+    assert model.cold_item_norm.numpy() == pytest.approx(median)
+    assert len(chosen["tried"]) == 5 and chosen["cold_items"] == 1
+    flat = offline.choose_cold_item_norm(model, _Ranking(model, None), counts, make_config("tiny"))
+    assert flat["chosen"] is None and model.cold_item_norm.numpy() == 0.0  # no gain: off
+    assert offline.choose_cold_item_norm(model, _Ranking(model, 1.0), counts,
+                                         make_config("tiny", "sasrec_id")) is None
+    assert offline.choose_cold_item_norm(model, _Ranking(model, 1.0), counts + 1,
+                                         make_config("tiny")) is None

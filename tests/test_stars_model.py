@@ -407,3 +407,22 @@ def test_trainer_fit_runs_with_the_delta_callback(variant):
         history = trainer.train(model, config, data, data, total_steps=2, verbose=0)
     assert len(history.history["loss_next"]) == 2
     assert float(model.items.delta_gate.numpy()) == 1.0
+
+
+def test_cold_item_norm_rescales_only_never_seen_items_outside_training():
+    catalog, _ = _small_setup()
+    cold = np.asarray(catalog.counts) <= 0
+    assert cold.any() and not cold.all()
+    model = _model(catalog, make_config("tiny", max_history=L))
+    raw = model.item_embeddings().numpy()
+    model.cold_item_norm.assign(2.5)
+    calibrated = model.item_embeddings().numpy()
+    np.testing.assert_allclose(np.linalg.norm(calibrated[cold], axis=1), 2.5, rtol=1e-5)
+    np.testing.assert_allclose(_unit(calibrated[cold]), _unit(raw[cold]), atol=1e-6)
+    np.testing.assert_array_equal(calibrated[~cold], raw[~cold])
+    some = np.array([[0, 1], [2, 3]])
+    np.testing.assert_allclose(model.item_embeddings(tf.constant(some)).numpy(),
+                               calibrated[some], rtol=1e-5, atol=1e-6)
+    # Training (the softmax over the catalogue) sees the uncalibrated vectors.
+    np.testing.assert_allclose(model.item_embeddings(training=True).numpy(), raw, rtol=1e-5,
+                               atol=1e-6)

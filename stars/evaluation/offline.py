@@ -579,6 +579,30 @@ def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
                                 [data.targets[i] for i in order], variants, verbose=verbose)
 
 
+def choose_cold_item_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
+    """Model selection of the cold items' serving norm (``models.cold_items``) on the
+    validation target: each quantile of the warm items' norms (and off) is scored by
+    ``ranking`` and the best masked NDCG@10 is kept (off unless a quantile beats it).
+    Leaves ``model.cold_item_norm`` set; None when the model cannot score a cold item
+    (ID-only) or every item has interactions."""
+    from models import cold_items
+    cold = np.asarray(counts) <= 0
+    if not cold.any() or not (config.use_text or config.use_tags):
+        return None
+    model.cold_item_norm.assign(0.0)
+    vectors = model.item_embeddings().numpy()
+    tried = []
+    for quantile in cold_items.QUANTILES:
+        norm = cold_items.warm_norm(vectors, cold, quantile)
+        model.cold_item_norm.assign(norm)
+        score = max(ndcg for _, ndcg in ranking.scores().values())
+        tried.append({"quantile": quantile, "norm": round(norm, 4), "val_ndcg@10": round(score, 5)})
+    best = max(tried, key=lambda t: (t["val_ndcg@10"], t["quantile"] is None))
+    model.cold_item_norm.assign(best["norm"])
+    return {"chosen": best["quantile"], "norm": best["norm"], "cold_items": int(cold.sum()),
+            "tried": tried}
+
+
 def model_config(variant: str, preset: str, seed: int, quick: bool,
                  overrides: Optional[Mapping] = None):
     """The ModelConfig of one model: preset + ablation + overrides.
@@ -633,6 +657,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
                       verbose=verbose, validation_callbacks=[ranking],
                       monitor=VR.MONITOR, monitor_mode="max")
     selection = [float(x) for x in history.history.get(VR.MONITOR, [])]
+    cold_calibration = choose_cold_item_norm(model, ranking, ctx.counts, config)
     train_s = time.time() - started
     val_data, val_ranked, _ = _score_split(ctx, model, adapter, "eval", variant, variants)
     validation_blocks = {v: _validation_block(val_ranked[v][0], val_data, ctx.num_items)
@@ -649,6 +674,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
                 "val_ndcg@10": [round(x, 5) for x in selection],
                 "early_stopping": f"{VR.MONITOR} (masked full-catalogue ranking of the "
                                   "validation target, best retrieval), best weights restored",
+                "cold_item_norm": cold_calibration,
                 "train_s": round(train_s, 1)}
     entries = []
     for v in variants:

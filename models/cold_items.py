@@ -1,0 +1,41 @@
+"""Cold items on the warm items' scale (STARS §4.1: new items scored from their text and tags).
+
+A never-seen item has no learned residual δ, so its serving vector comes from the
+frozen text embedding and the tags alone, and it is much shorter than a warm
+item's: under a softmax the vector norms carry what each item learned from its
+interactions, so a cold item scores below nearly every warm item whatever its text
+says.  Calibration rescales each cold item's vector to a quantile of the warm
+items' norms: its direction (what its text and tags say it is) decides which users
+it reaches, its length is that of a typical warm item.  The quantile is a model-
+selection choice (``stars eval`` picks it on the validation target); norm 0 = off.
+"""
+from typing import Optional
+
+import numpy as np
+
+import stars  # noqa: F401
+import tensorflow as tf
+
+# Quantiles of the warm items' norms tried on the validation target (None = off).
+QUANTILES = (None, 0.25, 0.5, 0.75, 0.9)
+
+
+def rescale_cold(vectors, cold, target_norm):
+    """``vectors`` [..., D]; ``cold`` [...] (1 = no interaction, 0 = warm); returns the
+    vectors with every cold one rescaled to ``target_norm`` (nothing changes when it is 0)."""
+    dtype = vectors.dtype
+    norms = tf.norm(tf.cast(vectors, tf.float32), axis=-1, keepdims=True)
+    target = tf.cast(target_norm, tf.float32)
+    scaled = tf.cast(tf.cast(vectors, tf.float32) * (target / tf.maximum(norms, 1e-12)), dtype)
+    apply = tf.logical_and(tf.cast(cold, tf.bool)[..., None], target > 0)
+    return tf.where(apply, scaled, vectors)
+
+
+def warm_norm(vectors: np.ndarray, cold: np.ndarray, quantile: Optional[float]) -> float:
+    """The ``quantile`` of the warm items' vector norms (0.0 for ``None``: off)."""
+    if quantile is None:
+        return 0.0
+    warm = np.asarray(vectors, np.float64)[~np.asarray(cold, bool)]
+    if not len(warm):
+        raise ValueError("no warm item to calibrate the cold items against")
+    return float(np.quantile(np.linalg.norm(warm, axis=1), quantile))
