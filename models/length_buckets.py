@@ -87,16 +87,40 @@ def by_span(batches, max_history: int, batch_size: int):
     return out, order
 
 
-def mean_span(dataset: tf.data.Dataset) -> float:
-    """Mean history span of the adapted (batched) dataset: one pass over it."""
-    def add(total, batch):
-        s = spans(batch["valid"])
-        return total + tf.stack([tf.cast(tf.reduce_sum(s), tf.int64),
-                                 tf.cast(tf.size(s), tf.int64)])
-    total, users = dataset.reduce(tf.zeros([2], tf.int64), add).numpy()
-    if users == 0:
+def span_histogram(dataset: tf.data.Dataset, max_history: int) -> np.ndarray:
+    """Users per history span (index 0 .. ``max_history``) of the adapted (batched)
+    dataset: one pass, from which both the token budget and the epoch length follow."""
+    def add(counts, batch):
+        return counts + tf.math.bincount(spans(batch["valid"]), minlength=max_history + 1,
+                                         maxlength=max_history + 1, dtype=tf.int64)
+    counts = dataset.reduce(tf.zeros([max_history + 1], tf.int64), add).numpy()
+    if counts.sum() == 0:
         raise ValueError("the training split is empty: no user has enough history")
-    return float(total) / float(users)
+    return counts
+
+
+def mean_span(histogram: np.ndarray) -> float:
+    return float(np.dot(np.arange(len(histogram)), histogram) / max(histogram.sum(), 1))
+
+
+def bucket_sizes(max_history: int, batch_size: int, mean: float) -> list:
+    """Users per batch in each bucket: a token budget of ``batch_size`` × ``mean`` positions
+    over the bucket's widest span."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    budget = batch_size * max(mean, 1.0)
+    return [max(1, int(round(budget / b))) for b in bucket_bounds(max_history)]
+
+
+def batches_per_epoch(histogram: np.ndarray, max_history: int, batch_size: int,
+                      mean: float) -> int:
+    """What ``bucketed`` yields per epoch: each bucket's users in full batches and one
+    partial batch."""
+    bounds = bucket_bounds(max_history)
+    users = np.bincount(np.searchsorted(bounds, np.arange(len(histogram)), side="left"),
+                        weights=histogram, minlength=len(bounds))
+    sizes = bucket_sizes(max_history, batch_size, mean)
+    return int(sum(math.ceil(n / size) for n, size in zip(users, sizes)))
 
 
 def bucketed(dataset: tf.data.Dataset, max_history: int, batch_size: int, mean: float,
@@ -106,12 +130,8 @@ def bucketed(dataset: tf.data.Dataset, max_history: int, batch_size: int, mean: 
     Every user lands in exactly one batch; batches come out shuffled (a buffer of
     batches, reshuffled every epoch) so buckets interleave.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    bounds = bucket_bounds(max_history)
-    budget = batch_size * max(mean, 1.0)
-    sizes = tf.constant([max(1, int(round(budget / b))) for b in bounds], tf.int64)
-    edges = tf.constant(bounds, tf.int32)
+    sizes = tf.constant(bucket_sizes(max_history, batch_size, mean), tf.int64)
+    edges = tf.constant(bucket_bounds(max_history), tf.int32)
 
     def key(example):
         span = spans(example["valid"][None])[0]

@@ -121,10 +121,14 @@ def training_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdap
     widest history when ``config.length_buckets`` (see ``models.length_buckets``)."""
     data = input_dataset(file_pattern, data_accessor, tft_output, adapter, config.batch_size,
                          shuffle=True, seed=config.seed)
-    if config.length_buckets:
-        data = length_buckets.bucketed(data, adapter.max_history, config.batch_size,
-                                       length_buckets.mean_span(data), seed=config.seed)
-    return data, count_batches(data)
+    if not config.length_buckets:
+        return data, count_batches(data)
+    histogram = length_buckets.span_histogram(data, adapter.max_history)  # the one extra pass
+    mean = length_buckets.mean_span(histogram)
+    return (length_buckets.bucketed(data, adapter.max_history, config.batch_size, mean,
+                                    seed=config.seed),
+            length_buckets.batches_per_epoch(histogram, adapter.max_history,
+                                             config.batch_size, mean))
 
 
 def local_data_accessor():

@@ -92,12 +92,16 @@ def test_bucketed_batches_hold_every_user_once_with_their_own_columns():
     adapted = data.map(InputAdapter(ITEMS, max_history))
     reference = sorted(k for batch in adapted for k in _user_keys(batch))
     assert len(reference) == n
-    mean = LB.mean_span(adapted)
+    histogram = LB.span_histogram(adapted, max_history)
+    np.testing.assert_array_equal(histogram, np.bincount(
+        [min(len(h), max_history) for h in histories], minlength=max_history + 1))
+    mean = LB.mean_span(histogram)
     assert mean == pytest.approx(np.mean([min(len(h), max_history) for h in histories]))
     bounds = LB.bucket_bounds(max_history)
     for epoch in range(2):
-        seen = []
+        seen, batches = [], 0
         for batch in LB.bucketed(adapted, max_history, batch_size, mean, seed=epoch):
+            batches += 1
             spans = LB.spans(batch["valid"]).numpy()
             assert batch["items"].shape[1] == max(1, spans.max())
             assert all(batch[k].shape[1] == batch["items"].shape[1] for k in SEQUENCE_KEYS)
@@ -106,6 +110,10 @@ def test_bucketed_batches_hold_every_user_once_with_their_own_columns():
             assert len(spans) <= max(1, round(batch_size * mean / max(1, spans.max())))
             seen += _user_keys(batch)
         assert sorted(seen) == reference
+        # The epoch length comes from the histogram, without a pass over the batches.
+        assert batches == LB.batches_per_epoch(histogram, max_history, batch_size, mean)
+    with pytest.raises(ValueError, match="empty"):
+        LB.span_histogram(adapted.take(0), max_history)
 
 
 def test_inference_batches_by_span_give_the_same_user_embeddings_in_a_known_order():
