@@ -23,6 +23,7 @@ import sys
 import time
 
 import stars  # noqa: F401  (Keras 2 before TensorFlow)
+from stars import calendar_context as CC
 from stars.data.contract import ContractError
 
 
@@ -57,6 +58,22 @@ def _validate(args) -> int:
     return 0
 
 
+def _model_overrides(args) -> str:
+    """``--model-overrides`` with the ``--context`` decision folded in
+    (``stars.calendar_context``); ``auto`` on a remote data URI keeps the model's
+    default, as the data is not read at compile time."""
+    if args.context == "auto" and "://" in args.data_dir:
+        return args.model_overrides
+    try:
+        overrides = json.loads(args.model_overrides) if args.model_overrides else {}
+    except ValueError as e:
+        raise ValueError(f"--model-overrides is not valid JSON: {e}") from None
+    use_context, why = CC.calendar_context(args.data_dir, args.context)
+    print(f"stars: {why}", file=sys.stderr)
+    return json.dumps(CC.context_overrides(args.variant, use_context, overrides),
+                      sort_keys=True)
+
+
 def _pipeline_config(args):
     from pipeline.configs import PipelineConfig
     beam_args = list(PipelineConfig.beam_pipeline_args)
@@ -68,7 +85,8 @@ def _pipeline_config(args):
         split_mode=args.split_mode, eval_fraction=args.eval_fraction,
         max_history=args.max_history, beam_pipeline_args=tuple(beam_args),
         train_model=not args.data_only, model_preset=args.preset, model_variant=args.variant,
-        model_overrides=args.model_overrides, top_k=args.top_k, serving_index=args.serving_index,
+        model_overrides=_model_overrides(args), top_k=args.top_k,
+        serving_index=args.serving_index,
         serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
         min_recall_vs_popularity=args.min_recall_vs_popularity)
 
@@ -148,6 +166,9 @@ def _add_pipeline_options(parser) -> None:
                              "stars_no_user | sasrec_id")
     parser.add_argument("--model-overrides", default="",
                         help='JSON of model config fields, e.g. \'{"epochs": 5}\'')
+    parser.add_argument("--context", default="auto", choices=CC.CHOICES,
+                        help="calendar context: auto = on only when the timestamps tell the "
+                             "time of day (off for day-granular dates such as review dates)")
     parser.add_argument("--top-k", type=int, default=100)
     parser.add_argument("--serving-index", default="scann", choices=["scann", "brute_force"])
     parser.add_argument("--serving-dir", default="",

@@ -9,7 +9,6 @@ import pytest
 
 import stars  # noqa: F401
 import tensorflow as tf
-from stars.data import contract
 from stars.evaluation import offline
 from stars.evaluation import retrieval_metrics as RM
 from stars.evaluation import validation_ranking as VR
@@ -140,42 +139,6 @@ def test_ablation_checks_only_compare_runs_that_differ_by_the_ablation_alone():
     assert stale["value"] == pytest.approx(0.02)
     report = offline._verdict(stale)
     assert report == "n/a (not comparable: trained with other epochs)"
-
-
-def _interactions(data_dir, timestamps):
-    data_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"user_id": ["u1"] * len(timestamps),
-                  "item_id": [f"i{k}" for k in range(len(timestamps))],
-                  "timestamp": timestamps, "event_type": "purchase"}).to_csv(
-        data_dir / "interactions.csv", index=False)
-    return data_dir
-
-
-def test_calendar_context_is_on_only_where_timestamps_tell_the_time_of_day(tmp_path):
-    dates = _interactions(tmp_path / "reviews", [1388534400, 1388620800, 1391212800])
-    clock = _interactions(tmp_path / "clicks", [1388534400, 1388538000, "2014-01-02T10:31:00"])
-    used, why = offline.calendar_context(dates)
-    assert not used and "day-granular" in why
-    assert offline.calendar_context(clock)[0]
-    assert offline.calendar_context(dates, "on")[0] and not offline.calendar_context(clock, "off")[0]
-    with pytest.raises(ValueError, match="--context"):
-        offline.calendar_context(clock, "sometimes")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(contract.ContractError, match="interactions"):
-        offline.calendar_context(tmp_path / "empty")
-
-
-def test_context_decision_reaches_stars_models_but_not_their_own_switches():
-    assert offline.context_overrides("stars", False, None) == {"use_context": False}
-    assert offline.context_overrides("stars_no_user", False, {"epochs": 3}) == {
-        "epochs": 3, "use_context": False}
-    for variant in ("stars_no_context", "sasrec_id"):  # their ablation sets it
-        assert offline.context_overrides(variant, True, None) == {}
-    forced = {"stars": {"use_context": True}}  # the caller's explicit choice wins
-    assert offline.context_overrides("stars", False, forced) == forced
-    config = offline.model_config("stars", "tiny", 0, False,
-                                  offline.context_overrides("stars", False, None))
-    assert not config.use_context
 
 
 def test_dropped_models_lose_their_earlier_entries(tmp_path):

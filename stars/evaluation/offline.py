@@ -62,6 +62,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 import stars  # noqa: F401  (Keras 2 before TensorFlow)
+from stars import calendar_context as CC
 from stars.evaluation import retrieval_metrics as RM
 
 log = logging.getLogger(__name__)
@@ -209,40 +210,6 @@ def prepare_data(data_dir, out_dir, quick: bool = False, encoder: str = "minilm"
                 "sample": sample, "wall_s": round(time.time() - started, 1)}
     marker.write_text(json.dumps(recorded, indent=1, sort_keys=True))
     return {**recorded, "reused": False}
-
-
-CONTEXT_CHOICES = ("auto", "on", "off")
-
-
-def calendar_context(source_dir, choice: str = "auto") -> Tuple[bool, str]:
-    """Whether the STARS models use calendar context on this data, and why.
-
-    ``auto`` keeps it only when the interactions' timestamps tell the time of day
-    (``models.calendar.carries_time_of_day``); ``on``/``off`` force it."""
-    if choice not in CONTEXT_CHOICES:
-        raise ValueError(f"--context must be one of {CONTEXT_CHOICES}, not {choice!r}")
-    if choice != "auto":
-        return choice == "on", f"calendar context {choice} (--context {choice})"
-    from models import calendar
-    from stars.data import contract
-    path = _table_file(Path(source_dir), "interactions")  # ContractError when missing
-    stamps = contract.read_whole_table(path, contract.TABLES["interactions"])["timestamp"]
-    if calendar.carries_time_of_day(stamps.to_numpy()):
-        return True, "calendar context on: the timestamps tell the time of day"
-    return False, ("calendar context off: every timestamp falls on the same second of its "
-                   "day (day-granular dates, e.g. review dates, not the time of the purchase)")
-
-
-def context_overrides(variant: str, use_context: bool, overrides: Optional[Mapping]) -> dict:
-    """``overrides`` with the calendar-context decision for ``variant``, unless the
-    variant's ablation switches context itself or the caller set ``use_context``."""
-    from models.config import ABLATIONS
-    overrides = dict(overrides or {})
-    mine = overrides.get(variant) if isinstance(overrides.get(variant), Mapping) else {}
-    if "use_context" in ABLATIONS[variant] or "use_context" in overrides or \
-            "use_context" in (mine or {}):
-        return overrides
-    return {**overrides, "use_context": use_context}
 
 
 # ----------------------------------------------------------------------------------------
@@ -1008,7 +975,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
     Returns the results document (``{"dataset", "protocol", "results"}``) with
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
     ``context`` (auto | on | off) decides the STARS models' calendar context
-    (``calendar_context``); with it off, ``stars_no_context`` would repeat ``stars``
+    (``stars.calendar_context``); with it off, ``stars_no_context`` would repeat ``stars``
     and is not run (its earlier entries are dropped).
     """
     started = time.time()
@@ -1025,7 +992,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
         preset = QUICK.preset
     data_info = prepare_data(data_dir, out_dir, quick=quick, encoder=encoder, tagger=tagger,
                              seed=seed)
-    use_context, context_reason = calendar_context(data_info.get("source_dir") or data_dir,
+    use_context, context_reason = CC.calendar_context(data_info.get("source_dir") or data_dir,
                                                    context)
     ctx = EvalContext(str(pipeline_root(out_dir, quick)))
     entries, skipped, notes = [], {}, [context_reason]
@@ -1045,7 +1012,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
             notes.append(f"stars_no_context not run: {skipped[name]}")
         else:
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
-                                          context_overrides(name, use_context, overrides),
+                                          CC.context_overrides(name, use_context, overrides),
                                           verbose)
     test_examples = next((e["masked"]["num_examples"] for e in entries), 0)
     protocol = _protocol(ctx, test_examples, quick, data_info, context_reason)
@@ -1092,7 +1059,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encoder", default="minilm", help="item text encoder of the data half")
     parser.add_argument("--tagger", default="keyword")
-    parser.add_argument("--context", default="auto", choices=CONTEXT_CHOICES,
+    parser.add_argument("--context", default="auto", choices=CC.CHOICES,
                         help="calendar context of the STARS models: auto = on only when the "
                              "timestamps tell the time of day (off for day-granular review "
                              "dates)")
