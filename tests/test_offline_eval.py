@@ -149,6 +149,11 @@ def test_dropped_models_lose_their_earlier_entries(tmp_path):
     offline.merge_results(path, "d", protocol, old)
     doc = offline.merge_results(path, "d", protocol, old[:1], dropped={"stars_no_context": "x"})
     assert [e["model"] for e in doc["results"]] == ["stars", "stars_no_tags"]
+    # A run where every model was skipped scored nothing: it keeps the others, not wipes them.
+    doc = offline.merge_results(path, "d", {**protocol, "test_examples": None}, [],
+                                dropped={"stars_no_tags": "x"})
+    assert [e["model"] for e in doc["results"]] == ["stars"]
+    assert doc["protocol"]["test_examples"] == 3
 
 
 def test_no_context_ablation_is_not_judged_when_stars_ran_without_context():
@@ -156,10 +161,12 @@ def test_no_context_ablation_is_not_judged_when_stars_ran_without_context():
         return {"model": model, "variant": "ni", "masked": {"hr@5": 0.1, "hr@10": 0.1,
                                                           "ndcg@10": ndcg10},
                 "config": {"use_context": False, "training": {}}}
-    checks = {c["target"]: c for c in offline.target_checks(
-        [entry("stars", 0.05), entry("stars_no_context", 0.05)], "synth")}
-    check = checks["stars_no_context lowers NDCG@10 (stars minus ablation > 0)"]
-    assert check["reached"] is None and "without calendar context" in check["note"]
+    for entries in ([entry("stars", 0.05), entry("stars_no_context", 0.05)],
+                    [entry("stars", 0.05)]):  # left from an earlier run, or not run
+        checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
+        check = checks["stars_no_context lowers NDCG@10 (stars minus ablation > 0)"]
+        assert check["reached"] is None and "without calendar context" in check["note"]
+        assert check["value"] is None
 
 
 def test_model_config_overrides_and_quick_cap():
