@@ -349,8 +349,14 @@ class _Ranking:
 
     def __init__(self, model, best):
         self.model, self.best = model, best
+        self.encoded = 0
 
-    def scores(self):
+    def user_queries(self):
+        self.encoded += 1
+        return {"ni": np.zeros((3, 2), np.float32)}
+
+    def scores(self, queries):
+        assert queries is not None  # the selection encodes the users once
         norm = float(self.model.cold_item_norm.numpy())
         ndcg = 0.05 - (0.0 if self.best is None else 0.01 * abs(norm - self.best))
         if self.best is not None and norm == 0.0:
@@ -364,8 +370,9 @@ def test_cold_item_norm_is_chosen_on_validation_and_off_on_ties():
     counts = np.array([5, 1, 2, 3, 0])
     model = _Model(vectors, counts == 0)
     median = float(np.median([1, 2, 3, 4]))
-    chosen = offline.choose_cold_item_norm(model, _Ranking(model, median), counts,
-                                           make_config("tiny"))
+    ranking = _Ranking(model, median)
+    chosen = offline.choose_cold_item_norm(model, ranking, counts, make_config("tiny"))
+    assert ranking.encoded == 1
     assert chosen["chosen"] == 0.5 and chosen["norm"] == pytest.approx(median)
     assert model.cold_item_norm.numpy() == pytest.approx(median)
     assert len(chosen["tried"]) == 5 and chosen["cold_items"] == 1

@@ -66,6 +66,18 @@ def test_logs_match_a_numpy_ranking_with_history_masked(setup):
     assert callback.epochs == [logs]
 
 
+def test_scores_from_cached_user_queries_follow_the_item_side(setup):
+    model, batches, history, targets = setup
+    callback = VR.ValidationRanking(batches, history, targets, ("gi", "ni"))
+    callback.set_model(model)
+    queries = callback.user_queries()
+    np.testing.assert_allclose(queries["ni"], model.nxt.numpy())
+    assert callback.scores(queries) == callback.scores()
+    model.items = tf.Variable(-model.items)  # only the item table changes
+    hr, ndcg = _numpy_metrics(model.nxt.numpy(), model.items.numpy(), history, targets)
+    assert callback.scores(queries)["ni"] == (pytest.approx(hr), pytest.approx(ndcg))
+
+
 def test_a_target_in_the_history_mask_is_never_ranked(setup):
     model, batches, history, targets = setup
     # The target of every example is also in its history: masked, so never a hit.

@@ -558,12 +558,14 @@ def choose_cold_item_norm(model, ranking, counts: np.ndarray, config) -> Optiona
         return None
     model.cold_item_norm.assign(0.0)
     vectors = model.item_embeddings().numpy()
+    queries = ranking.user_queries()  # the user side does not change: encoded once
     tried = []
     for quantile in cold_items.QUANTILES:
         norm = cold_items.warm_norm(vectors, cold, quantile)
         model.cold_item_norm.assign(norm)
-        score = max(ndcg for _, ndcg in ranking.scores().values())
-        tried.append({"quantile": quantile, "norm": round(norm, 4), "val_ndcg@10": round(score, 5)})
+        score = max(ndcg for _, ndcg in ranking.scores(queries).values())
+        tried.append({"quantile": quantile, "norm": round(norm, 4),
+                      "val_ndcg@10": round(score, 5)})
     best = max(tried, key=lambda t: (t["val_ndcg@10"], t["quantile"] is None))
     model.cold_item_norm.assign(best["norm"])
     return {"chosen": best["quantile"], "norm": best["norm"], "cold_items": int(cold.sum()),

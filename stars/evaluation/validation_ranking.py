@@ -12,7 +12,7 @@ never read here.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -70,21 +70,25 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             top.append(tf.math.top_k(scores, k=min(K, scores.shape[1])).indices.numpy())
         return np.concatenate(top).astype(np.int64)
 
-    def scores(self) -> dict:
-        """{variant: (hr@10, ndcg@10)} of the current weights."""
+    def user_queries(self) -> dict:
+        """{variant: [N, D] user embeddings} of the current weights, in ``targets`` order."""
         if self._embed is None:
             self._embed = tf.function(lambda inputs: self.model.user_embeddings(inputs),
                                       reduce_retracing=True)  # batches differ in width
-        items = self.model.item_embeddings().numpy().astype(np.float32)
         queries = {v: [] for v in self.variants}
         for inputs in self.batches:
             gen, nxt = self._embed(inputs)
             for variant, q in (("gi", gen), ("ni", nxt)):
                 if variant in queries:
                     queries[variant].append(q.numpy().astype(np.float32))
+        return {v: np.concatenate(parts) for v, parts in queries.items()}
+
+    def scores(self, queries: Optional[dict] = None) -> dict:
+        """{variant: (hr@10, ndcg@10)} of the current weights; ``queries`` (from
+        ``user_queries``) spares the encoder when only the item side changed."""
+        items = self.model.item_embeddings().numpy().astype(np.float32)
         out = {}
-        for variant, parts in queries.items():
-            q = np.concatenate(parts)
+        for variant, q in (queries if queries is not None else self.user_queries()).items():
             if len(q) != len(self.targets):
                 raise ValueError(f"the validation batches hold {len(q)} examples, "
                                  f"expected {len(self.targets)}")
