@@ -345,10 +345,10 @@ class _Model:
 
 
 class _Ranking:
-    """Test double of ValidationRanking: NDCG peaks when the cold norm equals ``best``."""
+    """Test double of ValidationRanking: the NDCG@10 of each quantile tried, in order."""
 
-    def __init__(self, model, best):
-        self.model, self.best = model, best
+    def __init__(self, model, ndcgs):
+        self.model, self.ndcgs, self.calls = model, list(ndcgs), 0
         self.encoded = 0
 
     def user_queries(self):
@@ -357,28 +357,30 @@ class _Ranking:
 
     def scores(self, queries):
         assert queries is not None  # the selection encodes the users once
-        norm = float(self.model.cold_item_norm.numpy())
-        ndcg = 0.05 - (0.0 if self.best is None else 0.01 * abs(norm - self.best))
-        if self.best is not None and norm == 0.0:
-            ndcg = 0.03
-        return {"ni": (0.1, ndcg)}
+        self.calls += 1
+        return {"ni": (0.1, self.ndcgs[self.calls - 1])}
 
 
-def test_cold_item_norm_is_chosen_on_validation_and_off_on_ties():
+def test_cold_item_norm_is_the_largest_within_the_ndcg_tolerance():
+    from models import cold_items
     from models.config import make_config
     vectors = np.array([[1.0, 0], [0, 2.0], [3.0, 0], [0, 4.0], [0.1, 0]], np.float32)
     counts = np.array([5, 1, 2, 3, 0])
     model = _Model(vectors, counts == 0)
-    median = float(np.median([1, 2, 3, 4]))
-    ranking = _Ranking(model, median)
+    tol = cold_items.NDCG_TOLERANCE
+    # off, 0.25, 0.5, 0.75, 0.9: 0.5 is the last one within the tolerance of off.
+    ndcgs = [0.06, 0.06 * (1 - tol / 4), 0.06 * (1 - tol / 2), 0.06 * (1 - 2 * tol), 0.05]
+    ranking = _Ranking(model, ndcgs)
     chosen = offline.choose_cold_item_norm(model, ranking, counts, make_config("tiny"))
-    assert ranking.encoded == 1
+    assert ranking.encoded == 1 and ranking.calls == 5
+    median = float(np.median([1, 2, 3, 4]))
     assert chosen["chosen"] == 0.5 and chosen["norm"] == pytest.approx(median)
     assert model.cold_item_norm.numpy() == pytest.approx(median)
-    assert len(chosen["tried"]) == 5 and chosen["cold_items"] == 1
-    flat = offline.choose_cold_item_norm(model, _Ranking(model, None), counts, make_config("tiny"))
-    assert flat["chosen"] is None and model.cold_item_norm.numpy() == 0.0  # no gain: off
-    assert offline.choose_cold_item_norm(model, _Ranking(model, 1.0), counts,
+    assert chosen["cold_items"] == 1 and chosen["ndcg_tolerance"] == tol
+    costly = offline.choose_cold_item_norm(model, _Ranking(model, [0.06] + [0.05] * 4), counts,
+                                           make_config("tiny"))
+    assert costly["chosen"] is None and model.cold_item_norm.numpy() == 0.0  # off
+    assert offline.choose_cold_item_norm(model, _Ranking(model, ndcgs), counts,
                                          make_config("tiny", "sasrec_id")) is None
-    assert offline.choose_cold_item_norm(model, _Ranking(model, 1.0), counts + 1,
+    assert offline.choose_cold_item_norm(model, _Ranking(model, ndcgs), counts + 1,
                                          make_config("tiny")) is None

@@ -549,9 +549,10 @@ def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
 def choose_cold_item_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
     """Model selection of the cold items' serving norm (``models.cold_items``) on the
     validation target: each quantile of the warm items' norms (and off) is scored by
-    ``ranking`` and the best masked NDCG@10 is kept (off unless a quantile beats it).
-    Leaves ``model.cold_item_norm`` set; None when the model cannot score a cold item
-    (ID-only) or every item has interactions."""
+    ``ranking``, and the largest quantile whose masked NDCG@10 stays within
+    ``cold_items.NDCG_TOLERANCE`` of off is kept: new items get exposure for at most that
+    share of the warm ranking quality.  Leaves ``model.cold_item_norm`` set; None when the
+    model cannot score a cold item (ID-only) or every item has interactions."""
     from models import cold_items
     cold = np.asarray(counts) <= 0
     if not cold.any() or not (config.use_text or config.use_tags):
@@ -566,10 +567,11 @@ def choose_cold_item_norm(model, ranking, counts: np.ndarray, config) -> Optiona
         score = max(ndcg for _, ndcg in ranking.scores(queries).values())
         tried.append({"quantile": quantile, "norm": round(norm, 4),
                       "val_ndcg@10": round(score, 5)})
-    best = max(tried, key=lambda t: (t["val_ndcg@10"], t["quantile"] is None))
+    floor = (1.0 - cold_items.NDCG_TOLERANCE) * tried[0]["val_ndcg@10"]  # off comes first
+    best = [t for t in tried if t["val_ndcg@10"] >= floor][-1]  # quantiles ascend
     model.cold_item_norm.assign(best["norm"])
     return {"chosen": best["quantile"], "norm": best["norm"], "cold_items": int(cold.sum()),
-            "tried": tried}
+            "ndcg_tolerance": cold_items.NDCG_TOLERANCE, "tried": tried}
 
 
 def model_config(variant: str, preset: str, seed: int, quick: bool,
