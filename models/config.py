@@ -90,16 +90,19 @@ PRESETS = {
                         max_history=20, tag_dim=8, num_negatives=16, batch_size=32, epochs=2),
 }
 
+# Without text, δ is the item's ID embedding and δ dropout (which trains the text path to
+# rank alone) would blank the item's identity instead: the text-less variants keep δ whole.
 ABLATIONS = {
     "stars": {},
-    "stars_no_text": {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0},
+    "stars_no_text": {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0,
+                      "delta_dropout": 0.0},
     "stars_no_tags": {"use_tags": False},
     "stars_no_context": {"use_context": False},
     "stars_no_user": {"use_user_token": False},
     "sasrec_id": {"use_text": False, "use_tags": False, "use_context": False,
                   "use_user_token": False, "use_engagement": False, "use_recency": False,
                   "delta_frozen_epochs": 0, "delta_lr_scale": 1.0, "alpha": 0.0,
-                  "full_softmax": True, "lambda_gen": 0.0},
+                  "full_softmax": True, "lambda_gen": 0.0, "delta_dropout": 0.0},
 }
 
 
