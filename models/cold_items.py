@@ -7,8 +7,9 @@ interactions, so a cold item scores below nearly every warm item whatever its te
 says.  Calibration rescales each cold item's vector to a quantile of the warm
 items' norms: its direction (what its text and tags say it is) decides which users
 it reaches, its length is that of a typical warm item.  The quantile is a model-
-selection choice (``stars eval`` picks the largest one that costs at most
-``NDCG_TOLERANCE`` of the validation NDCG@10); norm 0 = off.
+selection choice made after training by ``choose_norm`` (the TFX Trainer's
+``run_fn`` and ``stars eval`` alike): the largest quantile that costs at most
+``NDCG_TOLERANCE`` of the validation NDCG@10; norm 0 = off.
 """
 from typing import Optional
 
@@ -43,3 +44,31 @@ def warm_norm(vectors: np.ndarray, cold: np.ndarray, quantile: Optional[float]) 
     if not len(warm):
         raise ValueError("no warm item to calibrate the cold items against")
     return float(np.quantile(np.linalg.norm(warm, axis=1), quantile))
+
+
+def choose_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
+    """Model selection of the cold items' serving norm on the validation target: off and
+    each quantile of the warm items' norms are scored by ``ranking`` (a
+    ``ValidationRanking``), and the largest quantile whose masked NDCG@10 stays within
+    ``NDCG_TOLERANCE`` of off is kept: new items get exposure for at most that share of
+    the warm ranking quality.  Leaves ``model.cold_item_norm`` set; returns what was tried
+    and chosen, or None when the model cannot score a cold item (ID-only) or every item
+    has interactions."""
+    cold = np.asarray(counts) <= 0
+    if not cold.any() or not (config.use_text or config.use_tags):
+        return None
+    model.cold_item_norm.assign(0.0)
+    vectors = model.item_embeddings().numpy()
+    queries = ranking.user_queries()  # the user side does not change: encoded once
+    tried = []
+    for quantile in QUANTILES:
+        norm = warm_norm(vectors, cold, quantile)
+        model.cold_item_norm.assign(norm)
+        score = max(ndcg for _, ndcg in ranking.scores(queries).values())
+        tried.append({"quantile": quantile, "norm": round(norm, 4),
+                      "val_ndcg@10": round(score, 5)})
+    floor = (1.0 - NDCG_TOLERANCE) * tried[0]["val_ndcg@10"]  # off comes first
+    best = [t for t in tried if t["val_ndcg@10"] >= floor][-1]  # quantiles ascend
+    model.cold_item_norm.assign(best["norm"])
+    return {"chosen": best["quantile"], "norm": best["norm"], "cold_items": int(cold.sum()),
+            "ndcg_tolerance": NDCG_TOLERANCE, "tried": tried}

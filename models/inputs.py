@@ -8,7 +8,9 @@ target (the next event, or the example's target after the last one), the
 context of that target, and its same-page pool (the items shown on the
 target's page) for negative sampling.
 """
-from typing import Mapping, Sequence
+from typing import List, Mapping, Sequence
+
+import numpy as np
 
 import stars  # noqa: F401
 import tensorflow as tf
@@ -30,6 +32,16 @@ def _as_sparse(x):
     return tf.sparse.from_dense(x)
 
 
+def numpy_rows(tensor) -> List[np.ndarray]:
+    """Per-row numpy values of a dense, sparse or ragged [B, ...] tensor."""
+    if isinstance(tensor, tf.SparseTensor):
+        tensor = tf.RaggedTensor.from_sparse(tensor)
+    if isinstance(tensor, tf.RaggedTensor):
+        values, splits = tensor.flat_values.numpy(), tensor.row_splits.numpy()
+        return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
+    return [np.reshape(row, -1) for row in tensor.numpy()]
+
+
 def _dense_first(x, default):
     return F.first(x, default=default)
 
@@ -49,6 +61,12 @@ class InputAdapter:
 
     def lookup(self, ids):
         return tf.cast(self.item_table.lookup(ids), tf.int32)
+
+    def history_indices(self, features: Mapping[str, tf.Tensor]) -> tf.RaggedTensor:
+        """The catalogue indices of each example's WHOLE history, oldest first (-1 =
+        unknown item), not cut to ``max_history``: what a ranking masks as already seen."""
+        history = tf.RaggedTensor.from_sparse(_as_sparse(features["item_id"]))
+        return history.with_flat_values(self.lookup(history.flat_values))
 
     def __call__(self, features: Mapping[str, tf.Tensor]) -> dict:
         """Returns:

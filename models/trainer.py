@@ -7,7 +7,15 @@ module owns the input pipeline, training loop and what the Trainer writes:
   ``model_meta.json`` (feature names, vocabulary sizes, catalogue URIs): what
   the IndexBuilder needs to rebuild the model and export it with an index;
 * ``<model_run_dir>/``: TensorBoard scalars and histograms, and an item-embedding
-  projector (embeddings + item-id metadata), plus ``history.json``.
+  projector (embeddings + item-id metadata), plus ``history.json`` (per-epoch losses
+  and validation ranking) and ``model_selection.json`` (best epoch, cold-item norm).
+
+Model selection is the offline benchmark's (``stars eval``): after each epoch the eval
+split's targets are ranked against the whole catalogue (``ValidationRanking``; the
+loss on them keeps falling while the model memorises their histories), early stopping
+keeps the best NDCG@10 epoch, and the cold items' serving norm is then chosen on the
+same ranking (``models.cold_items.choose_norm``), so the pushed model serves new
+items as the benchmarked one does.
 
 The catalogue arrives as component inputs of the StarsTrainer (its executor
 puts their URIs in ``custom_config``), never as user configuration.
@@ -20,15 +28,18 @@ import logging
 import os
 from typing import Optional
 
+import numpy as np
+
 import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
+from models import cold_items
 from models import features as F
 from models import length_buckets
 from models.config import ModelConfig, make_config
-from models.inputs import InputAdapter
+from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
@@ -38,6 +49,7 @@ WEIGHTS = "weights"
 CONFIG_FILE = "model_config.json"
 META_FILE = "model_meta.json"
 MODEL_SUBDIR = "stars"
+SELECTION_FILE = "model_selection.json"
 
 
 @dataclasses.dataclass
@@ -131,6 +143,31 @@ def training_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdap
                                              config.batch_size, mean))
 
 
+def user_embedding_variants(config: ModelConfig) -> tuple:
+    """The user embeddings training shapes: h_gen ("gi") only when its loss is on."""
+    return ("gi", "ni") if config.lambda_gen > 0 else ("ni",)
+
+
+def validation_ranking(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
+                       config: ModelConfig, verbose: bool = False):
+    """The eval split's full-catalogue ranking callback (``ValidationRanking``): model
+    inputs kept in memory, each example's whole history masked as already seen, its
+    target(s) held out.  None when the split holds no example."""
+    from stars.evaluation import validation_ranking as VR
+    options = tfxio.TensorFlowDatasetOptions(batch_size=256, shuffle=False, num_epochs=1)
+    data = data_accessor.tf_dataset_factory(file_pattern, options,
+                                            tft_output.transformed_metadata.schema)
+    batches, history, targets = [], [], []
+    for inputs, seen in data.map(lambda f: (adapter(f), adapter.history_indices(f))):
+        batches.append(inputs)
+        history += [h[h >= 0].astype(np.int64) for h in numpy_rows(seen)]
+        targets += [t[t >= 0].astype(np.int64) for t in numpy_rows(inputs["targets"])]
+    if not batches:
+        return None
+    return VR.by_span(batches, history, targets, adapter.max_history,
+                      user_embedding_variants(config), verbose=verbose)
+
+
 def local_data_accessor():
     """A DataAccessor over gzipped TFRecords of tf.Examples, as the Trainer's, for use
     outside a TFX component (evaluation, tests)."""
@@ -217,6 +254,7 @@ def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_s
 
 
 def run_fn(fn_args) -> None:
+    from stars.evaluation import validation_ranking as VR
     custom = fn_args.custom_config or {}
     config = model_config_from(custom)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
@@ -232,14 +270,38 @@ def run_fn(fn_args) -> None:
                               config.batch_size, shuffle=False)
     if steps == 0:
         raise ValueError("the training split is empty: no user has enough history")
+    ranking = validation_ranking(fn_args.eval_files, fn_args.data_accessor, tft_output,
+                                 adapter, config)
+    if ranking is None:
+        raise ValueError("the eval split is empty: no user has an event after the training "
+                         "cut, so there is nothing to stop on or select with")
     if fn_args.train_steps:
         train_data = train_data.take(fn_args.train_steps)
         steps = min(steps, fn_args.train_steps)
     set_precision(config)
     model = build_model(catalog, config, meta)
     history = train(model, config, train_data, eval_data, steps * config.epochs,
-                    log_dir=fn_args.model_run_dir)
+                    log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
+                    monitor=VR.MONITOR, monitor_mode="max")
+    selection = model_selection(history, cold_items.choose_norm(model, ranking, catalog.counts,
+                                                                config))
+    log.info("model selection: %s", json.dumps(selection))
     write_projector(model, catalog, fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, "history.json"), "w") as f:
         f.write(json.dumps({k: [float(x) for x in v] for k, v in history.history.items()}))
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, SELECTION_FILE), "w") as f:
+        f.write(json.dumps(selection, indent=2))
     save_trained(model, config, meta, fn_args.serving_model_dir)
+
+
+def model_selection(history, cold_item_norm: Optional[dict]) -> dict:
+    """What was selected on the validation ranking: the epoch whose weights were kept
+    (EarlyStopping restores the best one) and the cold-item norm (None: no cold item,
+    or a model that cannot score one)."""
+    from stars.evaluation import validation_ranking as VR
+    curve = [float(x) for x in history.history.get(VR.MONITOR, [])]
+    best = int(np.argmax(curve)) if curve else None
+    return {"monitor": VR.MONITOR, "epochs_run": len(curve),
+            "best_epoch": None if best is None else best + 1,
+            "best": None if best is None else curve[best],
+            "cold_item_norm": cold_item_norm}

@@ -92,8 +92,11 @@ def _pipeline_config(args):
 
 
 def _pipeline_run(args) -> int:
+    return _run_pipeline(_pipeline_config(args))
+
+
+def _run_pipeline(config) -> int:
     from pipeline.runners import local
-    config = _pipeline_config(args)
     start = time.time()
     local.run(config)
     _print({"pipeline_root": config.pipeline_root, "metadata": config.metadata,
@@ -127,12 +130,11 @@ def _demo(args) -> int:
     _print(synth.generate(data_dir, args.size, seed=args.seed))
     args.data_dir, args.root = data_dir, os.path.join(args.out, "pipeline")
     print(f"== running the TFX pipeline under {args.root}")
-    code = _pipeline_run(args)
+    config = _pipeline_config(args)  # reads the data once (the --context decision)
+    code = _run_pipeline(config)
     if code or args.data_only or args.no_serving:
         return code
-    from pipeline.configs import PipelineConfig  # noqa: F401
     from serving import demo
-    config = _pipeline_config(args)
     demo.run(data_dir, os.path.join(config.serving_base, config.model_name),
              os.path.join(args.out, "serving"), popularity_counts=_latest_popularity(config))
     return 0

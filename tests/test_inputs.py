@@ -49,3 +49,12 @@ def test_left_padding_truncation_targets_and_pools():
     assert pools[3:6] == [[], [4, 0], []]
     # Row 2: unknown items are -1 in the pool and history alike.
     assert pools[6:9] == [[], [1], [0]]
+
+
+def test_history_indices_keep_the_whole_history():
+    """What a ranking masks: every event, not only the latest ``max_history``."""
+    histories = [["a", "b", "c", "d"], ["e"], ["b", "zzz"]]
+    pages = [[[] for _ in h] for h in histories]
+    f = _features(histories, [["e"], ["c"], ["a"]], pages, [[], [], []])
+    seen = InputAdapter(ITEMS, max_history=2).history_indices(f)
+    assert seen.to_list() == [[0, 1, 2, 3], [4], [1, -1]]

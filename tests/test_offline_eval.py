@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 
 import stars  # noqa: F401
-import tensorflow as tf
 from stars.evaluation import offline
-from stars.evaluation import retrieval_metrics as RM
 from stars.evaluation import validation_ranking as VR
 
 METRIC_KEYS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "recall")]
@@ -244,7 +242,6 @@ def quick_run(tmp_path_factory):
 
 
 
-
 @pytest.mark.e2e
 def test_results_json_shape(quick_run):
     base, document, _, _, models = quick_run
@@ -327,60 +324,3 @@ def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_r
             assert training["best_epoch"] == int(np.argmax(training["val_ndcg@10"])) + 1
             assert e["split_reads"]["test"] == 1 and e["split_reads"]["eval"] == 2
             assert 0.0 <= e["validation"]["masked"]["hr@10"] <= 1.0
-
-
-class _Model:
-    """Test double of a trained model: only the item table and the calibration variable."""
-
-    def __init__(self, vectors, cold):
-        self.vectors, self.cold = vectors, cold
-        self.cold_item_norm = tf.Variable(0.0)
-
-    def item_embeddings(self):
-        norm = float(self.cold_item_norm.numpy())
-        out = self.vectors.copy()
-        if norm > 0:
-            out[self.cold] *= norm / np.linalg.norm(out[self.cold], axis=1, keepdims=True)
-        return tf.constant(out)
-
-
-class _Ranking:
-    """Test double of ValidationRanking: the NDCG@10 of each quantile tried, in order."""
-
-    def __init__(self, model, ndcgs):
-        self.model, self.ndcgs, self.calls = model, list(ndcgs), 0
-        self.encoded = 0
-
-    def user_queries(self):
-        self.encoded += 1
-        return {"ni": np.zeros((3, 2), np.float32)}
-
-    def scores(self, queries):
-        assert queries is not None  # the selection encodes the users once
-        self.calls += 1
-        return {"ni": (0.1, self.ndcgs[self.calls - 1])}
-
-
-def test_cold_item_norm_is_the_largest_within_the_ndcg_tolerance():
-    from models import cold_items
-    from models.config import make_config
-    vectors = np.array([[1.0, 0], [0, 2.0], [3.0, 0], [0, 4.0], [0.1, 0]], np.float32)
-    counts = np.array([5, 1, 2, 3, 0])
-    model = _Model(vectors, counts == 0)
-    tol = cold_items.NDCG_TOLERANCE
-    # off, 0.25, 0.5, 0.75, 0.9: 0.5 is the last one within the tolerance of off.
-    ndcgs = [0.06, 0.06 * (1 - tol / 4), 0.06 * (1 - tol / 2), 0.06 * (1 - 2 * tol), 0.05]
-    ranking = _Ranking(model, ndcgs)
-    chosen = offline.choose_cold_item_norm(model, ranking, counts, make_config("tiny"))
-    assert ranking.encoded == 1 and ranking.calls == 5
-    median = float(np.median([1, 2, 3, 4]))
-    assert chosen["chosen"] == 0.5 and chosen["norm"] == pytest.approx(median)
-    assert model.cold_item_norm.numpy() == pytest.approx(median)
-    assert chosen["cold_items"] == 1 and chosen["ndcg_tolerance"] == tol
-    costly = offline.choose_cold_item_norm(model, _Ranking(model, [0.06] + [0.05] * 4), counts,
-                                           make_config("tiny"))
-    assert costly["chosen"] is None and model.cold_item_norm.numpy() == 0.0  # off
-    assert offline.choose_cold_item_norm(model, _Ranking(model, ndcgs), counts,
-                                         make_config("tiny", "sasrec_id")) is None
-    assert offline.choose_cold_item_norm(model, _Ranking(model, ndcgs), counts + 1,
-                                         make_config("tiny")) is None

@@ -55,6 +55,15 @@ def test_every_component_ran(runs):
     run_dir = _latest(config.pipeline_root, "StarsTrainer", "model_run")
     assert glob.glob(os.path.join(run_dir, "train", "events.out.tfevents.*"))
     assert os.path.isfile(os.path.join(run_dir, "projector_config.pbtxt"))
+    # Selected on the eval split's full-catalogue ranking, as `stars eval` does.
+    history = json.load(open(os.path.join(run_dir, "history.json")))
+    selection = json.load(open(os.path.join(run_dir, "model_selection.json")))
+    assert selection["monitor"] == "val_ndcg@10"
+    assert selection["epochs_run"] == len(history["val_ndcg@10"]) >= 1
+    assert selection["best"] == max(history["val_ndcg@10"])
+    assert "val_loss_next" in history  # the eval losses still reach TensorBoard
+    cold = selection["cold_item_norm"]
+    assert cold is None or cold["chosen"] in (None, 0.25, 0.5, 0.75, 0.9)
 
 
 def test_index_report_records_scann_recall(runs):

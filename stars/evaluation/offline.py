@@ -248,18 +248,6 @@ class SplitData:
                          [c for p in parts for c in p.candidates])
 
 
-def _rows(tensor) -> List[np.ndarray]:
-    """Per-row numpy values of a dense, sparse or ragged [B, ...] tensor."""
-    import tensorflow as tf
-    if isinstance(tensor, tf.SparseTensor):
-        tensor = tf.RaggedTensor.from_sparse(tensor)
-    if isinstance(tensor, tf.RaggedTensor):
-        values, splits = tensor.flat_values.numpy(), tensor.row_splits.numpy()
-        return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
-    array = tensor.numpy()
-    return [np.reshape(row, -1) for row in array]
-
-
 class EvalContext:
     """The data half's artifacts, the catalogue and split readers (counted per model)."""
 
@@ -316,6 +304,7 @@ class EvalContext:
 
     def to_split_data(self, raw: Mapping) -> SplitData:
         import tensorflow as tf
+        from models.inputs import numpy_rows
 
         def indices(name):
             if name not in raw:
@@ -327,9 +316,9 @@ class EvalContext:
                 x = x.with_flat_values(self._lookup(x.flat_values))
             else:
                 x = self._lookup(x)
-            return _rows(x)
+            return numpy_rows(x)
         items = indices("item_id")
-        times = _rows(raw["timestamp"])
+        times = numpy_rows(raw["timestamp"])
         history, history_ts = [], []
         for row_items, row_ts in zip(items, times):
             known = row_items >= 0
@@ -339,9 +328,10 @@ class EvalContext:
         pages = indices("target_page_item_id")
         pages = [p[p >= 0].astype(np.int64) for p in pages] if pages is not None else \
             [np.zeros(0, np.int64) for _ in targets]
-        target_ts = np.array([r[0] if len(r) else 0 for r in _rows(raw["target_timestamp"])],
+        target_ts = np.array([r[0] if len(r) else 0
+                              for r in numpy_rows(raw["target_timestamp"])],
                              np.int64)
-        users = [r[0].decode() if len(r) else "" for r in _rows(raw["user_id"])]
+        users = [r[0].decode() if len(r) else "" for r in numpy_rows(raw["user_id"])]
         return SplitData(users, history, history_ts, targets, target_ts, pages)
 
     def read_split(self, split: str, model: str) -> SplitData:
@@ -533,45 +523,14 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
 def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
                        verbose: bool = False):
     """The early-stopping callback over the validation split (inputs kept in memory)."""
-    from models import length_buckets
     from stars.evaluation import validation_ranking as VR
     batches, parts = [], []
     for inputs, raw in ctx.dataset("eval", model, adapter):
         batches.append(inputs)
         parts.append(ctx.to_split_data(raw))
     data = SplitData.concat(parts)
-    # Grouped by history span: the encoder then runs on events, not on the window's padding.
-    batches, order = length_buckets.by_span(batches, adapter.max_history, 256)
-    return VR.ValidationRanking(batches, [data.history[i] for i in order],
-                                [data.targets[i] for i in order], variants, verbose=verbose)
-
-
-def choose_cold_item_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
-    """Model selection of the cold items' serving norm (``models.cold_items``) on the
-    validation target: each quantile of the warm items' norms (and off) is scored by
-    ``ranking``, and the largest quantile whose masked NDCG@10 stays within
-    ``cold_items.NDCG_TOLERANCE`` of off is kept: new items get exposure for at most that
-    share of the warm ranking quality.  Leaves ``model.cold_item_norm`` set; None when the
-    model cannot score a cold item (ID-only) or every item has interactions."""
-    from models import cold_items
-    cold = np.asarray(counts) <= 0
-    if not cold.any() or not (config.use_text or config.use_tags):
-        return None
-    model.cold_item_norm.assign(0.0)
-    vectors = model.item_embeddings().numpy()
-    queries = ranking.user_queries()  # the user side does not change: encoded once
-    tried = []
-    for quantile in cold_items.QUANTILES:
-        norm = cold_items.warm_norm(vectors, cold, quantile)
-        model.cold_item_norm.assign(norm)
-        score = max(ndcg for _, ndcg in ranking.scores(queries).values())
-        tried.append({"quantile": quantile, "norm": round(norm, 4),
-                      "val_ndcg@10": round(score, 5)})
-    floor = (1.0 - cold_items.NDCG_TOLERANCE) * tried[0]["val_ndcg@10"]  # off comes first
-    best = [t for t in tried if t["val_ndcg@10"] >= floor][-1]  # quantiles ascend
-    model.cold_item_norm.assign(best["norm"])
-    return {"chosen": best["quantile"], "norm": best["norm"], "cold_items": int(cold.sum()),
-            "ndcg_tolerance": cold_items.NDCG_TOLERANCE, "tried": tried}
+    return VR.by_span(batches, data.history, data.targets, adapter.max_history, variants,
+                      verbose=verbose)
 
 
 def model_config(variant: str, preset: str, seed: int, quick: bool,
@@ -600,6 +559,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     split.  Returns one result entry per retrieval (GI, NI, RR; NI only when the GI
     head is not trained)."""
     import tensorflow as tf
+    from models import cold_items
     from models import trainer as T
     from stars.evaluation import validation_ranking as VR
     started = time.time()
@@ -621,14 +581,14 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     # any forward pass would have created it.
     model.item_embeddings(tf.constant([0]))
     model.items.build(None)
-    variants = ("gi", "ni", "rr") if config.lambda_gen > 0 else ("ni",)
-    ranking = validation_ranking(ctx, variant, adapter, [v for v in variants if v != "rr"],
-                                 verbose=bool(verbose))
+    trained = T.user_embedding_variants(config)
+    variants = trained + ("rr",) if "gi" in trained else trained  # rr interleaves gi and ni
+    ranking = validation_ranking(ctx, variant, adapter, trained, verbose=bool(verbose))
     history = T.train(model, config, train_inputs, None, steps * config.epochs,
                       verbose=verbose, validation_callbacks=[ranking],
                       monitor=VR.MONITOR, monitor_mode="max")
     selection = [float(x) for x in history.history.get(VR.MONITOR, [])]
-    cold_calibration = choose_cold_item_norm(model, ranking, ctx.counts, config)
+    cold_calibration = cold_items.choose_norm(model, ranking, ctx.counts, config)
     train_s = time.time() - started
     val_data, val_ranked, _ = _score_split(ctx, model, adapter, "eval", variant, variants)
     validation_blocks = {v: _validation_block(val_ranked[v][0], val_data, ctx.num_items)

@@ -113,3 +113,15 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             print(f"epoch {epoch + 1}: " + " ".join(
                 f"{v} hr@{K} {hr:.4f} ndcg@{K} {ndcg:.4f}" for v, (hr, ndcg) in scores.items()),
                 flush=True)
+
+
+def by_span(batches: Sequence[dict], history: Sequence[np.ndarray],
+            targets: Sequence[np.ndarray], max_history: int, variants: Sequence[str],
+            verbose: bool = False) -> ValidationRanking:
+    """The ranking over inference ``batches`` regrouped by history span and cut to it
+    (``models.length_buckets.by_span``: the encoder then runs on events, not on the
+    window's padding), with ``history`` and ``targets`` realigned to the new order."""
+    from models import length_buckets
+    batches, order = length_buckets.by_span(list(batches), max_history, 256)
+    return ValidationRanking(batches, [history[i] for i in order],
+                             [targets[i] for i in order], variants, verbose=verbose)

@@ -1,0 +1,67 @@
+"""The Trainer's model selection (``models.trainer``): the eval split's ranking it stops
+on and selects the cold-item norm with, and what it records."""
+import types
+
+import numpy as np
+
+import stars  # noqa: F401
+import tensorflow as tf
+
+from models import trainer
+from models.config import make_config
+from models.inputs import InputAdapter
+from tests.test_inputs import ITEMS, _features
+
+HISTORIES = [["a", "b", "c", "d"], ["e"], ["b", "zzz"], ["c", "a", "e"]]
+TARGETS = [["e"], ["c", "d"], ["zzz"], ["b"]]
+
+
+class _Accessor:
+    """Test double of the Trainer's DataAccessor: the transformed eval batches as given."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def tf_dataset_factory(self, file_pattern, options, schema):
+        assert not options.shuffle and options.num_epochs == 1
+        data = tf.data.Dataset.from_tensors(self.batches[0])
+        return data.take(0) if not self.batches[0]["item_id"].dense_shape[0] else data
+
+
+def _ranking(histories, targets, config=None):
+    pages = [[[] for _ in h] for h in histories]
+    features = _features(histories, targets, pages, [[] for _ in histories])
+    no_schema = types.SimpleNamespace(transformed_metadata=types.SimpleNamespace(schema=None))
+    return trainer.validation_ranking("eval-*", _Accessor([features]), no_schema,
+                                      InputAdapter(ITEMS, max_history=2),
+                                      config or make_config("tiny"))
+
+
+def test_eval_ranking_masks_whole_histories_and_holds_out_every_target():
+    ranking = _ranking(HISTORIES, TARGETS)
+    index = {item: i for i, item in enumerate(ITEMS)}
+    expected = {(tuple(index[i] for i in h if i in index), tuple(index[i] for i in t
+                                                                 if i in index))
+                for h, t in zip(HISTORIES, TARGETS)}
+    got = {(tuple(h), tuple(t)) for h, t in zip(ranking.history, ranking.targets)}
+    assert got == expected  # whole histories (not the 2-event window), unknown ids dropped
+    # The model inputs were regrouped by span; each row's latest event is its history's.
+    latest = np.concatenate([b["items"].numpy()[:, -1] for b in ranking.batches])
+    latest_of = {tuple(index[i] for i in h if i in index): index.get(h[-1], -1)
+                 for h in HISTORIES}
+    assert [latest_of[tuple(h)] for h in ranking.history] == latest.tolist()
+    assert ranking.variants == ("gi", "ni")
+    assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_id")).variants == ("ni",)
+
+
+def test_an_empty_eval_split_gives_no_ranking():
+    assert _ranking([], []) is None
+
+
+def test_model_selection_records_the_restored_epoch_and_the_cold_norm():
+    history = types.SimpleNamespace(history={"val_ndcg@10": [0.1, 0.3, 0.2], "loss": [3, 2, 1]})
+    cold = {"chosen": 0.5, "norm": 1.2}
+    assert trainer.model_selection(history, cold) == {
+        "monitor": "val_ndcg@10", "epochs_run": 3, "best_epoch": 2, "best": 0.3,
+        "cold_item_norm": cold}
+    assert trainer.model_selection(types.SimpleNamespace(history={}), None)["best_epoch"] is None
