@@ -41,6 +41,7 @@ setup(
         "prometheus-client",
         "redis",
         "grpcio",
+        "scipy",  # sparse co-occurrence counts (the cooccurrence and LambdaMART baselines)
         "lightgbm",  # the LambdaMART baseline of `stars eval`
     ],
     package_data={"serving.sidecar": ["openapi.yaml"]},

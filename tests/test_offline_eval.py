@@ -229,8 +229,8 @@ def quick_run(tmp_path_factory):
                      for m, h in zip(masked, history))
         return masked, unmasked
 
-    models = ["popularity", "stars", "sasrec_id"] + (["lambdamart"] if lambdamart.available()
-                                                     else [])
+    models = ["popularity", "cooccurrence", "stars", "sasrec_id"] + (
+        ["lambdamart"] if lambdamart.available() else [])
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(offline.EvalContext, "dataset", dataset)
         mp.setattr(T, "train", train)
@@ -249,8 +249,8 @@ def test_results_json_shape(quick_run):
     assert on_disk["dataset"] == "synth-tiny" and on_disk["protocol"]["quick"] is True
     assert on_disk["protocol"]["ks"] == [5, 10, 20]
     variants = {(e["model"], e["variant"]) for e in on_disk["results"]}
-    expected = {("popularity", None), ("stars", "gi"), ("stars", "ni"), ("stars", "rr"),
-                ("sasrec_id", "ni")} | ({("lambdamart", None)} if "lambdamart" in models else set())
+    expected = {("popularity", None), ("cooccurrence", None), ("stars", "gi"), ("stars", "ni"),
+                ("stars", "rr"), ("sasrec_id", "ni")} | ({("lambdamart", None)} if "lambdamart" in models else set())
     assert variants == expected
     for e in on_disk["results"]:
         assert {"model", "variant", "masked", "unmasked", "seed", "config", "wall_s"} <= set(e)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import time
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -105,21 +105,46 @@ class LambdaMartBaseline:
         self.model = None
 
     # -- candidates and features ------------------------------------------------------------
-    def _chunk(self, split, start: int, stop: int):
-        """(candidates [n, C] (-1 = none), in-history flags, features [n, C, F])."""
+    def _cooc_recent(self, histories) -> np.ndarray:
+        """[n, I]: each item's co-occurrence with the user's last ``RECENT`` items."""
         from scipy import sparse
-        s, n_items = self.settings, self.num_items
-        histories = split.history[start:stop]
-        n = len(histories)
         recent = [h[::-1][:RECENT] for h in histories]          # most recent first
         q_rows = np.concatenate([np.full(len(r), i) for i, r in enumerate(recent)] or [[]])
         q_cols = np.concatenate(recent or [[]]).astype(np.int64)
         q_vals = np.concatenate([RECENT_WEIGHTS[:len(r)] for r in recent] or [[]])
         query = sparse.csr_matrix((q_vals.astype(np.float32), (q_rows.astype(np.int64), q_cols)),
-                                  shape=(n, n_items))
-        cooc_recent = np.asarray((query @ self.cooc).todense(), np.float32)
-        scores = cooc_recent + 1e-3 * self.popularity[None, :].astype(np.float32)
-        generated = RM.top_k_from_scores(scores, min(s.num_candidates, n_items),
+                                  shape=(len(histories), self.num_items))
+        return np.asarray((query @ self.cooc).todense(), np.float32)
+
+    def generator_scores(self, histories, cooc_recent: Optional[np.ndarray] = None):
+        """[n, I]: the candidate generator's score of every catalogue item (co-occurrence
+        with the recent items, popularity breaking ties and filling in)."""
+        if cooc_recent is None:
+            cooc_recent = self._cooc_recent(histories)
+        return cooc_recent + 1e-3 * self.popularity[None, :].astype(np.float32)
+
+    def rank_generator(self, split, k: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(masked [N, k], unmasked [N, k]): the generator alone over the whole catalogue,
+        the ``cooccurrence`` baseline (what the LambdaMART re-ranking starts from)."""
+        masked, unmasked = [], []
+        for start in range(0, len(split), self.settings.chunk_rows):
+            histories = split.history[start:start + self.settings.chunk_rows]
+            scores = self.generator_scores(histories)
+            unmasked.append(RM.top_k_from_scores(scores, k))
+            masked.append(RM.top_k_from_scores(scores, k, exclude=histories))
+        if not masked:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.int64)
+        return np.concatenate(masked), np.concatenate(unmasked)
+
+    def _chunk(self, split, start: int, stop: int):
+        """(candidates [n, C] (-1 = none), in-history flags, features [n, C, F])."""
+        s, n_items = self.settings, self.num_items
+        histories = split.history[start:stop]
+        n = len(histories)
+        recent = [h[::-1][:RECENT] for h in histories]          # most recent first
+        cooc_recent = self._cooc_recent(histories)
+        generated = RM.top_k_from_scores(self.generator_scores(histories, cooc_recent),
+                                         min(s.num_candidates, n_items),
                                          exclude=histories)
         width = generated.shape[1] + s.history_candidates
         candidates = np.full((n, width), -1, np.int64)
