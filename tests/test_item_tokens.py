@@ -267,14 +267,3 @@ def test_standardised_text_is_centred_and_scaled_per_dimension_over_the_catalogu
     np.testing.assert_allclose(projected, plain.token_projection(text).numpy(), rtol=1e-5,
                                atol=1e-6)
 
-
-def test_text_less_variants_keep_every_items_identity():
-    """Without text δ is the ID embedding: dropping it would blank the item, not train a
-    content path, so the ID-only baseline and "- text" keep δ whole under any preset."""
-    from models.config import PRESETS
-    for preset in PRESETS:
-        assert make_config(preset, "stars").delta_dropout == PRESETS[preset].delta_dropout
-        for variant in ("sasrec_id", "stars_no_text"):
-            config = make_config(preset, variant)
-            assert not config.use_text and config.delta_dropout == 0.0
-    assert make_config("benchmark", "stars").delta_dropout > 0

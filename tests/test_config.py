@@ -1,0 +1,22 @@
+"""Model configuration: presets, ablation switches, a variant's tuning and overrides."""
+from models.config import PRESETS, VARIANT_TUNING, make_config
+
+
+def test_text_less_variants_keep_every_items_identity():
+    """Without text δ is the ID embedding: dropping it would blank the item, not train a
+    content path, so the ID-only baseline and "- text" keep δ whole under any preset."""
+    for preset in PRESETS:
+        assert make_config(preset, "stars").delta_dropout == PRESETS[preset].delta_dropout
+        for variant in ("sasrec_id", "stars_no_text"):
+            config = make_config(preset, variant)
+            assert not config.use_text and config.delta_dropout == 0.0
+    assert make_config("benchmark", "stars").delta_dropout > 0
+
+
+def test_variant_tuning_and_overrides_layer_over_the_ablation():
+    assert make_config("benchmark", "sasrec_id").dropout == VARIANT_TUNING["benchmark"][
+        "sasrec_id"]["dropout"] != make_config("benchmark", "stars").dropout
+    assert make_config("cpu", "sasrec_id").dropout == make_config("cpu", "stars").dropout
+    # An override of a field the ablation also sets wins instead of clashing.
+    assert make_config("benchmark", "sasrec_id", alpha=0.5, dropout=0.2).alpha == 0.5
+    assert make_config("benchmark", "sasrec_id", dropout=0.2).dropout == 0.2
