@@ -266,4 +266,3 @@ def test_standardised_text_is_centred_and_scaled_per_dimension_over_the_catalogu
     projected = plain.all_tokens().numpy()
     np.testing.assert_allclose(projected, plain.token_projection(text).numpy(), rtol=1e-5,
                                atol=1e-6)
-
