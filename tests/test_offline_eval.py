@@ -324,3 +324,67 @@ def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_r
             assert training["best_epoch"] == int(np.argmax(training["val_ndcg@10"])) + 1
             assert e["split_reads"]["test"] == 1 and e["split_reads"]["eval"] == 2
             assert 0.0 <= e["validation"]["masked"]["hr@10"] <= 1.0
+
+
+def _seeded(model, seed, ndcg10, hr5=0.05, **config):
+    return {"model": model, "variant": "ni", "seed": seed,
+            "masked": {"hr@5": hr5, "hr@10": 0.1, "ndcg@10": ndcg10, "hr@20": 0.2,
+                       "ndcg@5": 0.03, "ndcg@20": 0.05, "num_examples": 10},
+            "unmasked": {"hr@10": 0.1, "ndcg@10": ndcg10},
+            "config": {"epochs": 20, "seed": seed, **config, "training": {}}, "wall_s": 1.0}
+
+
+def test_target_checks_compare_the_mean_over_seeds_not_the_best_seed():
+    entries = [_seeded("stars", 0, 0.050), _seeded("stars", 1, 0.070),
+               _seeded("sasrec_id", 0, 0.050), _seeded("sasrec_id", 1, 0.050)]
+    checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
+    assert checks["stars NDCG@10 / sasrec_id NDCG@10"]["value"] == pytest.approx(1.2)
+    beauty = {c["target"] for c in offline.target_checks(entries, "beauty")}
+    assert "stars HR@10 (stars NI, mean of 2 seeds)" in beauty
+
+
+def test_merge_keeps_a_models_other_seeds_only_when_trained_the_same_way(tmp_path):
+    path = tmp_path / "q.json"
+    protocol = {"num_items": 10, "test_examples": 3, "quick": False, "ks": [5, 10, 20]}
+    offline.merge_results(path, "d", protocol, [_seeded("stars", 0, 0.05),
+                                                _seeded("sasrec_id", 0, 0.04)])
+    doc = offline.merge_results(path, "d", protocol, [_seeded("stars", 1, 0.06)])
+    assert [(e["model"], e["seed"]) for e in doc["results"]] == [
+        ("stars", 0), ("stars", 1), ("sasrec_id", 0)]
+    # Seed 2 trained with another preset: the seeds of the old settings go.
+    doc = offline.merge_results(path, "d", protocol, [_seeded("stars", 2, 0.07, epochs=40)])
+    assert [(e["model"], e["seed"]) for e in doc["results"]] == [("stars", 2),
+                                                                 ("sasrec_id", 0)]
+
+
+def test_report_has_a_mean_table_when_a_model_ran_with_several_seeds(tmp_path):
+    protocol = {"split": "loo", "ranking": "full", "masked": True, "num_items": 10,
+                "test_examples": 10, "quick": False, "cold_start": "-", "rr": "-"}
+    document = {"dataset": "synth", "protocol": protocol,
+                "results": [_seeded("stars", 0, 0.04), _seeded("stars", 1, 0.06)]}
+    text = (tmp_path / "r.md").read_text() if offline.write_report(
+        document, tmp_path / "r.md") else ""
+    assert "## Mean over seeds" in text
+    assert "| stars NI | 0, 1 | 0.0500 | 0.1000 | 0.0500 | 0.0400–0.0600 | – |" in text
+    single = {**document, "results": document["results"][:1]}
+    offline.write_report(single, tmp_path / "s.md")
+    assert "Mean over seeds" not in (tmp_path / "s.md").read_text()
+
+
+def test_parse_seeds():
+    assert offline.parse_seeds("0, 1,2") == [0, 1, 2]
+    assert offline.parse_seeds("") is None
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        offline.parse_seeds("0,one")
+
+
+@pytest.mark.e2e
+def test_several_seeds_score_every_model_once_per_seed(quick_run):
+    base = quick_run[0]
+    document = offline.run_offline_eval(
+        base / "data", base / "out", models=["popularity", "cooccurrence"], quick=True,
+        encoder="hashing:64", seeds=[0, 3], results_path=base / "results" / "seeds.json",
+        dataset="synth-tiny")
+    assert sorted((e["model"], e["seed"]) for e in document["results"]) == [
+        ("cooccurrence", 0), ("cooccurrence", 3), ("popularity", 0), ("popularity", 3)]
+    assert "## Mean over seeds" in (base / "results" / "seeds.md").read_text()

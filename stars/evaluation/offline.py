@@ -67,6 +67,7 @@ import numpy as np
 import stars  # noqa: F401  (Keras 2 before TensorFlow)
 from stars import calendar_context as CC
 from stars.evaluation import retrieval_metrics as RM
+from stars.evaluation import seed_means
 
 log = logging.getLogger(__name__)
 
@@ -711,8 +712,10 @@ def _same_run(old: dict, dataset: str, protocol: dict) -> bool:
 def merge_results(path, dataset: str, protocol: dict, entries: List[dict],
                   dropped: Iterable[str] = ()) -> dict:
     """Writes ``{"dataset", "protocol", "results"}``; entries of models run now replace
-    the same (model, seed) entries of an earlier compatible run, the rest are kept
-    except those of the ``dropped`` models (no longer meaningful in this run)."""
+    the same (model, seed) entries of an earlier compatible run, and that model's other
+    seeds are kept only if they were trained with the same settings (a mean over seeds
+    must not mix presets); the rest are kept except those of the ``dropped`` models (no
+    longer meaningful in this run)."""
     path = Path(path)
     old = {}
     if path.is_file():
@@ -725,9 +728,11 @@ def merge_results(path, dataset: str, protocol: dict, entries: List[dict],
         if protocol.get("test_examples") is None:
             protocol = {**protocol, "test_examples": old["protocol"].get("test_examples")}
         replaced = {(e["model"], e.get("seed")) for e in entries}
+        current = {e["model"]: seed_means.settings(e) for e in entries}
         dropped = set(dropped)
         kept = [e for e in old.get("results", []) if (e["model"], e.get("seed")) not in replaced
-                and e["model"] not in dropped]
+                and e["model"] not in dropped
+                and current.get(e["model"], seed_means.settings(e)) == seed_means.settings(e)]
     elif old:
         log.warning("%s holds results of another dataset/protocol: overwritten", path)
     order = {m: i for i, m in enumerate(ALL_MODELS)}
@@ -770,7 +775,7 @@ def settings_apart_from_ablation(stars_entry: dict, ablated_entry: dict, ablatio
     """The ModelConfig fields (besides those the ablation switches) on which two result
     entries differ: an ablation only measures its switch when nothing else moved."""
     from models.config import ABLATIONS
-    ignored = set(ABLATIONS.get(ablation, {})) | {"training"}
+    ignored = set(ABLATIONS.get(ablation, {})) | set(seed_means.PER_RUN_FIELDS)
     a, b = stars_entry.get("config") or {}, ablated_entry.get("config") or {}
     return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
 
@@ -779,7 +784,9 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
     """Each quality target of the benchmark with the figures it compares:
     ``{"target", "value", "bar", "reached"}``; targets whose models were not run are
     left out, and the absolute HR/NDCG bars (set for Amazon Beauty) are checked on
-    Beauty only.  Figures are masked test-split figures of each model's best variant."""
+    Beauty only.  Figures are masked test-split figures of each model's best variant,
+    averaged over the model's seeds when it was run with several (``seed_means``)."""
+    entries = seed_means.mean_entries(entries)
     checks = []
     absolute = "beauty" in dataset.lower()
 
@@ -843,7 +850,9 @@ def _verdict(check: dict) -> str:
 
 
 def _label(entry: dict) -> str:
-    return entry["model"] + (f" {entry['variant'].upper()}" if entry.get("variant") else "")
+    label = entry["model"] + (f" {entry['variant'].upper()}" if entry.get("variant") else "")
+    seeds = entry.get("seeds") or []
+    return label + (f", mean of {len(seeds)} seeds" if len(seeds) > 1 else "")
 
 
 def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
@@ -875,10 +884,14 @@ def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
 
 
 def _headline(entries: List[dict]) -> Optional[dict]:
+    """STARS' best variant of its first seed (the slices are one run's breakdown; picking
+    the best seed would flatter them)."""
     stars_entries = [e for e in entries if e["model"] == "stars"]
     if not stars_entries:
         return None
-    return max(stars_entries, key=lambda e: e["masked"].get("hr@10") or 0.0)
+    first = min(e.get("seed") or 0 for e in stars_entries)
+    return max((e for e in stars_entries if (e.get("seed") or 0) == first),
+               key=lambda e: e["masked"].get("hr@10") or 0.0)
 
 
 def write_report(document: dict, path, wall_s: Optional[float] = None,
@@ -898,7 +911,7 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
     if wall_s is not None:
         lines.append(f"- wall time of this run: {wall_s:.0f} s ({os.cpu_count()} CPU cores)")
     lines.append("")
-    header = ["model", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "Cov@10",
+    header = ["model", "seed", "HR@5", "NDCG@5", "HR@10", "NDCG@10", "HR@20", "NDCG@20", "Cov@10",
               "cold R@10 (n)", "HR@10 unmasked", "NDCG@10 unmasked", "val HR@10", "wall s"]
     lines += ["## Test split (masked unless stated)", "", "| " + " | ".join(header) + " |",
               "|" + "---|" * len(header)]
@@ -906,7 +919,7 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
         m, u = e["masked"], e["unmasked"]
         val = (e.get("validation") or {}).get("masked", {}).get("hr@10")
         lines.append("| " + " | ".join([
-            _label(e), _fmt(m["hr@5"]), _fmt(m["ndcg@5"]), _fmt(m["hr@10"]), _fmt(m["ndcg@10"]),
+            _label(e), _fmt(e.get("seed")), _fmt(m["hr@5"]), _fmt(m["ndcg@5"]), _fmt(m["hr@10"]), _fmt(m["ndcg@10"]),
             _fmt(m["hr@20"]), _fmt(m["ndcg@20"]), _fmt(m.get("coverage@10")),
             f"{_fmt(m.get('cold_start_recall@10'))} ({m.get('cold_start_examples', 0)})",
             _fmt(u["hr@10"]), _fmt(u["ndcg@10"]), _fmt(val), _fmt(e.get("wall_s"), 0)]) + " |")
@@ -914,6 +927,19 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
     walls = [e.get("wall_s") or 0.0 for e in entries if e.get("variant") in (None, "ni")]
     lines += [f"Sum of the models' wall times: {sum(walls):.0f} s (data half not included).",
               ""]
+    if seed_means.several_seeds(entries):
+        lines += ["## Mean over seeds (what the targets compare)", "",
+                  "| model | seeds | HR@5 | HR@10 | NDCG@10 | NDCG@10 min–max | val NDCG@10 |",
+                  "|---|---|---|---|---|---|---|"]
+        for e in seed_means.mean_entries(entries):
+            m, spread = e["masked"], e.get("spread", {}).get("ndcg@10")
+            val = (e.get("validation") or {}).get("masked", {}).get("ndcg@10")
+            lines.append(f"| {e['model']}{' ' + e['variant'].upper() if e.get('variant') else ''}"
+                         f" | {', '.join(str(s) for s in e['seeds'])} | {_fmt(m['hr@5'])} | "
+                         f"{_fmt(m['hr@10'])} | {_fmt(m['ndcg@10'])} | "
+                         f"{'–' if not spread else _fmt(spread[0]) + '–' + _fmt(spread[1])} | "
+                         f"{_fmt(val)} |")
+        lines.append("")
     checks = target_checks(entries, document["dataset"])
     if checks:
         lines += ["## Targets (masked, test split)", "", "| target | value | bar | reached |",
@@ -949,12 +975,13 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
     lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    lines += ["## Training details", "", "| model | epochs run / max | best epoch | train s |",
-              "|---|---|---|---|"]
+    lines += ["## Training details", "",
+              "| model | seed | epochs run / max | best epoch | train s |", "|---|---|---|---|---|"]
     for e in entries:
         t = e.get("config", {}).get("training")
         if t and e.get("variant") in ("ni",):
-            lines.append(f"| {e['model']} | {t['epochs_run']} / {t['epochs_max']} | "
+            lines.append(f"| {e['model']} | {_fmt(e.get('seed'))} | "
+                         f"{t['epochs_run']} / {t['epochs_max']} | "
                          f"{t['best_epoch']} | {t['train_s']} |")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -968,8 +995,12 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                      preset: str = "benchmark", seed: int = 0, encoder: str = "minilm",
                      overrides: Optional[Mapping] = None, results_path=None, report_path=None,
                      dataset: Optional[str] = None, tagger: str = "keyword",
-                     context: str = "auto", verbose: int = 0) -> dict:
+                     context: str = "auto", verbose: int = 0,
+                     seeds: Optional[Sequence[int]] = None) -> dict:
     """Data half (leave-one-out) -> each model trained and scored -> results JSON + report.
+
+    ``seeds`` (default: ``seed`` alone) scores every model once per seed; the targets then
+    compare each model's mean (``seed_means``).  ``seed`` also draws the quick-mode users.
 
     Returns the results document (``{"dataset", "protocol", "results"}``) with
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
@@ -995,8 +1026,9 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                                                    context)
     ctx = EvalContext(str(pipeline_root(out_dir, quick)))
     entries, skipped, notes = [], {}, [context_reason]
-    for name in models:
-        log.info("offline eval: %s", name)
+    runs = [(name, s) for s in dict.fromkeys(seeds if seeds else [seed]) for name in models]
+    for name, seed in runs:
+        log.info("offline eval: %s (seed %d)", name, seed)
         if name == "popularity":
             entries += evaluate_popularity(ctx, seed)
         elif name == "cooccurrence":
@@ -1004,13 +1036,15 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
         elif name == "lambdamart":
             from stars.evaluation import lambdamart
             if not lambdamart.available():
-                skipped[name] = "lightgbm is not installed (pip install lightgbm)"
-                notes.append(f"lambdamart skipped: {skipped[name]}")
+                if name not in skipped:
+                    skipped[name] = "lightgbm is not installed (pip install lightgbm)"
+                    notes.append(f"lambdamart skipped: {skipped[name]}")
                 continue
             entries += evaluate_lambdamart(ctx, seed, quick)
         elif name == "stars_no_context" and not use_context:
-            skipped[name] = f"the same model as stars here ({context_reason})"
-            notes.append(f"stars_no_context not run: {skipped[name]}")
+            if name not in skipped:
+                skipped[name] = f"the same model as stars here ({context_reason})"
+                notes.append(f"stars_no_context not run: {skipped[name]}")
         else:
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
                                           CC.context_overrides(name, use_context, overrides),
@@ -1058,6 +1092,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--preset", default="benchmark",
                         help="model preset (models.config.PRESETS): benchmark | cpu | paper | tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="",
+                        help="comma-separated seeds (e.g. 0,1,2): every model is trained and "
+                             "scored once per seed and the targets compare its mean")
     parser.add_argument("--encoder", default="minilm", help="item text encoder of the data half")
     parser.add_argument("--tagger", default="keyword")
     parser.add_argument("--context", default="auto", choices=CC.CHOICES,
@@ -1070,12 +1107,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")
 
 
+def parse_seeds(text: str) -> Optional[List[int]]:
+    """``"0,1,2"`` -> [0, 1, 2]; "" -> None (the single ``--seed``)."""
+    parts = [p.strip() for p in (text or "").split(",") if p.strip()]
+    try:
+        seeds = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    return seeds or None
+
+
 def run_from_args(args) -> dict:
     dataset = args.dataset or default_dataset_name(args.data_dir)
     results = args.results or os.path.join("benchmarks", "results", f"quality_{dataset}.json")
     return run_offline_eval(
         args.data_dir, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
-        quick=args.quick, preset=args.preset, seed=args.seed, encoder=args.encoder,
+        quick=args.quick, preset=args.preset, seed=args.seed, seeds=parse_seeds(args.seeds),
+        encoder=args.encoder,
         tagger=args.tagger, context=args.context, overrides=json.loads(args.overrides) if args.overrides else None,
         results_path=results, report_path=args.report or None, dataset=dataset,
         verbose=args.verbose)
