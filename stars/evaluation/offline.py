@@ -849,10 +849,11 @@ def _verdict(check: dict) -> str:
     return "yes" if check["reached"] else "**no**"
 
 
-def _label(entry: dict) -> str:
+def _label(entry: dict, seeds: bool = True) -> str:
+    """"stars NI"; ", mean of N seeds" added for an entry averaged over seeds."""
     label = entry["model"] + (f" {entry['variant'].upper()}" if entry.get("variant") else "")
-    seeds = entry.get("seeds") or []
-    return label + (f", mean of {len(seeds)} seeds" if len(seeds) > 1 else "")
+    n = len(entry.get("seeds") or [])
+    return label + (f", mean of {n} seeds" if seeds and n > 1 else "")
 
 
 def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
@@ -934,8 +935,8 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
         for e in seed_means.mean_entries(entries):
             m, spread = e["masked"], e.get("spread", {}).get("ndcg@10")
             val = (e.get("validation") or {}).get("masked", {}).get("ndcg@10")
-            lines.append(f"| {e['model']}{' ' + e['variant'].upper() if e.get('variant') else ''}"
-                         f" | {', '.join(str(s) for s in e['seeds'])} | {_fmt(m['hr@5'])} | "
+            lines.append(f"| {_label(e, seeds=False)} | {', '.join(str(s) for s in e['seeds'])}"
+                         f" | {_fmt(m['hr@5'])} | "
                          f"{_fmt(m['hr@10'])} | {_fmt(m['ndcg@10'])} | "
                          f"{'–' if not spread else _fmt(spread[0]) + '–' + _fmt(spread[1])} | "
                          f"{_fmt(val)} |")
