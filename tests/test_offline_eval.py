@@ -388,3 +388,16 @@ def test_several_seeds_score_every_model_once_per_seed(quick_run):
     assert sorted((e["model"], e["seed"]) for e in document["results"]) == [
         ("cooccurrence", 0), ("cooccurrence", 3), ("popularity", 0), ("popularity", 3)]
     assert "## Mean over seeds" in (base / "results" / "seeds.md").read_text()
+
+
+def test_ablation_differences_inside_the_seed_spread_are_flagged():
+    entries = [_seeded("stars", 0, 0.0480), _seeded("stars", 1, 0.0500),
+               _seeded("stars_no_tags", 0, 0.0489), _seeded("stars_no_text", 0, 0.0300)]
+    for e in entries[2:]:
+        e["config"]["use_tags" if e["model"] == "stars_no_tags" else "use_text"] = False
+    checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
+    tags = checks["stars_no_tags lowers NDCG@10 (stars minus ablation > 0)"]
+    assert tags["reached"] and tags["value"] == pytest.approx(0.0001)
+    assert offline._verdict(tags) == "yes (within stars' seed-to-seed range 0.0480–0.0500)"
+    text = checks["stars_no_text lowers NDCG@10 (stars minus ablation > 0)"]
+    assert text["reached"] and "note" not in text and offline._verdict(text) == "yes"
