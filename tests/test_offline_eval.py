@@ -401,3 +401,16 @@ def test_ablation_differences_inside_the_seed_spread_are_flagged():
     assert offline._verdict(tags) == "yes (within stars' seed-to-seed range 0.0480–0.0500)"
     text = checks["stars_no_text lowers NDCG@10 (stars minus ablation > 0)"]
     assert text["reached"] and "note" not in text and offline._verdict(text) == "yes"
+
+
+def test_plots_draw_one_bar_per_model_with_its_mean_over_seeds(tmp_path, monkeypatch):
+    from stars.evaluation import plots
+    drawn = {}
+    monkeypatch.setattr(plots, "grouped_bars",
+                        lambda path, title, bars, series: drawn.setdefault(title, bars) or True)
+    document = {"dataset": "synth", "results": [_seeded("stars", 0, 0.04),
+                                                _seeded("stars", 1, 0.06)]}
+    offline._plots(document, tmp_path / "r")
+    bars = drawn["NDCG@10 (full catalogue)"]
+    assert [(label, round(masked, 4)) for label, masked, _ in bars] == [
+        ("stars NI, mean of 2 seeds", 0.05)]

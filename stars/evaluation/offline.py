@@ -874,7 +874,7 @@ def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
     charts = []
     for key, title in (("hr@10", "HR@10"), ("ndcg@10", "NDCG@10")):
         bars = [(_label(e), e["masked"].get(key) or 0.0, e["unmasked"].get(key) or 0.0)
-                for e in entries]
+                for e in seed_means.mean_entries(entries)]  # one bar per model, not per seed
         name = f"{stem.name}_{key.replace('@', '')}.png"
         if plots.grouped_bars(stem.parent / name, f"{title} (full catalogue)", bars,
                               ("masked", "unmasked")):
