@@ -340,7 +340,7 @@ def test_target_checks_compare_the_mean_over_seeds_not_the_best_seed():
     checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
     assert checks["stars NDCG@10 / sasrec_id NDCG@10"]["value"] == pytest.approx(1.2)
     beauty = {c["target"] for c in offline.target_checks(entries, "beauty")}
-    assert "stars HR@10 (stars NI, mean of 2 seeds)" in beauty
+    assert "stars HR@10 (stars NI, 2 seeds)" in beauty
 
 
 def test_merge_keeps_a_models_other_seeds_only_when_trained_the_same_way(tmp_path):
@@ -413,4 +413,4 @@ def test_plots_draw_one_bar_per_model_with_its_mean_over_seeds(tmp_path, monkeyp
     offline._plots(document, tmp_path / "r")
     bars = drawn["NDCG@10 (full catalogue)"]
     assert [(label, round(masked, 4)) for label, masked, _ in bars] == [
-        ("stars NI, mean of 2 seeds", 0.05)]
+        ("stars NI, 2 seeds", 0.05)]

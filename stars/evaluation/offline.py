@@ -861,10 +861,10 @@ def _verdict(check: dict) -> str:
 
 
 def _label(entry: dict, seeds: bool = True) -> str:
-    """"stars NI"; ", mean of N seeds" added for an entry averaged over seeds."""
+    """"stars NI"; ", N seeds" added for an entry averaged over N seeds."""
     label = entry["model"] + (f" {entry['variant'].upper()}" if entry.get("variant") else "")
     n = len(entry.get("seeds") or [])
-    return label + (f", mean of {n} seeds" if seeds and n > 1 else "")
+    return label + (f", {n} seeds" if seeds and n > 1 else "")
 
 
 def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
