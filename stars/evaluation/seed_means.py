@@ -1,6 +1,6 @@
 """Results over several seeds: a model is judged on its mean, never on its best seed.
 
-One training run moves by about ±2% with the seed on Beauty (BUILD_NOTES.md), which is
+One training run moves by about ±1.5–3% of NDCG@10 with the seed on Beauty (BUILD_NOTES.md),
 the size of several of the effects the benchmark checks.  ``stars eval --seed N`` adds a
 seed's entries to the results file beside the others (``merge_results`` keys entries by
 model and seed); the target checks and the report's mean table read ``mean_entries``.
