@@ -59,6 +59,15 @@ def read_outs(hidden, valid, use_user_token: bool):
     return h_gen, h_next
 
 
+def _projection(units: int, identity: bool, name: str) -> tf.keras.layers.Dense:
+    """A projection to the serving space.  Started at the identity (the first ``units``
+    coordinates when narrower), h·w_j begins as SASRec's tied-embedding score: the residual
+    stream at the latest position carries that item's token, so items like the latest one
+    score high from the first step, instead of under a random bilinear form."""
+    return tf.keras.layers.Dense(units, name=name,
+                                 kernel_initializer="identity" if identity else "glorot_uniform")
+
+
 class StarsModel(tfrs.Model):
     def __init__(self, catalog: ItemCatalog, config: ModelConfig, num_event_types: int,
                  user_numeric=(), user_vocab_sizes: Mapping[str, int] = None, **kwargs):
@@ -74,9 +83,10 @@ class StarsModel(tfrs.Model):
                                      config.use_engagement, config.use_recency, name="events")
         self.encoder = SequenceEncoder(config.d_model, config.num_layers, config.num_heads,
                                        config.ff_dim, config.dropout, name="encoder")
-        self.gen_head = tf.keras.layers.Dense(config.serving_dim, name="h_gen_projection")
-        self.next_head = tf.keras.layers.Dense(config.serving_dim, name="h_next_projection")
-        self.item_head = tf.keras.layers.Dense(config.serving_dim, name="item_projection")
+        identity = config.identity_projections
+        self.gen_head = _projection(config.serving_dim, identity, "h_gen_projection")
+        self.next_head = _projection(config.serving_dim, identity, "h_next_projection")
+        self.item_head = _projection(config.serving_dim, identity, "item_projection")
         self.context_offset = ContextOffset(config.serving_dim, name="context_offset")
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
@@ -108,6 +118,8 @@ class StarsModel(tfrs.Model):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
         items, valid = inputs["items"], inputs["valid"]
         tokens = self.items(tf.maximum(items, 0), training=training)
+        if self.config.scale_item_tokens:
+            tokens = tokens * tf.cast(self.config.d_model ** 0.5, tokens.dtype)
         tokens = tokens * tf.cast(valid, tokens.dtype)[..., None] + self.events(inputs)
         user = tf.cast(self.user_token(inputs["user"]), tokens.dtype)
         user = tf.broadcast_to(user, [tf.shape(items)[0], self.config.d_model])

@@ -426,3 +426,49 @@ def test_cold_item_norm_rescales_only_never_seen_items_outside_training():
     # Training (the softmax over the catalogue) sees the uncalibrated vectors.
     np.testing.assert_allclose(model.item_embeddings(training=True).numpy(), raw, rtol=1e-5,
                                atol=1e-6)
+
+
+# ---- projections start at the identity; SASRec's √d token scale -------------------------
+@pytest.mark.parametrize("serving_dim", [32, 16])
+def test_identity_projections_start_at_the_identity(serving_dim):
+    """With ``identity_projections``, at initialisation h·w_j is the dot product of the encoder state and the item token
+    (their first ``serving_dim`` coordinates when the serving space is narrower)."""
+    catalog, inputs = _small_setup()
+    config = make_config("tiny", max_history=L, serving_dim=serving_dim, use_context=False,
+                         identity_projections=True)
+    model = _model(catalog, config)
+    _, gen_state, next_state = model.encode(inputs)
+    gen, nxt = model.user_embeddings(inputs)
+    np.testing.assert_allclose(nxt.numpy(), next_state.numpy()[:, :serving_dim], atol=1e-6)
+    np.testing.assert_allclose(gen.numpy(), gen_state.numpy()[:, :serving_dim], atol=1e-6)
+    tokens = model.items.all_tokens().numpy()
+    np.testing.assert_allclose(model.item_embeddings(training=True).numpy(),
+                               tokens[:, :serving_dim], atol=1e-6)
+    # The default (Glorot) start is a random map, not a read-out of the first coordinates.
+    plain = _model(catalog, config.replace(identity_projections=False))
+    _, _, plain_state = plain.encode(inputs)
+    assert not np.allclose(plain.user_embeddings(inputs)[1].numpy(),
+                           plain_state.numpy()[:, :serving_dim], atol=1e-3)
+
+
+def test_scale_item_tokens_multiplies_only_the_encoder_input_by_sqrt_d():
+    catalog, inputs = _small_setup()
+    seen = {}
+    for scaled in (False, True):
+        config = make_config("tiny", max_history=L, scale_item_tokens=scaled)
+        model = _model(catalog, config)
+        encoder = model.encoder
+        model.encoder = lambda sequence, mask, training=False, _e=encoder, _s=scaled: (
+            seen.__setitem__(_s, sequence.numpy()) or _e(sequence, mask, training=training))
+        model.encode(inputs)
+        seen[("items", scaled)] = model.item_embeddings(training=True).numpy()
+        if scaled:
+            valid = inputs["valid"].numpy()[..., None]
+            tokens = model.items(tf.maximum(inputs["items"], 0)).numpy()
+            expected = (tokens * config.d_model ** 0.5 * valid
+                        + model.events(inputs).numpy())
+            np.testing.assert_allclose(seen[True][:, 1:], expected, rtol=1e-5, atol=1e-5)
+    # Same seed, same weights: only the history tokens differ, not [USER] nor the item tower.
+    np.testing.assert_allclose(seen[True][:, 0], seen[False][:, 0], atol=1e-6)
+    assert not np.allclose(seen[True][:, 1:], seen[False][:, 1:])
+    np.testing.assert_allclose(seen[("items", True)], seen[("items", False)], atol=1e-6)
