@@ -14,9 +14,14 @@ def test_text_less_variants_keep_every_items_identity():
 
 
 def test_variant_tuning_and_overrides_layer_over_the_ablation():
-    assert make_config("benchmark", "sasrec_id").dropout == VARIANT_TUNING["benchmark"][
-        "sasrec_id"]["dropout"] != make_config("benchmark", "stars").dropout
-    assert make_config("cpu", "sasrec_id").dropout == make_config("cpu", "stars").dropout
+    tuned = make_config("benchmark", "sasrec_id")
+    stars_model = make_config("benchmark", "stars")
+    for field, value in VARIANT_TUNING["benchmark"]["sasrec_id"].items():
+        assert getattr(tuned, field) == value
+    assert tuned.scale_item_tokens and not stars_model.scale_item_tokens
+    assert tuned.identity_projections and not stars_model.identity_projections
+    # Only under the preset it was chosen for.
+    assert not make_config("cpu", "sasrec_id").scale_item_tokens
     # An override of a field the ablation also sets wins instead of clashing.
     assert make_config("benchmark", "sasrec_id", alpha=0.5, dropout=0.2).alpha == 0.5
     assert make_config("benchmark", "sasrec_id", dropout=0.2).dropout == 0.2
