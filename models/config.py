@@ -32,7 +32,7 @@ class ModelConfig:
     delta_lr_scale: float = 0.1      # ... then trained at this fraction of the learning rate
     delta_dropout: float = 0.0       # share of items whose δ is dropped per training step
     scale_item_tokens: bool = False  # item tokens × √d at the encoder input (SASRec, Transformer)
-    identity_projections: bool = False  # serving projections start at the identity (tied, SASRec)
+    identity_projections: bool = False  # serving projections start at the identity (tied)
 
     # Objective (§4.3).
     alpha: float = 1.0               # popularity-prior weight; 0 = plain dot-product softmax

@@ -932,7 +932,8 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
         val = (e.get("validation") or {}).get("masked", {}).get("hr@10")
         lines.append("| " + " | ".join([
             _label(e), _fmt(e.get("seed")), _fmt(m["hr@5"]), _fmt(m["ndcg@5"]),
-            _fmt(m["hr@10"]), _fmt(m["ndcg@10"]), _fmt(m["hr@20"]), _fmt(m["ndcg@20"]), _fmt(m.get("coverage@10")),
+            _fmt(m["hr@10"]), _fmt(m["ndcg@10"]), _fmt(m["hr@20"]), _fmt(m["ndcg@20"]),
+            _fmt(m.get("coverage@10")),
             f"{_fmt(m.get('cold_start_recall@10'))} ({m.get('cold_start_examples', 0)})",
             _fmt(u["hr@10"]), _fmt(u["ndcg@10"]), _fmt(val), _fmt(e.get("wall_s"), 0)]) + " |")
     lines.append("")
@@ -1135,7 +1136,8 @@ def run_from_args(args) -> dict:
     return run_offline_eval(
         args.data_dir, args.out, models=[m.strip() for m in args.models.split(",") if m.strip()],
         quick=args.quick, preset=args.preset, seed=args.seed, seeds=parse_seeds(args.seeds),
-        encoder=args.encoder, tagger=args.tagger, context=args.context, overrides=json.loads(args.overrides) if args.overrides else None,
+        encoder=args.encoder, tagger=args.tagger, context=args.context,
+        overrides=json.loads(args.overrides) if args.overrides else None,
         results_path=results, report_path=args.report or None, dataset=dataset,
         verbose=args.verbose)
 
