@@ -390,6 +390,22 @@ def test_several_seeds_score_every_model_once_per_seed(quick_run):
     assert "## Mean over seeds" in (base / "results" / "seeds.md").read_text()
 
 
+@pytest.mark.e2e
+def test_a_skipped_model_is_noted_once_whatever_the_number_of_seeds(quick_run, monkeypatch):
+    from stars.evaluation import lambdamart
+    base = quick_run[0]
+    monkeypatch.setattr(lambdamart, "available", lambda: False)
+    document = offline.run_offline_eval(
+        base / "data", base / "out", models=["popularity", "lambdamart", "stars_no_context"],
+        quick=True, encoder="hashing:64", seeds=[0, 3], context="off",
+        results_path=base / "results" / "skips.json", dataset="synth-tiny")
+    assert sorted(document["skipped"]) == ["lambdamart", "stars_no_context"]
+    assert "lightgbm is not installed" in document["skipped"]["lambdamart"]
+    report = (base / "results" / "skips.md").read_text()
+    assert report.count("lambdamart skipped: lightgbm is not installed") == 1
+    assert report.count("stars_no_context not run: the same model as stars here") == 1
+    assert {e["model"] for e in document["results"]} == {"popularity"}
+
 def test_ablation_differences_inside_the_seed_spread_are_flagged():
     entries = [_seeded("stars", 0, 0.0480), _seeded("stars", 1, 0.0500),
                _seeded("stars_no_tags", 0, 0.0489), _seeded("stars_no_text", 0, 0.0300)]

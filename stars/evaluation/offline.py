@@ -1039,6 +1039,13 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                                                    context)
     ctx = EvalContext(str(pipeline_root(out_dir, quick)))
     entries, skipped, notes = [], {}, [context_reason]
+
+    def skip(name: str, reason: str, note: str) -> None:
+        """Once per model, whatever the number of seeds."""
+        if name not in skipped:
+            skipped[name] = reason
+            notes.append(f"{name} {note}: {reason}")
+
     runs = [(name, s) for s in dict.fromkeys(seeds if seeds else [seed]) for name in models]
     for name, seed in runs:
         log.info("offline eval: %s (seed %d)", name, seed)
@@ -1048,16 +1055,12 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
             entries += evaluate_cooccurrence(ctx, seed)
         elif name == "lambdamart":
             from stars.evaluation import lambdamart
-            if not lambdamart.available():
-                if name not in skipped:
-                    skipped[name] = "lightgbm is not installed (pip install lightgbm)"
-                    notes.append(f"lambdamart skipped: {skipped[name]}")
-                continue
-            entries += evaluate_lambdamart(ctx, seed, quick)
+            if lambdamart.available():
+                entries += evaluate_lambdamart(ctx, seed, quick)
+            else:
+                skip(name, "lightgbm is not installed (pip install lightgbm)", "skipped")
         elif name == "stars_no_context" and not use_context:
-            if name not in skipped:
-                skipped[name] = f"the same model as stars here ({context_reason})"
-                notes.append(f"stars_no_context not run: {skipped[name]}")
+            skip(name, f"the same model as stars here ({context_reason})", "not run")
         else:
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
                                           CC.context_overrides(name, use_context, overrides),
