@@ -83,8 +83,9 @@ PRESETS = {
     # spread) so δ keeps its pace relative to the text while the text path learns at par;
     # δ dropped for 10% of the items per step, so the text-and-tags path alone must rank
     # (what a never-seen item has; with it, cold items reach users once calibrated); h_gen's
-    # loss at a quarter of h_next's (at par it slowed h_next's learning ~3×); a 10-epoch
-    # one-cycle, which anneals where the text-led model starts to overfit.
+    # loss at a quarter of h_next's (at par it held h_next back: validation NDCG@10 0.052 vs
+    # 0.067 after 10 epochs); a 10-epoch one-cycle, which anneals where the text-led model
+    # starts to overfit.
     # Chosen on Beauty's validation target, never the test target (runs in BUILD_NOTES.md).
     "benchmark": ModelConfig(d_model=128, ff_dim=512, serving_dim=128,
                              dropout=0.5, batch_size=128, epochs=10, early_stopping_patience=6,

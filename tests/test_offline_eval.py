@@ -406,6 +406,7 @@ def test_a_skipped_model_is_noted_once_whatever_the_number_of_seeds(quick_run, m
     assert report.count("stars_no_context not run: the same model as stars here") == 1
     assert {e["model"] for e in document["results"]} == {"popularity"}
 
+
 def test_ablation_differences_inside_the_seed_spread_are_flagged():
     entries = [_seeded("stars", 0, 0.0480), _seeded("stars", 1, 0.0500),
                _seeded("stars_no_tags", 0, 0.0489), _seeded("stars_no_text", 0, 0.0300)]
