@@ -80,18 +80,48 @@ def next_item_loss(logits, weights=None, negative_mask=None):
     return _weighted_mean(per_row, weights)
 
 
-def full_softmax_loss(h, item_emb, labels, log_p=None, alpha=0.0, weights=None):
+def excluded_negatives(candidates, excluded, labels):
+    """bool, shaped like ``candidates`` [N, K] (item ids): True where a candidate is one of
+    its row's ``excluded`` items [N, H] (ids, −1 = none) and not the row's label [N].
+
+    The items a ranking will never show (the user's history under the masked protocol,
+    the post-filter's exclusions) are not competitors the model must beat: leaving them
+    in the softmax spends its gradient pushing down items that are removed anyway."""
+    candidates = tf.cast(candidates, tf.int32)
+    excluded = tf.cast(excluded, tf.int32)
+    labels = tf.cast(labels, tf.int32)
+    hit = tf.reduce_any(tf.logical_and(candidates[:, :, None] == excluded[:, None, :],
+                                       excluded[:, None, :] >= 0), axis=-1)
+    return tf.logical_and(hit, candidates != labels[:, None])
+
+
+def _mask_excluded_columns(logits, excluded, labels):
+    """Full-catalogue logits [N, I] with each row's ``excluded`` items [N, H] (ids, −1 =
+    none) set to ``MASKED_LOGIT``, its own label kept (see ``excluded_negatives``)."""
+    excluded = tf.cast(excluded, tf.int32)
+    where = tf.where(tf.logical_and(excluded >= 0, excluded != labels[:, None]))
+    columns = tf.gather_nd(excluded, where)
+    indices = tf.stack([tf.cast(where[:, 0], tf.int32), columns], axis=1)
+    updates = tf.fill(tf.shape(columns), tf.constant(MASKED_LOGIT, tf.float32))
+    return tf.tensor_scatter_nd_update(logits, indices, updates)
+
+
+def full_softmax_loss(h, item_emb, labels, log_p=None, alpha=0.0, weights=None, excluded=None):
     """Cross-entropy over the whole catalogue: h [N, D] against item_emb [I, D].
 
     The ID-only SASRec baseline scores every item instead of a sampled slice.
     ``labels`` [N] are item indices; a negative label (padding) masks its row,
     like a 0 in ``weights`` [N].  ``log_p`` [I] (None = no correction) is
-    subtracted with weight α, as in the sampled loss.
+    subtracted with weight α, as in the sampled loss.  ``excluded`` [N, H] (item
+    ids, −1 = none; None = nothing) are removed from each row's softmax, its label
+    excepted (``excluded_negatives``).
     """
     logits = tf.matmul(_f32(h), _f32(item_emb), transpose_b=True)
     if log_p is not None:
         logits = corrected_logits(logits, log_p[None, :], alpha)
     labels = tf.cast(labels, tf.int32)
+    if excluded is not None:
+        logits = _mask_excluded_columns(logits, excluded, labels)
     valid = tf.cast(labels >= 0, tf.float32)
     weights = valid if weights is None else valid * _f32(weights)
     per_row = tf.nn.sparse_softmax_cross_entropy_with_logits(

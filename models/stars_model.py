@@ -41,6 +41,15 @@ def last_valid_position(valid):
     return tf.reduce_max(tf.where(valid, positions, -1), axis=1)
 
 
+def history_so_far(items, valid):
+    """[B, L, L]: at each position t, the items of positions ≤ t (the history that
+    position's next-item prediction follows), −1 elsewhere and for unknown items."""
+    length = tf.shape(items)[1]
+    upto = tf.linalg.band_part(tf.ones([length, length], tf.bool), -1, 0)  # [t, j]: j ≤ t
+    known = tf.logical_and(upto[None], tf.cast(valid, tf.bool)[:, None, :])
+    return tf.where(known, tf.cast(items, tf.int32)[:, None, :], -1)
+
+
 def read_outs(hidden, valid, use_user_token: bool):
     """(h_gen state, h_next state) from encoder states [B, 1+L, d] (position 0 = [USER]).
 
@@ -145,13 +154,15 @@ class StarsModel(tfrs.Model):
         return self.user_embeddings(inputs, training=training)
 
     # ---- training -----------------------------------------------------------------------
-    def _slice_loss(self, queries, positives, pools, training=False, all_items=None):
+    def _slice_loss(self, queries, positives, pools, training=False, all_items=None,
+                    excluded=None):
         """Candidate-slice softmax (or full softmax against ``all_items``, every item's
-        embedding, computed once per step by the caller) for queries [N, s], positives [N]."""
+        embedding, computed once per step by the caller) for queries [N, s], positives [N];
+        ``excluded`` [N, H] (item ids, −1 = none): items out of each row's softmax."""
         c = self.config
         if c.full_softmax:
             return losses.full_softmax_loss(queries, all_items, positives,
-                                            self.log_p, c.alpha), None
+                                            self.log_p, c.alpha, excluded=excluded), None
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
         unique, where = tf.unique(tf.reshape(ids, [-1]))
@@ -159,7 +170,9 @@ class StarsModel(tfrs.Model):
                                tf.reshape(where, tf.shape(ids)))
         scores = tf.einsum("nd,nkd->nk", queries, embeddings)
         logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
-        return losses.next_item_loss(logits), logits[:, 1:]
+        keep = None if excluded is None else tf.logical_not(
+            losses.excluded_negatives(negatives, excluded, positives))
+        return losses.next_item_loss(logits, negative_mask=keep), logits[:, 1:]
 
     def compute_loss(self, inputs, training=False):
         return self.loss_parts(inputs, training=training)["loss"]
@@ -176,11 +189,14 @@ class StarsModel(tfrs.Model):
                    for n in ("hour", "day_of_week", "week_of_year", "holiday")}
         queries = self.next_head(states) + self.offset(context)
         positives = tf.boolean_mask(targets, keep)
+        seen = history_so_far(inputs["items"], inputs["valid"]) if c.mask_history else None
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
         # The whole item tower once per step, shared by the NI and GI softmaxes: with a
         # 384-d text table it costs as much as the rest of a step.
         all_items = self.item_embeddings(training=training) if c.full_softmax else None
-        loss, negative_logits = self._slice_loss(queries, positives, pools, training, all_items)
+        loss, negative_logits = self._slice_loss(
+            queries, positives, pools, training, all_items,
+            None if seen is None else tf.boolean_mask(seen, keep))
         metrics = {"loss_next": loss}
         # GI: h_gen predicts every future target of the example.
         if c.lambda_gen > 0:
@@ -193,8 +209,9 @@ class StarsModel(tfrs.Model):
             gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
             empty = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
-            gen_loss, _ = self._slice_loss(gen_queries, future.flat_values, empty, training,
-                                           all_items)
+            gen_loss, _ = self._slice_loss(
+                gen_queries, future.flat_values, empty, training, all_items,
+                None if seen is None else tf.gather(seen[:, -1], rows))
             metrics["loss_gen"] = gen_loss
             loss += c.lambda_gen * gen_loss
         if c.lambda_neg > 0 and negative_logits is not None:

@@ -106,6 +106,30 @@ def test_full_softmax_loss_matches_numpy():
     np.testing.assert_allclose(plain, want.mean(), rtol=1e-5)
 
 
+def test_excluded_items_leave_the_full_softmax_but_the_label_stays():
+    h, items = RNG.normal(size=(3, 3)), RNG.normal(size=(6, 3))
+    labels = np.array([0, 5, 2])
+    excluded = np.array([[1, 4, -1], [5, 0, 0], [-1, -1, -1]])  # row 1 excludes its own label
+    logits = h @ items.T
+    logits[0, [1, 4]] = -np.inf
+    logits[1, 0] = -np.inf
+    want = -_log_softmax(logits)[np.arange(3), labels]
+    got = losses.full_softmax_loss(h, items, labels, excluded=excluded).numpy()
+    np.testing.assert_allclose(got, want.mean(), rtol=1e-5)
+    assert got < losses.full_softmax_loss(h, items, labels).numpy()
+
+
+def test_excluded_negatives_matches_numpy():
+    candidates = np.array([[3, 1, 4, 1], [5, 9, 2, 6]])
+    excluded = np.array([[1, 7, -1], [9, 6, 5]])
+    labels = np.array([4, 5])
+    want = np.array([[c in set(e) - {-1} and c != y for c in row]
+                     for row, e, y in zip(candidates, excluded, labels)])
+    got = losses.excluded_negatives(candidates, excluded, labels).numpy()
+    np.testing.assert_array_equal(got, want)
+    assert got.any() and not got.all()
+
+
 def test_negative_loss_matches_numpy():
     s = RNG.normal(scale=3.0, size=(3, 4))
     sigmoid = 1.0 / (1.0 + np.exp(s))  # σ(−s)

@@ -154,16 +154,20 @@ def test_dropped_models_lose_their_earlier_entries(tmp_path):
     assert doc["protocol"]["test_examples"] == 3
 
 
-def test_no_context_ablation_is_not_judged_when_stars_ran_without_context():
+@pytest.mark.parametrize("ablation, field, why", [
+    ("stars_no_context", "use_context", "without calendar context"),
+    ("stars_no_user", "use_user_token", "without a [USER] token")])
+def test_an_ablation_is_not_judged_when_the_data_switched_its_part_off_in_stars(
+        ablation, field, why):
     def entry(model, ndcg10):
         return {"model": model, "variant": "ni", "masked": {"hr@5": 0.1, "hr@10": 0.1,
                                                           "ndcg@10": ndcg10},
-                "config": {"use_context": False, "training": {}}}
-    for entries in ([entry("stars", 0.05), entry("stars_no_context", 0.05)],
+                "config": {field: False, "training": {}}}
+    for entries in ([entry("stars", 0.05), entry(ablation, 0.04)],
                     [entry("stars", 0.05)]):  # left from an earlier run, or not run
         checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
-        check = checks["stars_no_context lowers NDCG@10 (stars minus ablation > 0)"]
-        assert check["reached"] is None and "without calendar context" in check["note"]
+        check = checks[f"{ablation} lowers NDCG@10 (stars minus ablation > 0)"]
+        assert check["reached"] is None and why in check["note"]
         assert check["value"] is None
 
 
@@ -395,15 +399,20 @@ def test_a_skipped_model_is_noted_once_whatever_the_number_of_seeds(quick_run, m
     from stars.evaluation import lambdamart
     base = quick_run[0]
     monkeypatch.setattr(lambdamart, "available", lambda: False)
+    # As on data without user features (the synthetic users have some).
+    monkeypatch.setattr(offline, "_has_user_features", lambda ctx: False)
     document = offline.run_offline_eval(
-        base / "data", base / "out", models=["popularity", "lambdamart", "stars_no_context"],
+        base / "data", base / "out",
+        models=["popularity", "lambdamart", "stars_no_context", "stars_no_user"],
         quick=True, encoder="hashing:64", seeds=[0, 3], context="off",
         results_path=base / "results" / "skips.json", dataset="synth-tiny")
-    assert sorted(document["skipped"]) == ["lambdamart", "stars_no_context"]
+    assert sorted(document["skipped"]) == ["lambdamart", "stars_no_context", "stars_no_user"]
     assert "lightgbm is not installed" in document["skipped"]["lambdamart"]
+    assert "no user features" in document["skipped"]["stars_no_user"]
     report = (base / "results" / "skips.md").read_text()
     assert report.count("lambdamart skipped: lightgbm is not installed") == 1
     assert report.count("stars_no_context not run: the same model as stars here") == 1
+    assert report.count("stars_no_user not run: the same model as stars here") == 1
     assert {e["model"] for e in document["results"]} == {"popularity"}
 
 

@@ -18,7 +18,7 @@ from models import calendar
 from models.config import ABLATIONS, make_config
 from models.item_catalog import ItemCatalog
 from models.schedule import make_optimizer
-from models.stars_model import StarsModel
+from models.stars_model import StarsModel, history_so_far
 
 TEXT_DIM, NUM_TAGS, L = 16, 6, 8
 CONTEXT = ("hour", "day_of_week", "week_of_year", "holiday")
@@ -65,6 +65,11 @@ def _inputs(histories, targets, context=(9, 3, 20, 0), pages=None):
         out[f"target_{name}"] = np.full(batch, value, np.int64)
         out[f"next_{name}"] = np.concatenate([out[name][:, 1:], out[f"target_{name}"][:, None]], 1)
     return {k: tf.constant(v) if isinstance(v, np.ndarray) else v for k, v in out.items()}
+
+
+def _log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
 def _model(catalog, config):
@@ -261,7 +266,9 @@ def _small_setup(num_items=48, **overrides):
 
 
 @pytest.mark.parametrize("overrides", [{"alpha": 0.0}, {"full_softmax": True},
-                                       {"full_softmax": True, "alpha": 0.0}, {}])
+                                       {"full_softmax": True, "alpha": 0.0}, {},
+                                       {"mask_history": True},
+                                       {"full_softmax": True, "mask_history": True}])
 def test_loss_paths_are_finite(overrides):
     catalog, inputs = _small_setup()
     config = make_config("tiny", max_history=L, **overrides)
@@ -271,6 +278,44 @@ def test_loss_paths_are_finite(overrides):
         assert np.isfinite(value.numpy()), (name, value)
     np.testing.assert_allclose(parts["loss"].numpy(),
                                (parts["loss_next"] + parts["loss_gen"]).numpy(), rtol=1e-6)
+
+
+def test_history_so_far_holds_each_positions_past_items():
+    items = np.array([[-1, 3, 5, 3], [2, 4, 8, 6]])
+    valid = np.array([[False, True, True, True], [True, False, True, True]])  # 4: unknown
+    want = np.array([[[-1 if j > t or not valid[b, j] else items[b, j] for j in range(4)]
+                      for t in range(4)] for b in range(2)])
+    np.testing.assert_array_equal(history_so_far(items, valid).numpy(), want)
+
+
+def test_mask_history_takes_each_positions_past_items_out_of_its_softmax():
+    """L_next against a numpy reference: every known position's full softmax over the
+    catalogue with the items it has already seen removed (its own target kept)."""
+    catalog, inputs = _small_setup()
+    config = make_config("tiny", max_history=L, full_softmax=True, alpha=0.0,
+                         use_context=False, lambda_gen=0.0, mask_history=True)
+    model = _model(catalog, config)
+    got = float(model.loss_parts(inputs)["loss_next"])
+    hidden = model.encode(inputs)[0].numpy()[:, 1:]
+    queries = model.next_head(hidden.reshape(-1, hidden.shape[-1])).numpy()
+    items = model.item_embeddings().numpy()
+    seq, valid = inputs["items"].numpy(), inputs["valid"].numpy()
+    targets = inputs["next_items"].numpy()
+    per_row, masked = [], 0
+    for b in range(seq.shape[0]):
+        for t in range(L):
+            if not valid[b, t] or targets[b, t] < 0:
+                continue
+            logits = queries[b * L + t] @ items.T
+            seen = {int(i) for i, ok in zip(seq[b, :t + 1], valid[b, :t + 1]) if ok}
+            seen.discard(int(targets[b, t]))
+            masked += len(seen)
+            logits[list(seen)] = -np.inf
+            per_row.append(-_log_softmax(logits[None])[0, targets[b, t]])
+    assert masked > 0
+    np.testing.assert_allclose(got, np.mean(per_row), rtol=1e-4)
+    model.config = config.replace(mask_history=False)  # same weights, every item competing
+    assert float(model.loss_parts(inputs)["loss_next"]) > got
 
 
 def test_lambda_neg_and_lambda_aux_add_terms():

@@ -65,3 +65,19 @@ def test_model_selection_records_the_restored_epoch_and_the_cold_norm():
         "monitor": "val_ndcg@10", "epochs_run": 3, "best_epoch": 2, "best": 0.3,
         "cold_item_norm": cold}
     assert trainer.model_selection(types.SimpleNamespace(history={}), None)["best_epoch"] is None
+
+
+def _meta(numeric=(), vocab=None):
+    return trainer.ModelMeta(num_event_types=3, user_numeric=list(numeric),
+                             user_vocab_sizes=dict(vocab or {}), catalog_transformed_uri="",
+                             catalog_transform_graph_uri="", transform_graph_uri="")
+
+
+def test_the_user_token_is_off_only_where_the_data_has_no_user_features():
+    config = make_config("tiny")
+    assert config.use_user_token
+    assert not trainer.fit_user_token(config, _meta()).use_user_token
+    assert trainer.fit_user_token(config, _meta(vocab={"user_cat_region": 3})) == config
+    assert trainer.fit_user_token(config, _meta(numeric=["user_num_age"])) == config
+    ablated = make_config("tiny", "stars_no_user")
+    assert trainer.fit_user_token(ablated, _meta(numeric=["user_num_age"])) == ablated

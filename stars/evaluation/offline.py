@@ -567,7 +567,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     from models import trainer as T
     from stars.evaluation import validation_ranking as VR
     started = time.time()
-    config = model_config(variant, preset, seed, quick, overrides)
+    config = T.fit_user_token(model_config(variant, preset, seed, quick, overrides), ctx.meta)
     adapter = T.make_adapter(ctx.catalog, config, ctx.meta)
     # The Trainer's input pipeline (shuffled), over the same files and schema.
     ctx.reads[variant]["train"] += 1
@@ -763,6 +763,14 @@ STARS_TARGET = {"hr@10": 0.110, "ndcg@10": 0.066}
 STARS_VS_SASREC_NDCG = 1.15     # STARS NDCG@10 >= 1.15 x the ID-only SASRec's
 STARS_VS_LAMBDAMART_HIT5 = 1.75  # the paper's +75% Hit@5 over LambdaMART
 ABLATIONS_OF_STARS = ("stars_no_text", "stars_no_tags", "stars_no_context", "stars_no_user")
+NO_USER_FEATURES = ("the data has no user features, so stars runs without the [USER] token "
+                    "(models.trainer.fit_user_token)")
+# Ablations of a part the data can switch off in stars itself: (config field, why n/a).
+SWITCHED_OFF_BY_DATA = {
+    "stars_no_context": ("use_context", "stars itself runs without calendar context on this data"),
+    "stars_no_user": ("use_user_token", "stars itself runs without a [USER] token on this data "
+                                        "(no user features)"),
+}
 
 
 def _best(entries: List[dict], model: str) -> Optional[dict]:
@@ -822,11 +830,11 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
         for name in ABLATIONS_OF_STARS:
             ablated = _best(entries, name)
             target = f"{name} lowers NDCG@10 (stars minus ablation > 0)"
-            if name == "stars_no_context" and not (stars_e.get("config") or {}).get(
-                    "use_context", True):  # not run, or left from an earlier run
+            switched_off = SWITCHED_OFF_BY_DATA.get(name)
+            if switched_off and not (stars_e.get("config") or {}).get(switched_off[0], True):
+                # stars itself runs without the part: not run, or left from an earlier run
                 checks.append({"target": target, "value": None, "bar": 0.0, "reached": None,
-                               "note": "stars itself runs without calendar context on "
-                                       "this data"})
+                               "note": switched_off[1]})
                 continue
             if ablated is None:
                 continue
@@ -1004,6 +1012,11 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
 # entry point
 # ----------------------------------------------------------------------------------------
 
+def _has_user_features(ctx: EvalContext) -> bool:
+    from models.trainer import has_user_features
+    return has_user_features(ctx.meta)
+
+
 def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quick: bool = False,
                      preset: str = "benchmark", seed: int = 0, encoder: str = "minilm",
                      overrides: Optional[Mapping] = None, results_path=None, report_path=None,
@@ -1061,6 +1074,8 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                 skip(name, "lightgbm is not installed (pip install lightgbm)", "skipped")
         elif name == "stars_no_context" and not use_context:
             skip(name, f"the same model as stars here ({context_reason})", "not run")
+        elif name == "stars_no_user" and not _has_user_features(ctx):
+            skip(name, f"the same model as stars here ({NO_USER_FEATURES})", "not run")
         else:
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
                                           CC.context_overrides(name, use_context, overrides),
