@@ -768,8 +768,8 @@ NO_USER_FEATURES = ("the data has no user features, so stars runs without the [U
 # Ablations of a part the data can switch off in stars itself: (config field, why n/a).
 SWITCHED_OFF_BY_DATA = {
     "stars_no_context": ("use_context", "stars itself runs without calendar context on this data"),
-    "stars_no_user": ("use_user_token", "stars itself runs without a [USER] token on this data "
-                                        "(no user features)"),
+    "stars_no_user": ("use_user_token", "stars itself runs without a [USER] token on this "
+                                        "data: it has no user features"),
 }
 
 
