@@ -1032,7 +1032,8 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
     ``context`` (auto | on | off) decides the STARS models' calendar context
     (``stars.calendar_context``); with it off, ``stars_no_context`` would repeat ``stars``
-    and is not run (its earlier entries are dropped).
+    and is not run (its earlier entries are dropped).  Likewise ``stars_no_user`` on data
+    without user features, where STARS has no [USER] token (``models.trainer.fit_user_token``).
     """
     started = time.time()
     models = list(dict.fromkeys(models))
