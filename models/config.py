@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Optional
+from typing import Mapping, Optional
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +70,18 @@ class ModelConfig:
     @classmethod
     def from_json(cls, text: Optional[str]) -> "ModelConfig":
         return cls(**json.loads(text)) if text else cls()
+
+
+def completed(recorded: Mapping) -> dict:
+    """A recorded ModelConfig (a results entry's ``config``) with the fields it predates
+    filled in with their defaults: a field is added with the default that keeps the old
+    behaviour, so a run recorded before it ran with that default.  Records that are not
+    model configurations (no ModelConfig field, e.g. the popularity baseline's) pass
+    through unchanged."""
+    fields = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    if not any(k in fields for k in recorded):
+        return dict(recorded)
+    return {**fields, **recorded}
 
 
 PRESETS = {

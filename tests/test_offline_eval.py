@@ -129,9 +129,12 @@ def test_ablation_checks_only_compare_runs_that_differ_by_the_ablation_alone():
                 "config": {**base, **config, "training": {"epochs_run": 3}}}
     entries = [entry("stars", 0.05),
                entry("stars_no_user", 0.04, use_user_token=False),  # its own switch: fine
-               entry("stars_no_context", 0.03, use_context=False, epochs=20)]  # older preset
+               entry("stars_no_context", 0.03, use_context=False, epochs=20),  # older preset
+               # Recorded after a new field (at its default) that stars' record predates.
+               entry("stars_no_tags", 0.045, use_tags=False, mask_history=False)]
     checks = {c["target"]: c for c in offline.target_checks(entries, "synth")}
     assert checks["stars_no_user lowers NDCG@10 (stars minus ablation > 0)"]["reached"]
+    assert checks["stars_no_tags lowers NDCG@10 (stars minus ablation > 0)"]["reached"]
     stale = checks["stars_no_context lowers NDCG@10 (stars minus ablation > 0)"]
     assert stale["reached"] is None and stale["note"].endswith("other epochs")
     assert stale["value"] == pytest.approx(0.02)
@@ -355,10 +358,14 @@ def test_merge_keeps_a_models_other_seeds_only_when_trained_the_same_way(tmp_pat
     doc = offline.merge_results(path, "d", protocol, [_seeded("stars", 1, 0.06)])
     assert [(e["model"], e["seed"]) for e in doc["results"]] == [
         ("stars", 0), ("stars", 1), ("sasrec_id", 0)]
+    # A run recorded before a ModelConfig field existed ran with its default: same settings.
+    doc = offline.merge_results(path, "d", protocol,
+                                [_seeded("sasrec_id", 1, 0.05, mask_history=False)])
+    assert ("sasrec_id", 0) in [(e["model"], e["seed"]) for e in doc["results"]]
     # Seed 2 trained with another preset: the seeds of the old settings go.
     doc = offline.merge_results(path, "d", protocol, [_seeded("stars", 2, 0.07, epochs=40)])
-    assert [(e["model"], e["seed"]) for e in doc["results"]] == [("stars", 2),
-                                                                 ("sasrec_id", 0)]
+    assert [(e["model"], e["seed"]) for e in doc["results"]] == [
+        ("stars", 2), ("sasrec_id", 0), ("sasrec_id", 1)]
 
 
 def test_report_has_a_mean_table_when_a_model_ran_with_several_seeds(tmp_path):

@@ -40,3 +40,15 @@ def test_settings_ignore_only_the_per_run_fields():
     assert seed_means.settings(a) == seed_means.settings(b)
     assert seed_means.settings(a) != seed_means.settings(_entry("stars", "ni", 0, 0.04,
                                                                  epochs=40))
+
+
+def test_settings_count_fields_a_record_predates_at_their_defaults():
+    from models.config import ModelConfig
+    old = _entry("stars", "ni", 0, 0.04)                      # recorded before mask_history
+    assert seed_means.settings(old) == seed_means.settings(
+        _entry("stars", "ni", 1, 0.05, mask_history=ModelConfig.mask_history))
+    assert seed_means.settings(old) != seed_means.settings(
+        _entry("stars", "ni", 1, 0.05, mask_history=not ModelConfig.mask_history))
+    # A record that is not a model configuration is left as it is.
+    scores = {"model": "popularity", "config": {"scores": "counts"}}
+    assert seed_means.settings(scores) == '{"scores": "counts"}'

@@ -15,8 +15,10 @@ PER_RUN_FIELDS = ("seed", "training")
 
 
 def settings(entry: dict) -> str:
-    """The entry's configuration apart from the per-run fields (seed, training record)."""
-    config = entry.get("config") or {}
+    """The entry's configuration apart from the per-run fields (seed, training record);
+    fields added to ModelConfig after the entry was recorded count at their defaults."""
+    from models.config import completed
+    config = completed(entry.get("config") or {})
     return json.dumps({k: v for k, v in config.items() if k not in PER_RUN_FIELDS},
                       sort_keys=True, default=str)
 
