@@ -54,8 +54,8 @@ def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_exampl
         save_serving_model(module, directory, item_ids=catalog.item_ids)
         modules[kind] = module
     queries = probe_queries(modules["brute_force"].item_embedding_table.numpy())
-    _, exact = modules["brute_force"].index(queries, k=modules["brute_force"].k)
-    _, approx = modules["scann"].index(queries, k=modules["scann"].k)
+    _, exact = modules["brute_force"].search_index(queries)
+    _, approx = modules["scann"].search_index(queries)
     report = {"items": len(catalog), "k": modules["scann"].k,
               "embedding_dim": int(config.serving_dim),
               "scann_recall_at_k": recall_against_brute_force(approx.numpy(), exact.numpy()),

@@ -25,6 +25,7 @@ class ModelConfig:
     use_delta: bool = True           # learnable residual δ_i (an ID embedding when text is off)
     use_tags: bool = True            # g(t_i); off = "- LLM tags" ablation
     use_context: bool = True         # calendar context c_t and the context offset; "- dynamic context"
+    item_trend: bool = False         # the item trend prior (models.item_trend); "- dynamic context"
     use_user_token: bool = True      # [USER] token; off = "- [USER] token" (h_gen then pools items)
     use_engagement: bool = True
     use_recency: bool = True
@@ -87,8 +88,8 @@ def completed(recorded: Mapping) -> dict:
 PRESETS = {
     "paper": ModelConfig(d_model=768, num_layers=4, num_heads=8, ff_dim=3072, serving_dim=256,
                          max_history=200, tag_dim=128, batch_size=1600, learning_rate=1e-3,
-                         mixed_precision=True),
-    "cpu": ModelConfig(),
+                         mixed_precision=True, item_trend=True),
+    "cpu": ModelConfig(item_trend=True),
     # Offline full-catalogue benchmarks (``stars eval``): d = 128 (the 384-d text embedding
     # keeps more of its neighbourhoods than at 64); the popularity prior off, as in the
     # paper's own full-catalogue ablation (Table 3); the exact softmax over the whole
@@ -107,7 +108,7 @@ PRESETS = {
                              dropout=0.5, batch_size=128, epochs=10, early_stopping_patience=6,
                              alpha=0.0, full_softmax=True, delta_frozen_epochs=0,
                              delta_lr_scale=20.0, text_standardize=True, delta_dropout=0.1,
-                             lambda_gen=0.25),
+                             lambda_gen=0.25, item_trend=True),
     "tiny": ModelConfig(d_model=32, num_layers=1, num_heads=2, ff_dim=64, serving_dim=32,
                         max_history=20, tag_dim=8, num_negatives=16, batch_size=32, epochs=2),
 }
@@ -119,9 +120,9 @@ ABLATIONS = {
     "stars_no_text": {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0,
                       "delta_dropout": 0.0},
     "stars_no_tags": {"use_tags": False},
-    "stars_no_context": {"use_context": False},
+    "stars_no_context": {"use_context": False, "item_trend": False},
     "stars_no_user": {"use_user_token": False},
-    "sasrec_id": {"use_text": False, "use_tags": False, "use_context": False,
+    "sasrec_id": {"use_text": False, "use_tags": False, "use_context": False, "item_trend": False,
                   "use_user_token": False, "use_engagement": False, "use_recency": False,
                   "delta_frozen_epochs": 0, "delta_lr_scale": 1.0, "alpha": 0.0,
                   "full_softmax": True, "lambda_gen": 0.0, "delta_dropout": 0.0},

@@ -20,8 +20,8 @@ from models import features as F
 EVENT_FEATURES = ("event_type_id", "recency_bucket") + F.EVENT_CALENDAR_FEATURES
 CONTEXT_FEATURES = ("hour", "day_of_week", "week_of_year", "holiday")
 # The outputs laid out [B, L] (one column per history position); ``next_pools`` is [B*L, None].
-SEQUENCE_KEYS = (("items", "valid", "position", "next_items") + EVENT_FEATURES
-                 + tuple(f"next_{name}" for name in CONTEXT_FEATURES))
+SEQUENCE_KEYS = (("items", "valid", "position", "next_items", "next_timestamp")
+                 + EVENT_FEATURES + tuple(f"next_{name}" for name in CONTEXT_FEATURES))
 
 
 def _as_sparse(x):
@@ -74,9 +74,11 @@ class InputAdapter:
         * ``items`` int32 [B, L] (−1 padding), ``valid`` bool [B, L], ``position`` [B, L]
           (1 = latest event, 0 = padding), and every ``EVENT_FEATURES`` [B, L];
         * ``next_items`` int32 [B, L]: the item each position should predict (−1: none);
-          ``next_<context>`` [B, L] its calendar context; ``next_pools`` ragged [B*L, None];
+          ``next_<context>`` [B, L] its calendar context, ``next_timestamp`` [B, L] its time
+          (unix seconds); ``next_pools`` ragged [B*L, None];
         * ``target`` int32 [B] (first target), ``targets`` ragged [B, None] (all targets),
-          ``target_<context>`` [B]; ``user``: dict of [B] user features.
+          ``target_<context>`` [B], ``target_timestamp`` [B] (the request's time);
+          ``user``: dict of [B] user features.
         """
         L = self.max_history
         item_sp = _as_sparse(features["item_id"])
@@ -112,6 +114,10 @@ class InputAdapter:
             nxt = tf.concat([out[name][:, 1:], out[f"target_{name}"][:, None]], axis=1)
             out[f"next_{name}"] = nxt
         out["next_items"] = tf.concat([items[:, 1:], out["target"][:, None]], axis=1)
+        out["target_timestamp"] = tf.cast(_dense_first(features["target_timestamp"], 0), tf.int64)
+        event_time = place(_as_sparse(features["timestamp"]).values, 0)
+        out["next_timestamp"] = tf.concat([event_time[:, 1:], out["target_timestamp"][:, None]],
+                                          axis=1)
 
         # Same-page pools: event-level pools, then the target's, indexed per position.
         counts = _as_sparse(features["page_item_count"]).values

@@ -106,7 +106,8 @@ def _mask_excluded_columns(logits, excluded, labels):
     return tf.tensor_scatter_nd_update(logits, indices, updates)
 
 
-def full_softmax_loss(h, item_emb, labels, log_p=None, alpha=0.0, weights=None, excluded=None):
+def full_softmax_loss(h, item_emb, labels, log_p=None, alpha=0.0, weights=None, excluded=None,
+                      offsets=None):
     """Cross-entropy over the whole catalogue: h [N, D] against item_emb [I, D].
 
     The ID-only SASRec baseline scores every item instead of a sampled slice.
@@ -114,11 +115,14 @@ def full_softmax_loss(h, item_emb, labels, log_p=None, alpha=0.0, weights=None, 
     like a 0 in ``weights`` [N].  ``log_p`` [I] (None = no correction) is
     subtracted with weight α, as in the sampled loss.  ``excluded`` [N, H] (item
     ids, −1 = none; None = nothing) are removed from each row's softmax, its label
-    excepted (``excluded_negatives``).
+    excepted (``excluded_negatives``).  ``offsets`` [N, I] (None = none) are added to
+    the logits: terms of the item and the row's request alone (the item trend).
     """
     logits = tf.matmul(_f32(h), _f32(item_emb), transpose_b=True)
     if log_p is not None:
         logits = corrected_logits(logits, log_p[None, :], alpha)
+    if offsets is not None:
+        logits += _f32(offsets)
     labels = tf.cast(labels, tf.int32)
     if excluded is not None:
         logits = _mask_excluded_columns(logits, excluded, labels)

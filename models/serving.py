@@ -17,6 +17,9 @@ Signatures (all batched):
 * ``search``: ``query_embeddings`` float [B, D] -> ``ids``/``scores`` [B, K] (the index alone,
   for user embeddings stored by the batch job).
 
+Scores are ``h·w_j``, plus ``β·log(1 + n_j)`` when the model has the item trend
+(``models.item_trend``; n_j counted at export): the index holds it as one more coordinate.
+
 ``user_embeddings`` also returns ``h_gen_base``/``h_next_base`` (without Δ_ctx), which is what
 the batch job stores: the context is the request's, added online.
 
@@ -114,7 +117,15 @@ class ServingModule(tf.Module):
         self.item_embedding_table = tf.Variable(embeddings, trainable=False,
                                                 name="item_embedding_table")
         self.item_lookup = adapter.item_table
-        self.index = make_index(index_kind, embeddings, tf.constant(list(item_ids)), self.k)
+        # The item trend (models.item_trend) as one more coordinate: the trend at export
+        # on the item side, β on the query side, so h·w_j + β·trend_j stays one inner
+        # product (the index is as fresh as the export).
+        self.trend_weight = None
+        indexed = embeddings
+        if getattr(model, "item_trend", None) is not None:
+            self.trend_weight = tf.constant(float(model.item_trend.beta.numpy()))
+            indexed = tf.concat([embeddings, model.item_trend.current()[:, None]], axis=1)
+        self.index = make_index(index_kind, indexed, tf.constant(list(item_ids)), self.k)
 
     def _encode(self, item_ids, event_types, timestamps, request_timestamp, region,
                 signals, users, with_offset: bool = True):
@@ -145,9 +156,16 @@ class ServingModule(tf.Module):
         users.update({f"user_cat_{c}": tf.fill([batch], "") for c in self.user_categorical})
         return (tf.fill([batch], ""), tf.zeros([batch, self.num_signals]), users)
 
+    def search_index(self, queries):
+        """(scores, ids) [B, K] of user embeddings [B, D] against the index."""
+        if self.trend_weight is not None:
+            queries = tf.concat([queries, tf.fill([tf.shape(queries)[0], 1],
+                                                  self.trend_weight)], axis=1)
+        return self.index(queries, k=self.k)
+
     def _top_k(self, h_gen, h_next):
-        ni_scores, ni_ids = self.index(h_next, k=self.k)
-        gi_scores, gi_ids = self.index(h_gen, k=self.k)
+        ni_scores, ni_ids = self.search_index(h_next)
+        gi_scores, gi_ids = self.search_index(h_gen)
         return {"ni_ids": ni_ids, "ni_scores": ni_scores, "gi_ids": gi_ids,
                 "gi_scores": gi_scores}
 
@@ -216,7 +234,7 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, self.item_embedding_table.shape[1]],
                                                     tf.float32, "query_embeddings")])
         def search(query_embeddings):
-            scores, ids = self.index(query_embeddings, k=self.k)
+            scores, ids = self.search_index(query_embeddings)
             return {"ids": ids, "scores": scores}
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "item_ids")])

@@ -12,10 +12,12 @@ Training (``compute_loss``): every history position predicts the next event
 ``h_gen`` predicts every future target of the example.  Serving scores are
 plain dot products ``h·w_j``: the prior −α log p_j is a training-time
 correction (the dot product learns to carry popularity, as in logQ correction).
+With ``item_trend`` on, every logit, in training and at ranking, also gets the
+item trend term β·log(1 + n_j(t)) of the request's time t (``models.item_trend``).
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import stars  # noqa: F401
 import tensorflow as tf
@@ -29,6 +31,7 @@ from models.context import ContextOffset, EventEncodings
 from models.encoder import SequenceEncoder
 from models.item_catalog import ItemCatalog
 from models.item_tokens import ItemTokenizer
+from models.item_trend import ItemTrend, TrendTable
 from models.negatives import CandidateSliceSampler
 from models.popularity import popularity_log_prior
 from models.user_token import UserToken
@@ -79,7 +82,8 @@ def _projection(units: int, identity: bool, name: str) -> tf.keras.layers.Dense:
 
 class StarsModel(tfrs.Model):
     def __init__(self, catalog: ItemCatalog, config: ModelConfig, num_event_types: int,
-                 user_numeric=(), user_vocab_sizes: Mapping[str, int] = None, **kwargs):
+                 user_numeric=(), user_vocab_sizes: Mapping[str, int] = None,
+                 trend: Optional[TrendTable] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.num_items = len(catalog)
@@ -97,6 +101,10 @@ class StarsModel(tfrs.Model):
         self.next_head = _projection(config.serving_dim, identity, "h_next_projection")
         self.item_head = _projection(config.serving_dim, identity, "item_projection")
         self.context_offset = ContextOffset(config.serving_dim, name="context_offset")
+        if config.item_trend and trend is None:
+            raise ValueError("item_trend is on but no trend table was given "
+                             "(models.item_trend.trend_table over the training events)")
+        self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
@@ -150,19 +158,28 @@ class StarsModel(tfrs.Model):
         delta = self.offset(context)
         return self.gen_head(gen) + delta, self.next_head(nxt) + delta
 
+    def item_prior(self, request_time):
+        """[N, I] the logit terms that depend on the item and the request time alone (the
+        item trend), added to ``user · item`` scores; None when there are none."""
+        if self.item_trend is None:
+            return None
+        return self.item_trend(request_time)
+
     def call(self, inputs, training=False):
         return self.user_embeddings(inputs, training=training)
 
     # ---- training -----------------------------------------------------------------------
-    def _slice_loss(self, queries, positives, pools, training=False, all_items=None,
+    def _slice_loss(self, queries, positives, pools, times, training=False, all_items=None,
                     excluded=None):
         """Candidate-slice softmax (or full softmax against ``all_items``, every item's
-        embedding, computed once per step by the caller) for queries [N, s], positives [N];
-        ``excluded`` [N, H] (item ids, −1 = none): items out of each row's softmax."""
+        embedding, computed once per step by the caller) for queries [N, s], positives [N]
+        at request times ``times`` [N]; ``excluded`` [N, H] (item ids, −1 = none): items out
+        of each row's softmax."""
         c = self.config
         if c.full_softmax:
             return losses.full_softmax_loss(queries, all_items, positives,
-                                            self.log_p, c.alpha, excluded=excluded), None
+                                            self.log_p, c.alpha, excluded=excluded,
+                                            offsets=self.item_prior(times)), None
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
         unique, where = tf.unique(tf.reshape(ids, [-1]))
@@ -170,9 +187,20 @@ class StarsModel(tfrs.Model):
                                tf.reshape(where, tf.shape(ids)))
         scores = tf.einsum("nd,nkd->nk", queries, embeddings)
         logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
+        if self.item_trend is not None:
+            logits += tf.cast(self.item_trend.gather(times, ids), logits.dtype)
         keep = None if excluded is None else tf.logical_not(
             losses.excluded_negatives(negatives, excluded, positives))
         return losses.next_item_loss(logits, negative_mask=keep), logits[:, 1:]
+
+    def _request_times(self, inputs, kind: str, keep=None, rows=None):
+        """The request time of each softmax row (None without the item trend, the only
+        part that reads it): per position (``next``) or per example (``target``)."""
+        if self.item_trend is None:
+            return None
+        if kind == "next":
+            return tf.boolean_mask(inputs["next_timestamp"], keep)
+        return tf.gather(inputs["target_timestamp"], rows)
 
     def compute_loss(self, inputs, training=False):
         return self.loss_parts(inputs, training=training)["loss"]
@@ -195,7 +223,8 @@ class StarsModel(tfrs.Model):
         # 384-d text table it costs as much as the rest of a step.
         all_items = self.item_embeddings(training=training) if c.full_softmax else None
         loss, negative_logits = self._slice_loss(
-            queries, positives, pools, training, all_items,
+            queries, positives, pools, self._request_times(inputs, "next", keep=keep),
+            training, all_items,
             None if seen is None else tf.boolean_mask(seen, keep))
         metrics = {"loss_next": loss}
         # GI: h_gen predicts every future target of the example.
@@ -210,7 +239,8 @@ class StarsModel(tfrs.Model):
             empty = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
             gen_loss, _ = self._slice_loss(
-                gen_queries, future.flat_values, empty, training, all_items,
+                gen_queries, future.flat_values, empty,
+                self._request_times(inputs, "target", rows=rows), training, all_items,
                 None if seen is None else tf.gather(seen[:, -1], rows))
             metrics["loss_gen"] = gen_loss
             loss += c.lambda_gen * gen_loss

@@ -41,6 +41,7 @@ from models import length_buckets
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
+from models.item_trend import TrendTable, distinct_events, trend_table
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
 
@@ -61,6 +62,19 @@ class ModelMeta:
     catalog_transformed_uri: str
     catalog_transform_graph_uri: str
     transform_graph_uri: str
+    # The item trend table's layout (models.item_trend; 0 rows = none); its values are
+    # in the weights.
+    trend_origin: int = 0
+    trend_period_s: int = 0
+    trend_window: int = 0
+    trend_rows: int = 0
+
+    def with_trend(self, trend: Optional[TrendTable]) -> "ModelMeta":
+        if trend is None:
+            return self
+        return dataclasses.replace(self, trend_origin=int(trend.origin),
+                                   trend_period_s=int(trend.period_s),
+                                   trend_window=int(trend.window), trend_rows=len(trend.rows))
 
     def save(self, directory: str) -> None:
         with tf.io.gfile.GFile(os.path.join(directory, META_FILE), "w") as f:
@@ -125,9 +139,40 @@ def set_precision(config: ModelConfig) -> None:
         if config.mixed_precision else "float32")
 
 
-def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> StarsModel:
+def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta,
+                trend: Optional[TrendTable] = None) -> StarsModel:
+    """The model; without ``trend``, an item trend of ``meta``'s layout whose values a
+    checkpoint then restores."""
+    if config.item_trend and trend is None:
+        if not meta.trend_rows:
+            raise ValueError("item_trend is on but the model meta has no trend table")
+        trend = TrendTable(meta.trend_origin, meta.trend_period_s, meta.trend_window,
+                           np.zeros((meta.trend_rows, len(catalog)), np.float32))
     return StarsModel(catalog, config, meta.num_event_types,
-                      user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes)
+                      user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes,
+                      trend=trend if config.item_trend else None)
+
+
+def training_trend(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
+                   num_items: int) -> TrendTable:
+    """The item trend table of the training split's distinct events (histories and
+    targets; unknown items skipped), one pass over the files."""
+    options = tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1)
+    data = data_accessor.tf_dataset_factory(file_pattern, options,
+                                            tft_output.transformed_metadata.schema)
+    users, items, times = [], [], []
+    for features in data:
+        history = numpy_rows(adapter.history_indices(features))
+        history_ts = numpy_rows(features["timestamp"])
+        targets = numpy_rows(F.map_values(features["target_item_id"], adapter.lookup))
+        target_ts = numpy_rows(features["target_timestamp"])
+        for user, h, hts, t, tts in zip(numpy_rows(features["user_id"]), history, history_ts,
+                                        targets, target_ts):
+            users.append(user[0] if len(user) else b"")
+            items.append(np.concatenate([h, t[:len(tts)]]))
+            times.append(np.concatenate([hts, tts[:len(t)]]))
+    events, timestamps = distinct_events(users, items, times)
+    return trend_table(events, timestamps, num_items)
 
 
 def make_adapter(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> InputAdapter:
@@ -295,8 +340,11 @@ def run_fn(fn_args) -> None:
     if fn_args.train_steps:
         train_data = train_data.take(fn_args.train_steps)
         steps = min(steps, fn_args.train_steps)
+    trend = (training_trend(fn_args.train_files, fn_args.data_accessor, tft_output, adapter,
+                            len(catalog)) if config.item_trend else None)
+    meta = meta.with_trend(trend)
     set_precision(config)
-    model = build_model(catalog, config, meta)
+    model = build_model(catalog, config, meta, trend)
     history = train(model, config, train_data, eval_data, steps * config.epochs,
                     log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
                     monitor=VR.MONITOR, monitor_mode="max")

@@ -25,6 +25,10 @@ def _features(histories, targets, pages, target_pages):
         f[name] = _ragged([[10 * j + 1 for j in range(k)] for k in n], tf.int64)
     for name in ("hour", "day_of_week", "week_of_year", "holiday"):
         f[f"target_{name}"] = tf.constant([7] * len(histories), tf.int64)
+    # Event times 100 * (position + 1) s; the request 1000 * (row + 1) s.
+    f["timestamp"] = _ragged([[100 * (j + 1) for j in range(k)] for k in n], tf.int64)
+    f["target_timestamp"] = tf.constant([1000 * (r + 1) for r in range(len(histories))],
+                                        tf.int64)
     return f
 
 
@@ -41,6 +45,10 @@ def test_left_padding_truncation_targets_and_pools():
                                   [[2, 3, 4], [-1, 4, 2], [1, -1, -1]])
     np.testing.assert_array_equal(out["target"].numpy(), [4, 2, -1])
     np.testing.assert_array_equal(out["next_hour"].numpy()[1], [0, 1, 7])
+    # Each position's request time is its next event's; the last position's the request's.
+    np.testing.assert_array_equal(out["target_timestamp"].numpy(), [1000, 2000, 3000])
+    np.testing.assert_array_equal(out["next_timestamp"].numpy(),
+                                  [[300, 400, 1000], [0, 100, 2000], [100, 200, 3000]])
     pools = out["next_pools"].to_list()
     # Each position's pool is the page of the event it predicts: row 0's first position
     # ("b") predicts "c", shown with "a"; the last position predicts the target.

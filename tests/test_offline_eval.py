@@ -230,8 +230,9 @@ def quick_run(tmp_path_factory):
             and kwargs.get("monitor") == VR.MONITOR))
         return original_train(model, config, train_data, eval_data, total_steps, **kwargs)
 
-    def rank(queries, items, k=offline.K_MAX, history=None, chunk_rows=256):
-        masked, unmasked = original_rank(queries, items, k, history, chunk_rows)
+    def rank(queries, items, k=offline.K_MAX, history=None, chunk_rows=256, item_prior=None):
+        events.append(("rank", item_prior is not None))
+        masked, unmasked = original_rank(queries, items, k, history, chunk_rows, item_prior)
         leaks.extend(bool(set(m.tolist()) & set(np.asarray(h).tolist()))
                      for m, h in zip(masked, history))
         return masked, unmasked
@@ -244,7 +245,8 @@ def quick_run(tmp_path_factory):
         mp.setattr(offline, "rank_full_catalogue", rank)
         document = offline.run_offline_eval(
             base / "data", base / "out", models=models, quick=True, encoder="hashing:64",
-            seed=0, results_path=base / "results" / "quality_tiny.json", dataset="synth-tiny")
+            seed=0, results_path=base / "results" / "quality_tiny.json", dataset="synth-tiny",
+            overrides={"stars": {"item_trend": True}})  # as the benchmark preset has it
     return base, document, events, leaks, models
 
 
@@ -274,6 +276,12 @@ def test_results_json_shape(quick_run):
             if "training" in e.get("config", {})}
     assert cold["sasrec_id"] is None and cold["stars"]["cold_items"] > 0
     assert len(cold["stars"]["tried"]) == 5
+    # The item trend: on for stars (its term added to the test ranking), off for the ID-only.
+    trend = {e["model"]: e["config"]["item_trend"] for e in on_disk["results"]
+             if "training" in e.get("config", {})}
+    assert trend == {"stars": True, "sasrec_id": False}
+    ranks = [with_prior for kind, *with_prior in quick_run[2] if kind == "rank"]
+    assert [True] in ranks and [False] in ranks
 
 
 @pytest.mark.e2e

@@ -32,7 +32,7 @@ def runs(tmp_path_factory):
     synth.generate(base / "data", "tiny", seed=5)
     config = PipelineConfig(
         data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
-        model_preset="tiny", model_overrides=json.dumps({"epochs": 2}), top_k=TOP_K,
+        model_preset="tiny", model_overrides=json.dumps({"epochs": 2, "item_trend": True}), top_k=TOP_K,
         min_recall_vs_popularity=0.0, max_regression=1.0)
     local.run(config)
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
@@ -155,3 +155,15 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     tf.debugging.assert_near(users["h_next"], users["h_next_base"] + offset["offset"], atol=1e-4)
     searched = _as_lists(loaded.signatures["search"](query_embeddings=users["h_next"]))
     assert searched["ids"] == answer["ni_ids"]
+    # The item trend (on in this run) is in the served scores: h·w_j + β·trend_j at export.
+    from tfx.utils import path_utils
+    from models import trainer as T
+    model, _, _, catalog, _ = T.load_trained(path_utils.serving_model_path(
+        _latest(config.pipeline_root, "StarsTrainer", "model")))
+    beta, trend = float(model.item_trend.beta.numpy()), model.item_trend.current().numpy()
+    assert beta != 0.0 and trend.any()
+    index = {str(item): i for i, item in enumerate(catalog.item_ids)}
+    for q, ids, scores in zip(users["h_next"].numpy(), searched["ids"], searched["scores"]):
+        rows = [index[i] for i in ids]
+        expected = model.item_embeddings().numpy()[rows] @ q + beta * trend[rows]
+        assert max(abs(a - b) for a, b in zip(scores, expected)) < 1e-3

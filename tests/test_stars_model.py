@@ -7,6 +7,7 @@ conversion, and converting the Keras internals would cost tens of seconds of
 tracing on a 2-core machine.
 """
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import tensorflow as tf
 from models import calendar
 from models.config import ABLATIONS, make_config
 from models.item_catalog import ItemCatalog
+from models.item_trend import trend_table
 from models.schedule import make_optimizer
 from models.stars_model import StarsModel, history_so_far
 
@@ -60,6 +62,10 @@ def _inputs(histories, targets, context=(9, 3, 20, 0), pages=None):
     if pages is None:
         pages = [[] for _ in range(batch * L)]
     out["next_pools"] = tf.ragged.constant(pages, dtype=tf.int32, ragged_rank=1, inner_shape=())
+    # Event times: a day apart, the latest a day before the request (day 100).
+    times = np.where(valid, (100 - (L - np.arange(L)[None])) * 86400, 0).astype(np.int64)
+    out["target_timestamp"] = np.full(batch, 100 * 86400, np.int64)
+    out["next_timestamp"] = np.concatenate([times[:, 1:], out["target_timestamp"][:, None]], 1)
     for name, value in zip(CONTEXT, context):
         out[name] = np.where(valid, value, 0).astype(np.int64)
         out[f"target_{name}"] = np.full(batch, value, np.int64)
@@ -72,9 +78,10 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def _model(catalog, config):
+def _model(catalog, config, trend=None):
     tf.keras.utils.set_random_seed(config.seed)
-    return StarsModel(catalog, config, num_event_types=3, user_vocab_sizes=USER_VOCAB)
+    return StarsModel(catalog, config, num_event_types=3, user_vocab_sizes=USER_VOCAB,
+                      trend=trend)
 
 
 def _train(model, config, batches, steps, unfreeze_at=None):
@@ -318,6 +325,67 @@ def test_mask_history_takes_each_positions_past_items_out_of_its_softmax():
     assert float(model.loss_parts(inputs)["loss_next"]) > got
 
 
+def _trend(num_items, seed=5):
+    """A trend table over random events in the 100 days before the requests."""
+    rng = np.random.default_rng(seed)
+    return trend_table(rng.integers(0, num_items, 300), rng.integers(0, 100, 300) * 86400,
+                       num_items, period_s=7 * 86400, window=2)
+
+
+def test_item_trend_adds_beta_times_the_request_periods_trend_to_every_logit():
+    """L_next and L_gen against a numpy reference: full softmax over h·w_j + β·trend_j(t),
+    t = each softmax row's own request time (the next event's, or the example's)."""
+    catalog, inputs = _small_setup()
+    trend = _trend(len(catalog))
+    config = make_config("tiny", max_history=L, full_softmax=True, alpha=0.0,
+                         use_context=False, item_trend=True)
+    model = _model(catalog, config, trend)
+    model.loss_parts(inputs)
+    model.item_trend.beta.assign(0.8)
+    parts = model.loss_parts(inputs)
+    hidden, gen, _ = model.encode(inputs)
+    hidden = hidden.numpy()[:, 1:]
+    queries = model.next_head(hidden.reshape(-1, hidden.shape[-1])).numpy()
+    items = model.item_embeddings().numpy()
+    targets, valid = inputs["next_items"].numpy(), inputs["valid"].numpy()
+    times = inputs["next_timestamp"].numpy()
+    rows = []
+    for b in range(targets.shape[0]):
+        for t in range(L):
+            if valid[b, t] and targets[b, t] >= 0:
+                logits = queries[b * L + t] @ items.T + 0.8 * trend.rows[trend.row_of(times[b, t])]
+                rows.append(-_log_softmax(logits[None])[0, targets[b, t]])
+    np.testing.assert_allclose(float(parts["loss_next"]), np.mean(rows), rtol=1e-4)
+    gen_q = model.gen_head(gen).numpy()
+    gen_rows = []
+    for b, future in enumerate(inputs["targets"].to_list()):
+        request = inputs["target_timestamp"].numpy()[b]
+        for target in future:
+            logits = gen_q[b] @ items.T + 0.8 * trend.rows[trend.row_of(request)]
+            gen_rows.append(-_log_softmax(logits[None])[0, target])
+    np.testing.assert_allclose(float(parts["loss_gen"]), np.mean(gen_rows), rtol=1e-4)
+    # What the rankings add to h·w_j: the same term, at the request's time.
+    prior = model.item_prior(inputs["target_timestamp"]).numpy()
+    np.testing.assert_allclose(prior[0], 0.8 * trend.rows[trend.row_of(100 * 86400)], rtol=1e-6)
+    # The sampled softmax gets the term too, and β trains.
+    sampled = _model(catalog, config.replace(full_softmax=False), trend)
+    sampled.compile(optimizer=make_optimizer(config, 10))
+    sampled.loss_parts(inputs)
+    assert np.isfinite(sampled.train_step(inputs)["loss"].numpy())
+    assert float(sampled.item_trend.beta.numpy()) != 0.0
+
+
+def test_item_trend_needs_its_table_and_is_off_elsewhere():
+    catalog, _ = _small_setup()
+    with pytest.raises(ValueError, match="trend table"):
+        _model(catalog, make_config("tiny", item_trend=True))
+    model = _model(catalog, make_config("tiny"))
+    assert model.item_trend is None and model.item_prior(tf.constant([0])) is None
+    assert make_config("benchmark").item_trend
+    assert not make_config("benchmark", "stars_no_context").item_trend
+    assert not make_config("benchmark", "sasrec_id").item_trend
+
+
 def test_lambda_neg_and_lambda_aux_add_terms():
     catalog, inputs = _small_setup()
     base = make_config("tiny", max_history=L)
@@ -421,15 +489,19 @@ def test_no_context_variant_ignores_the_offset():
     np.testing.assert_array_equal(next0.numpy(), next1.numpy())
 
 
-def test_mixed_precision_trains_with_float32_losses():
+@pytest.mark.parametrize("overrides", [{}, {"item_trend": True},
+                                       {"item_trend": True, "full_softmax": True}])
+def test_mixed_precision_trains_with_float32_losses(overrides):
     from models import trainer
     catalog, inputs = _small_setup()
-    config = make_config("tiny", max_history=L, mixed_precision=True)
+    config = make_config("tiny", max_history=L, mixed_precision=True, **overrides)
+    trend = _trend(len(catalog))
+    meta = trainer.ModelMeta(
+        num_event_types=3, user_numeric=[], user_vocab_sizes=USER_VOCAB,
+        catalog_transformed_uri="", catalog_transform_graph_uri="", transform_graph_uri="")
     try:
         trainer.set_precision(config)
-        model = trainer.build_model(catalog, config, trainer.ModelMeta(
-            num_event_types=3, user_numeric=[], user_vocab_sizes=USER_VOCAB,
-            catalog_transformed_uri="", catalog_transform_graph_uri="", transform_graph_uri=""))
+        model = trainer.build_model(catalog, config, meta.with_trend(trend), trend)
         assert tf.keras.mixed_precision.global_policy().compute_dtype in ("float16", "bfloat16")
         history = _train(model, config, [inputs], 2)
     finally:
@@ -517,3 +589,28 @@ def test_scale_item_tokens_multiplies_only_the_encoder_input_by_sqrt_d():
     np.testing.assert_allclose(seen[True][:, 0], seen[False][:, 0], atol=1e-6)
     assert not np.allclose(seen[True][:, 1:], seen[False][:, 1:])
     np.testing.assert_allclose(seen[("items", True)], seen[("items", False)], atol=1e-6)
+
+
+def test_the_item_trend_is_saved_and_restored_with_the_weights(tmp_path):
+    """The Trainer's model directory rebuilds the trend: its layout from the meta, its
+    rows and β from the checkpoint."""
+    from models import trainer
+    catalog, inputs = _small_setup()
+    config = make_config("tiny", max_history=L, item_trend=True)
+    trend = _trend(len(catalog))
+    meta = trainer.ModelMeta(
+        num_event_types=3, user_numeric=[], user_vocab_sizes=USER_VOCAB,
+        catalog_transformed_uri="", catalog_transform_graph_uri="",
+        transform_graph_uri="").with_trend(trend)
+    model = trainer.build_model(catalog, config, meta, trend)
+    model.loss_parts(inputs)
+    model.item_trend.beta.assign(1.25)
+    trainer.save_trained(model, config, meta, str(tmp_path))
+    loaded, _, loaded_meta, _, _ = trainer.load_trained(str(tmp_path), catalog=catalog)
+    assert loaded_meta.trend_rows == len(trend.rows) and loaded_meta.trend_origin == trend.origin
+    np.testing.assert_allclose(loaded.item_trend.rows.numpy(), trend.rows)
+    assert float(loaded.item_trend.beta.numpy()) == 1.25
+    np.testing.assert_allclose(loaded.item_prior(inputs["target_timestamp"]).numpy(),
+                               model.item_prior(inputs["target_timestamp"]).numpy())
+    with pytest.raises(ValueError, match="no trend table"):
+        trainer.build_model(catalog, config, dataclasses.replace(meta, trend_rows=0))

@@ -28,10 +28,19 @@ class FixedModel(tf.keras.Model):
         return tf.gather(self.gen, rows), tf.gather(self.nxt, rows)
 
 
-def _numpy_metrics(queries, items, history, targets, k=10):
+class TrendModel(FixedModel):
+    """Test double with an item-and-time term: item (t mod I) gets +3 at request time t."""
+    item_trend = "on"
+
+    def item_prior(self, request_time):
+        return 3.0 * tf.one_hot(tf.cast(request_time, tf.int32) % self.items.shape[0],
+                                self.items.shape[0])
+
+
+def _numpy_metrics(queries, items, history, targets, k=10, prior=None):
     hits, gains = [], []
-    for q, seen, target in zip(queries, history, targets):
-        scores = items @ q
+    for row, (q, seen, target) in enumerate(zip(queries, history, targets)):
+        scores = items @ q + (0.0 if prior is None else prior[row])
         order = [i for i in np.argsort(-scores, kind="stable") if i not in set(seen)]
         rank = order.index(target[0]) + 1
         hits.append(rank <= k)
@@ -122,3 +131,19 @@ def test_bad_arguments_are_rejected(setup):
         VR.ValidationRanking(batches, history, targets, ("rr",))
     with pytest.raises(ValueError, match="histories"):
         VR.ValidationRanking(batches, history[:-1], targets)
+
+
+def test_the_models_item_prior_is_added_at_each_examples_request_time(setup):
+    model, batches, history, targets = setup
+    trend = TrendModel(model.items.numpy(), model.gen.numpy(), model.nxt.numpy())
+    times = np.arange(len(targets)) * 7 + 5
+    for b in batches:
+        b["target_timestamp"] = tf.constant(times[b["row"].numpy()], tf.int64)
+    callback = VR.ValidationRanking(batches, history, targets, ("ni",))
+    callback.set_model(trend)
+    prior = 3.0 * np.eye(len(model.items.numpy()))[times % len(model.items.numpy())]
+    hr, ndcg = _numpy_metrics(model.nxt.numpy(), model.items.numpy(), history, targets,
+                              prior=prior)
+    assert callback.scores()["ni"] == (pytest.approx(hr), pytest.approx(ndcg))
+    callback.set_model(model)  # the same ranking without the term differs
+    assert callback.scores()["ni"] != (pytest.approx(hr), pytest.approx(ndcg))

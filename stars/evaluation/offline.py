@@ -349,11 +349,12 @@ class EvalContext:
 
 def rank_full_catalogue(queries, item_embeddings, k: int = K_MAX,
                         history: Optional[Sequence[Sequence[int]]] = None,
-                        chunk_rows: int = 256) -> Tuple[np.ndarray, np.ndarray]:
+                        chunk_rows: int = 256, item_prior=None) -> Tuple[np.ndarray, np.ndarray]:
     """``(masked, unmasked)`` top-k item indices of brute-force dot-product scores.
 
     ``queries`` [N, d] against ``item_embeddings`` [I, d]: every catalogue item is
-    scored (no sampled negatives), ``chunk_rows`` queries at a time.  ``masked``
+    scored (no sampled negatives), ``chunk_rows`` queries at a time; ``item_prior``
+    [N, I] (None = none) is added to the scores (``StarsModel.item_prior``).  ``masked``
     never contains an item of the row's ``history``; ``unmasked`` excludes nothing.
     Ties go to the lower item index; rows are padded with -1 when fewer than k
     items remain.
@@ -366,6 +367,8 @@ def rank_full_catalogue(queries, item_embeddings, k: int = K_MAX,
     for start in range(0, n, chunk_rows):
         stop = min(n, start + chunk_rows)
         scores = queries[start:stop] @ items.T
+        if item_prior is not None:
+            scores += np.asarray(item_prior[start:stop], np.float32)
         unmasked[start:stop] = RM.top_k_from_scores(scores, k)
         exclude = None if history is None else [np.asarray(h, np.int64)
                                                 for h in history[start:stop]]
@@ -509,14 +512,18 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
         data = ctx.to_split_data(raw)
         parts.append(data)
         gen, nxt = model.user_embeddings(inputs)
+        prior = model.item_prior(inputs["target_timestamp"])
+        prior = None if prior is None else prior.numpy()
         for variant, queries in (("gi", gen.numpy().astype(np.float32)),
                                  ("ni", nxt.numpy().astype(np.float32))):
-            masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history)
+            masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history,
+                                                   item_prior=prior)
             tops[variant][0].append(masked)
             tops[variant][1].append(unmasked)
             if with_candidates:
-                candidate_scores[variant] += [items[c] @ q for q, c in
-                                              zip(queries, data.candidates)]
+                candidate_scores[variant] += [
+                    items[c] @ q + (0.0 if prior is None else prior[row, c])
+                    for row, (q, c) in enumerate(zip(queries, data.candidates))]
     data = SplitData.concat(parts)
     ranked = {v: (np.concatenate(m), np.concatenate(u)) for v, (m, u) in tops.items()}
     ranked["rr"] = (_interleave(ranked["gi"][0], ranked["ni"][0]),
@@ -579,7 +586,12 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     set_precision = getattr(T, "set_precision", None)  # as the Trainer's run_fn does
     if set_precision is not None:
         set_precision(config)
-    model = T.build_model(ctx.catalog, config, ctx.meta)
+    trend = None
+    if config.item_trend:  # from the training split, as the Trainer's run_fn
+        ctx.reads[variant]["train"] += 1
+        trend = T.training_trend(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
+                                 ctx.num_items)
+    model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend)
     # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
     # on_epoch_begin(0) when delta_frozen_epochs = 0 (sasrec_id, stars_no_text), before
     # any forward pass would have created it.
@@ -765,11 +777,13 @@ STARS_VS_LAMBDAMART_HIT5 = 1.75  # the paper's +75% Hit@5 over LambdaMART
 ABLATIONS_OF_STARS = ("stars_no_text", "stars_no_tags", "stars_no_context", "stars_no_user")
 NO_USER_FEATURES = ("the data has no user features, so stars runs without the [USER] token "
                     "(models.trainer.fit_user_token)")
-# Ablations of a part the data can switch off in stars itself: (config field, why n/a).
+# Ablations of a part the data can switch off in stars itself: (the config fields that
+# make up the part, why n/a when stars runs with all of them off).
 SWITCHED_OFF_BY_DATA = {
-    "stars_no_context": ("use_context", "stars itself runs without calendar context on this data"),
-    "stars_no_user": ("use_user_token", "stars itself runs without a [USER] token on this "
-                                        "data: it has no user features"),
+    "stars_no_context": (("use_context", "item_trend"),
+                         "stars itself runs without calendar context or item trend on this data"),
+    "stars_no_user": (("use_user_token",), "stars itself runs without a [USER] token on this "
+                                           "data: it has no user features"),
 }
 
 
@@ -803,6 +817,7 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
     left out, and the absolute HR/NDCG bars (set for Amazon Beauty) are checked on
     Beauty only.  Figures are masked test-split figures of each model's best variant,
     averaged over the model's seeds when it was run with several (``seed_means``)."""
+    from models.config import completed
     entries = seed_means.mean_entries(entries)
     checks = []
     absolute = "beauty" in dataset.lower()
@@ -831,7 +846,8 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
             ablated = _best(entries, name)
             target = f"{name} lowers NDCG@10 (stars minus ablation > 0)"
             switched_off = SWITCHED_OFF_BY_DATA.get(name)
-            if switched_off and not (stars_e.get("config") or {}).get(switched_off[0], True):
+            recorded = completed(stars_e.get("config") or {})
+            if switched_off and not any(recorded.get(f, True) for f in switched_off[0]):
                 # stars itself runs without the part: not run, or left from an earlier run
                 checks.append({"target": target, "value": None, "bar": 0.0, "reached": None,
                                "note": switched_off[1]})
@@ -1012,6 +1028,13 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
 # entry point
 # ----------------------------------------------------------------------------------------
 
+def _has_dynamic_context(preset: str, quick: bool, overrides: Optional[Mapping]) -> bool:
+    """Whether stars runs with a part of the "− dynamic context" ablation: calendar
+    context (data-decided) or the item trend."""
+    config = model_config("stars", preset, 0, quick, overrides)
+    return any(getattr(config, f) for f in SWITCHED_OFF_BY_DATA["stars_no_context"][0])
+
+
 def _has_user_features(ctx: EvalContext) -> bool:
     from models.trainer import has_user_features
     return has_user_features(ctx.meta)
@@ -1031,8 +1054,8 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
     Returns the results document (``{"dataset", "protocol", "results"}``) with
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
     ``context`` (auto | on | off) decides the STARS models' calendar context
-    (``stars.calendar_context``); with it off, ``stars_no_context`` would repeat ``stars``
-    and is not run (its earlier entries are dropped).  Likewise ``stars_no_user`` on data
+    (``stars.calendar_context``); with it and the item trend off, ``stars_no_context``
+    would repeat ``stars`` and is not run (its earlier entries are dropped).  Likewise ``stars_no_user`` on data
     without user features, where STARS has no [USER] token (``models.trainer.fit_user_token``).
     """
     started = time.time()
@@ -1073,8 +1096,10 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                 entries += evaluate_lambdamart(ctx, seed, quick)
             else:
                 skip(name, "lightgbm is not installed (pip install lightgbm)", "skipped")
-        elif name == "stars_no_context" and not use_context:
-            skip(name, f"the same model as stars here ({context_reason})", "not run")
+        elif name == "stars_no_context" and not _has_dynamic_context(
+                preset, quick, CC.context_overrides("stars", use_context, overrides)):
+            skip(name, f"the same model as stars here ({context_reason}; no item trend)",
+                 "not run")
         elif name == "stars_no_user" and not _has_user_features(ctx):
             skip(name, f"the same model as stars here ({NO_USER_FEATURES})", "not run")
         else:

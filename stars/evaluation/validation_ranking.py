@@ -48,6 +48,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             raise ValueError(f"{len(self.history)} histories for {len(self.targets)} targets")
         self.variants = tuple(variants)
         self.verbose = verbose
+        self._request_time = None
         self.epochs: List[dict] = []
         self._embed = None
         # (row, item) pairs to mask, per chunk of rows.
@@ -65,10 +66,23 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         top = []
         for start in range(0, len(queries), CHUNK):
             scores = queries[start:start + CHUNK] @ items.T
+            prior = self._item_prior(start, start + CHUNK)
+            if prior is not None:
+                scores += prior
             rows, cols = self._masked[start // CHUNK]
             scores[rows, cols] = -np.inf
             top.append(tf.math.top_k(scores, k=min(K, scores.shape[1])).indices.numpy())
         return np.concatenate(top).astype(np.int64)
+
+    def _item_prior(self, start: int, stop: int) -> Optional[np.ndarray]:
+        """The model's item-and-time logit terms (the item trend) of rows start:stop, at
+        each example's request time; None for a model without them."""
+        if getattr(self.model, "item_trend", None) is None:
+            return None
+        if self._request_time is None:
+            self._request_time = np.concatenate(
+                [np.asarray(b["target_timestamp"], np.int64) for b in self.batches])
+        return self.model.item_prior(self._request_time[start:stop]).numpy()
 
     def user_queries(self) -> dict:
         """{variant: [N, D] user embeddings} of the current weights, in ``targets`` order."""
