@@ -60,3 +60,20 @@ def test_generator_ranks_the_catalogue_by_recent_cooccurrence():
         assert masked[row].tolist() == expected_masked, history
     # An unseen last item leaves popularity alone: the most frequent items first.
     assert unmasked[3][:3].tolist() == sorted(range(NUM_ITEMS), key=lambda j: (-counts[j], j))[:3]
+
+
+def test_item_recency_reads_only_interactions_before_the_request():
+    """last_seen_before against a loop: the latest training event of the item strictly
+    before the row's request time (nothing after it is known at request time)."""
+    model, _ = _generator()
+    events = {}
+    for seq in TRAIN:  # _split's times: a history event's position; the target at 100
+        for t, item in enumerate(seq[:-1]):
+            events.setdefault(item, []).append(t)
+        events.setdefault(seq[-1], []).append(100)
+    items = np.array([[0, 1, 2, 3, 11], [5, 1, 2, 0, 7], [3, 3, 9, 10, 4], [3, 5, 1, 6, 8]])
+    request = np.array([1, 3, 0, 101])
+    expected = [[max([t for t in events.get(j, []) if t < r], default=-1) for j in row]
+                for row, r in zip(items, request)]
+    np.testing.assert_array_equal(model.last_seen_before(items, request), expected)
+    assert (model.last_seen_before(items, request) < request[:, None]).all()

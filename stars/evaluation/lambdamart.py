@@ -11,8 +11,9 @@ re-ranks the candidates of a cheap generator.
 * **Features** of each (user, candidate) pair -- see ``FEATURES``: popularity,
   co-occurrence with the last item(s), same category / subclass as the last
   item, text similarity (the catalogue's frozen text embeddings) to the last
-  item and to the last three, item recency (days since the item's last
-  training interaction, at request time), whether/when/how often the user
+  item and to the last three, item recency (days from the item's latest
+  training interaction BEFORE the request to the request; nothing later is
+  known at request time), whether/when/how often the user
   already had it, the generator's rank and the history length.
 * **Training**: on the VALIDATION targets (the second-to-last event; groups
   whose target is not among the candidates carry no signal and are dropped),
@@ -79,14 +80,14 @@ class LambdaMartBaseline:
         self.text = text / np.where(norms > 0, norms, 1.0)
         # Directed co-occurrence within the window, and adjacent transitions.
         rows, cols, weights = [], [], []
-        last_seen = np.full(n, -1, np.int64)
+        event_items, event_times = [], []
         for history, history_ts, targets, target_ts in zip(
                 train_split.history, train_split.history_ts, train_split.targets,
                 train_split.target_ts):
             seq = np.concatenate([history, targets[:1]]).astype(np.int64)
             ts = np.concatenate([history_ts, [target_ts] if len(targets) else []]).astype(np.int64)
-            if len(seq):
-                np.maximum.at(last_seen, seq, ts)
+            event_items.append(seq)
+            event_times.append(ts)
             for d in range(1, settings.window + 1):
                 a, b = seq[:-d], seq[d:]
                 keep = a != b
@@ -100,9 +101,31 @@ class LambdaMartBaseline:
         adjacent = weights == 1.0
         self.transitions = _sparse(rows[adjacent], cols[adjacent], np.ones(int(adjacent.sum())), n)
         self.out_degree = np.asarray(self.transitions.sum(axis=1)).ravel()
-        self.last_seen = last_seen
+        # Every training event as (item, time), sorted: the latest one before a request time
+        # is one binary search away.
+        event_items = np.concatenate(event_items) if event_items else np.zeros(0, np.int64)
+        event_times = np.concatenate(event_times) if event_times else np.zeros(0, np.int64)
+        order = np.lexsort((event_times, event_items))
+        self._event_items, self._event_times = event_items[order], event_times[order]
         self.popularity = self.counts / max(1.0, float(self.counts.max(initial=0.0)))
         self.model = None
+
+    def last_seen_before(self, items: np.ndarray, request: np.ndarray) -> np.ndarray:
+        """[n, C] time of each item's latest training interaction strictly before its row's
+        request time (``request`` [n]); -1 where there is none."""
+        items = np.asarray(items, np.int64)
+        times = np.broadcast_to(np.asarray(request, np.int64)[:, None], items.shape)
+        if not len(self._event_items):
+            return np.full(items.shape, -1, np.int64)
+        # (item, time) as one sortable key: item in the high bits, time since the first
+        # event in the low 32 (136 years).
+        origin = int(self._event_times.min())
+        keys = (self._event_items << 32) | (self._event_times - origin)
+        query = (items << 32) | np.clip(times - origin, 0, (1 << 32) - 1)
+        where = np.searchsorted(keys, query, side="left") - 1    # the latest key below
+        safe = np.maximum(where, 0)
+        found = (where >= 0) & (self._event_items[safe] == items)
+        return np.where(found, self._event_times[safe], -1)
 
     # -- candidates and features ------------------------------------------------------------
     def _cooc_recent(self, histories) -> np.ndarray:
@@ -182,10 +205,9 @@ class LambdaMartBaseline:
                 if c >= 0 and int(c) in where:
                     steps[i, j] = where[int(c)]
                     count[i, j] = tally[int(c)]
-        request = split.target_ts[start:stop].astype(np.float64)
-        seen = self.last_seen[safe]
-        recency = np.where(seen >= 0, np.maximum(0.0, (request[:, None] - seen) / 86400.0),
-                           NEVER_SEEN_DAYS)
+        request = split.target_ts[start:stop].astype(np.int64)
+        seen = self.last_seen_before(safe, request)
+        recency = np.where(seen >= 0, (request[:, None] - seen) / 86400.0, NEVER_SEEN_DAYS)
         rank = np.broadcast_to(np.arange(1, width + 1, dtype=np.float32), (n, width)).copy()
         rank[:, generated.shape[1]:] = s.num_candidates + 1
         features = np.stack([
