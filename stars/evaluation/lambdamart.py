@@ -107,6 +107,10 @@ class LambdaMartBaseline:
         event_times = np.concatenate(event_times) if event_times else np.zeros(0, np.int64)
         order = np.lexsort((event_times, event_items))
         self._event_items, self._event_times = event_items[order], event_times[order]
+        # (item, time) as one sorted key: item in the high bits, time since the first event
+        # in the low 32 (136 years).
+        self._event_origin = int(event_times.min()) if len(event_times) else 0
+        self._event_keys = (self._event_items << 32) | (self._event_times - self._event_origin)
         self.popularity = self.counts / max(1.0, float(self.counts.max(initial=0.0)))
         self.model = None
 
@@ -117,12 +121,8 @@ class LambdaMartBaseline:
         times = np.broadcast_to(np.asarray(request, np.int64)[:, None], items.shape)
         if not len(self._event_items):
             return np.full(items.shape, -1, np.int64)
-        # (item, time) as one sortable key: item in the high bits, time since the first
-        # event in the low 32 (136 years).
-        origin = int(self._event_times.min())
-        keys = (self._event_items << 32) | (self._event_times - origin)
-        query = (items << 32) | np.clip(times - origin, 0, (1 << 32) - 1)
-        where = np.searchsorted(keys, query, side="left") - 1    # the latest key below
+        query = (items << 32) | np.clip(times - self._event_origin, 0, (1 << 32) - 1)
+        where = np.searchsorted(self._event_keys, query, side="left") - 1  # the latest below
         safe = np.maximum(where, 0)
         found = (where >= 0) & (self._event_items[safe] == items)
         return np.where(found, self._event_times[safe], -1)
