@@ -58,7 +58,7 @@ def choose_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
     if not cold.any() or not (config.use_text or config.use_tags):
         return None
     model.cold_item_norm.assign(0.0)
-    vectors = model.item_embeddings().numpy()[:, :config.serving_dim]  # the learned part
+    vectors = model.item_embeddings().numpy()
     queries = ranking.user_queries()  # the user side does not change: encoded once
     tried = []
     for quantile in QUANTILES:

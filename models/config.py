@@ -34,9 +34,6 @@ class ModelConfig:
     delta_dropout: float = 0.0       # share of items whose δ is dropped per training step
     scale_item_tokens: bool = False  # item tokens × √d at the encoder input (SASRec, Transformer)
     identity_projections: bool = False  # serving projections start at the identity (tied)
-    # The NI score's text match to the latest items (models.semantic_match): the width of
-    # the item keys appended to the serving space; 0 = off.  Needs the text embedding.
-    semantic_match_dim: int = 0
 
     # Objective (§4.3).
     alpha: float = 1.0               # popularity-prior weight; 0 = plain dot-product softmax
@@ -121,15 +118,14 @@ PRESETS = {
 ABLATIONS = {
     "stars": {},
     "stars_no_text": {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0,
-                      "delta_dropout": 0.0, "semantic_match_dim": 0},
+                      "delta_dropout": 0.0},
     "stars_no_tags": {"use_tags": False},
     "stars_no_context": {"use_context": False, "item_trend": False},
     "stars_no_user": {"use_user_token": False},
     "sasrec_id": {"use_text": False, "use_tags": False, "use_context": False, "item_trend": False,
                   "use_user_token": False, "use_engagement": False, "use_recency": False,
                   "delta_frozen_epochs": 0, "delta_lr_scale": 1.0, "alpha": 0.0,
-                  "full_softmax": True, "lambda_gen": 0.0, "delta_dropout": 0.0,
-                  "semantic_match_dim": 0},
+                  "full_softmax": True, "lambda_gen": 0.0, "delta_dropout": 0.0},
 }
 
 

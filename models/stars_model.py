@@ -14,9 +14,6 @@ plain dot products ``h·w_j``: the prior −α log p_j is a training-time
 correction (the dot product learns to carry popularity, as in logQ correction).
 With ``item_trend`` on, every logit, in training and at ranking, also gets the
 item trend term β·log(1 + n_j(t)) of the request's time t (``models.item_trend``).
-With ``semantic_match_dim`` > 0 the serving space is [learned part; text keys]: items
-append their keys, the NI query the weighted keys of the latest events, GI's query
-zeros (``models.semantic_match``).
 """
 from __future__ import annotations
 
@@ -37,7 +34,6 @@ from models.item_tokens import ItemTokenizer
 from models.item_trend import ItemTrend, TrendTable
 from models.negatives import CandidateSliceSampler
 from models.popularity import popularity_log_prior
-from models.semantic_match import SemanticMatch
 from models.user_token import UserToken
 
 
@@ -109,9 +105,6 @@ class StarsModel(tfrs.Model):
             raise ValueError("item_trend is on but no trend table was given "
                              "(models.item_trend.trend_table over the training events)")
         self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
-        self.semantic_match = (SemanticMatch(catalog.text_embedding, config.semantic_match_dim,
-                                             name="semantic_match")
-                               if config.semantic_match_dim > 0 and config.use_text else None)
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
@@ -131,24 +124,12 @@ class StarsModel(tfrs.Model):
         tokens = (self.items.all_tokens(training=training) if indices is None
                   else self.items(indices, training=training))
         vectors = self.item_head(tokens)
-        if not training:
-            warm = self.items.has_interactions[:, 0]
-            if indices is not None:
-                warm = tf.gather(warm, tf.cast(indices, tf.int32))
-            vectors = cold_items.rescale_cold(vectors, 1.0 - warm, self.cold_item_norm)
-        if self.semantic_match is None:
+        if training:
             return vectors
-        keys = self.semantic_match.item_keys(indices)
-        return tf.concat([vectors, tf.cast(keys, vectors.dtype)], axis=-1)
-
-    def _with_semantic(self, learned, semantic=None):
-        """``learned`` [N, s] user vectors -> the serving space: the semantic-match part
-        (``semantic`` [N, m], zeros when None) appended when the model has one."""
-        if self.semantic_match is None:
-            return learned
-        if semantic is None:
-            semantic = tf.zeros([tf.shape(learned)[0], self.semantic_match.dim])
-        return tf.concat([learned, tf.cast(semantic, learned.dtype)], axis=-1)
+        warm = self.items.has_interactions[:, 0]
+        if indices is not None:
+            warm = tf.gather(warm, tf.cast(indices, tf.int32))
+        return cold_items.rescale_cold(vectors, 1.0 - warm, self.cold_item_norm)
 
     def encode(self, inputs, training=False):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
@@ -165,30 +146,17 @@ class StarsModel(tfrs.Model):
         return (hidden,) + read_outs(hidden, valid, self.config.use_user_token)
 
     def offset(self, context):
-        """Δ_ctx in the serving space (0 on the semantic-match part), 0.0 without context."""
         if not self.config.use_context:
             return 0.0
-        return self._with_semantic(self.context_offset(context))
-
-    def base_user_embeddings(self, inputs, training=False):
-        """(h_gen, h_next) in the serving space, without the request-context offset."""
-        _, gen, nxt = self.encode(inputs, training=training)
-        semantic = None
-        if self.semantic_match is not None:
-            last = last_valid_position(inputs["valid"])
-            per_position = self.semantic_match.queries(inputs["items"], inputs["valid"])
-            semantic = (tf.gather(per_position, tf.maximum(last, 0), batch_dims=1)
-                        * tf.cast(last >= 0, per_position.dtype)[:, None])
-        return (self._with_semantic(self.gen_head(gen)),
-                self._with_semantic(self.next_head(nxt), semantic))
+        return self.context_offset(context)
 
     def user_embeddings(self, inputs, context=None, training=False):
         """(h_gen, h_next) in the serving space, with the request-context offset added."""
-        gen, nxt = self.base_user_embeddings(inputs, training=training)
+        _, gen, nxt = self.encode(inputs, training=training)
         context = context if context is not None else {
             n: inputs[f"target_{n}"] for n in ("hour", "day_of_week", "week_of_year", "holiday")}
         delta = self.offset(context)
-        return gen + delta, nxt + delta
+        return self.gen_head(gen) + delta, self.next_head(nxt) + delta
 
     def item_prior(self, request_time):
         """[N, I] the logit terms that depend on the item and the request time alone (the
@@ -247,9 +215,7 @@ class StarsModel(tfrs.Model):
         states = tf.boolean_mask(hidden[:, 1:], keep)
         context = {n: tf.boolean_mask(inputs[f"next_{n}"], keep)
                    for n in ("hour", "day_of_week", "week_of_year", "holiday")}
-        semantic = (None if self.semantic_match is None else tf.boolean_mask(
-            self.semantic_match.queries(inputs["items"], inputs["valid"]), keep))
-        queries = self._with_semantic(self.next_head(states), semantic) + self.offset(context)
+        queries = self.next_head(states) + self.offset(context)
         positives = tf.boolean_mask(targets, keep)
         seen = history_so_far(inputs["items"], inputs["valid"]) if c.mask_history else None
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
@@ -269,8 +235,7 @@ class StarsModel(tfrs.Model):
             rows = future.value_rowids()
             gen_context = {n: tf.gather(inputs[f"target_{n}"], rows)
                            for n in ("hour", "day_of_week", "week_of_year", "holiday")}
-            gen_queries = (tf.gather(self._with_semantic(self.gen_head(gen)), rows)
-                           + self.offset(gen_context))
+            gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
             empty = tf.RaggedTensor.from_row_lengths(
                 tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
             gen_loss, _ = self._slice_loss(

@@ -246,7 +246,7 @@ def quick_run(tmp_path_factory):
         document = offline.run_offline_eval(
             base / "data", base / "out", models=models, quick=True, encoder="hashing:64",
             seed=0, results_path=base / "results" / "quality_tiny.json", dataset="synth-tiny",
-            overrides={"stars": {"item_trend": True, "semantic_match_dim": 8}})  # as benchmark
+            overrides={"stars": {"item_trend": True}})  # as the benchmark preset has it
     return base, document, events, leaks, models
 
 
@@ -280,9 +280,6 @@ def test_results_json_shape(quick_run):
     trend = {e["model"]: e["config"]["item_trend"] for e in on_disk["results"]
              if "training" in e.get("config", {})}
     assert trend == {"stars": True, "sasrec_id": False}
-    semantic = {e["model"]: e["config"]["semantic_match_dim"] for e in on_disk["results"]
-                if "training" in e.get("config", {})}
-    assert semantic == {"stars": 8, "sasrec_id": 0}
     ranks = [with_prior for kind, *with_prior in quick_run[2] if kind == "rank"]
     assert [True] in ranks and [False] in ranks
 

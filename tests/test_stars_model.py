@@ -375,74 +375,6 @@ def test_item_trend_adds_beta_times_the_request_periods_trend_to_every_logit():
     assert float(sampled.item_trend.beta.numpy()) != 0.0
 
 
-def test_semantic_match_adds_the_latest_items_text_match_to_ni_logits_only():
-    """L_next and L_gen against a numpy reference: NI rows score h·w_j + Σ_k a_k
-    key(item at t − k)·key_j, GI rows h_gen·w_j alone; the served vectors carry the
-    same parts, so one inner product gives these scores."""
-    from models.semantic_match import WEIGHT_SCALE
-    catalog, inputs = _small_setup()
-    config = make_config("tiny", max_history=L, full_softmax=True, alpha=0.0,
-                         semantic_match_dim=6)
-    model = _model(catalog, config)
-    model.loss_parts(inputs)
-    weights = np.array([1.2, 0.6, -0.3], np.float32)
-    model.semantic_match.weights_raw.assign(weights / WEIGHT_SCALE)
-    parts = model.loss_parts(inputs)
-    keys = model.semantic_match.keys.numpy()
-    learned = model.item_embeddings().numpy()
-    assert learned.shape == (len(catalog), config.serving_dim + 6)
-    np.testing.assert_allclose(learned[:, config.serving_dim:], keys)
-    hidden, gen, _ = model.encode(inputs)
-    hidden = hidden.numpy()[:, 1:]
-    context = {n: inputs[f"next_{n}"] for n in CONTEXT}
-    offsets = model.context_offset(
-        {n: tf.reshape(v, [-1]) for n, v in context.items()}).numpy()
-    queries = model.next_head(hidden.reshape(-1, hidden.shape[-1])).numpy() + offsets
-    items_in, targets = inputs["items"].numpy(), inputs["next_items"].numpy()
-    valid = inputs["valid"].numpy()
-
-    def text_match(b, t):
-        return sum(weights[k] * keys[items_in[b, t - k]] for k in range(3)
-                   if t - k >= 0 and valid[b, t - k] and items_in[b, t - k] >= 0) @ keys.T
-
-    rows = []
-    for b in range(targets.shape[0]):
-        for t in range(L):
-            if valid[b, t] and targets[b, t] >= 0:
-                logits = (queries[b * L + t] @ learned[:, :config.serving_dim].T
-                          + text_match(b, t))
-                rows.append(-_log_softmax(logits[None])[0, targets[b, t]])
-    np.testing.assert_allclose(float(parts["loss_next"]), np.mean(rows), rtol=1e-4)
-    gen_q = model.gen_head(gen).numpy() + model.context_offset(
-        {n: inputs[f"target_{n}"] for n in CONTEXT}).numpy()
-    gen_rows = [-_log_softmax((gen_q[b] @ learned[:, :config.serving_dim].T)[None])[0, target]
-                for b, future in enumerate(inputs["targets"].to_list()) for target in future]
-    np.testing.assert_allclose(float(parts["loss_gen"]), np.mean(gen_rows), rtol=1e-4)
-    # The user embeddings: NI's tail is the latest events' match, GI's is zero.
-    h_gen, h_next = (x.numpy() for x in model.user_embeddings(inputs))
-    assert not h_gen[:, config.serving_dim:].any()
-    last = L - 1  # left padding: the latest event is last (row 0 ends with an unknown item)
-    for b in range(1, targets.shape[0]):
-        np.testing.assert_allclose(h_next[b, config.serving_dim:] @ keys.T,
-                                   text_match(b, last), atol=1e-5)
-    # The weights train, in the sampled softmax as in the full one.
-    sampled = _model(catalog, config.replace(full_softmax=False))
-    sampled.compile(optimizer=make_optimizer(config, 10))
-    sampled.loss_parts(inputs)
-    assert np.isfinite(sampled.train_step(inputs)["loss"].numpy())
-    assert np.abs(sampled.semantic_match.weights_raw.numpy()).max() > 0
-
-
-def test_semantic_match_is_off_without_text_and_by_default():
-    catalog, _ = _small_setup()
-    assert _model(catalog, make_config("tiny", max_history=L)).semantic_match is None
-    for variant in ("stars_no_text", "sasrec_id"):
-        config = make_config("tiny", variant, max_history=L, semantic_match_dim=6)
-        assert config.semantic_match_dim == 6 and not config.use_text
-        assert _model(catalog, config).semantic_match is None
-        assert make_config("tiny", variant).semantic_match_dim == 0
-
-
 def test_item_trend_needs_its_table_and_is_off_elsewhere():
     catalog, _ = _small_setup()
     with pytest.raises(ValueError, match="trend table"):
@@ -558,8 +490,7 @@ def test_no_context_variant_ignores_the_offset():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"item_trend": True},
-                                       {"item_trend": True, "full_softmax": True},
-                                       {"semantic_match_dim": 8, "full_softmax": True}])
+                                       {"item_trend": True, "full_softmax": True}])
 def test_mixed_precision_trains_with_float32_losses(overrides):
     from models import trainer
     catalog, inputs = _small_setup()
