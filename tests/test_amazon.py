@@ -31,7 +31,8 @@ def source(tmp_path):
 def test_import_writes_the_contract(source, tmp_path):
     out = tmp_path / "out"
     summary = amazon.import_amazon(source, out)
-    assert summary == {"items": 4, "interactions": 4, "rejected_interactions": 1, "users": 2}
+    assert summary == {"items": 4, "untitled_items": 0, "interactions": 4,
+                       "rejected_interactions": 1, "users": 2}
     items = {f["item_id"][0]: f for f in catalog.read_catalog(out)}
     assert set(items) == {"1", "2", "3", "4"}  # unreviewed items stay in the catalogue
     # Attribute 7 is the most frequent (broadest): the category; the rarest is the subclass.
@@ -49,3 +50,19 @@ def test_missing_source_columns_are_named(source, tmp_path):
     (source / "items.csv").write_text("item_id,asin\n1,A1\n")
     with pytest.raises(contract.ContractError, match="column 'title'"):
         amazon.import_amazon(source, tmp_path / "out")
+
+
+def test_an_untitled_item_keeps_its_reviews_under_a_named_title(source, tmp_path):
+    rows = (source / "items.csv").read_text().splitlines()
+    rows[2] = rows[2].replace("Vegan Shampoo", "")  # item 2: reviewed, no title
+    (source / "items.csv").write_text("\n".join(rows) + "\n")
+    summary = amazon.import_amazon(source, tmp_path / "out")
+    assert summary["untitled_items"] == 1 and summary["interactions"] == 4
+    items = {f["item_id"][0]: f for f in catalog.read_catalog(tmp_path / "out")}
+    assert items["2"]["title"] == ["untitled item A2"]
+    events = contract.read_whole_table(tmp_path / "out" / "interactions.csv", contract.INTERACTIONS)
+    assert "2" in set(events["item_id"])
+    # Other required cells still may not be empty.
+    (source / "items.csv").write_text("\n".join(rows).replace("\n1,A1", "\n,A1") + "\n")
+    with pytest.raises(contract.ContractError, match="must not be empty"):
+        amazon.import_amazon(source, tmp_path / "again")

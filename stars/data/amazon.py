@@ -8,7 +8,10 @@ Source files (see ``shared/data/README.md``):
 * ``items.csv``: ``item_id, asin, s3rec_item_id, title, s3rec_attr_ids`` -- the
   title is the only text; the attribute ids are anonymous brand/sub-category ids.
 
-Mapping choices (also in BUILD_NOTES.md): the reviews' ``pos`` becomes
+Mapping choices (also in BUILD_NOTES.md): an item with an empty title keeps its
+reviews and gets the title ``untitled item <asin>`` (the contract needs a title, and
+dropping the item would cut its reviews out of every user's sequence; its learned
+residual carries its identity, the shared text only says "untitled"); the reviews' ``pos`` becomes
 ``sequence_number`` so that ties keep the benchmark's order; each user is one
 session; the attribute ids become the category path, broadest first (the most
 frequent attribute is the ``category``), and the least frequent one -- the most
@@ -29,9 +32,10 @@ from stars.data import contract
 
 REQUIRED_INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 REQUIRED_ITEM_COLUMNS = ("item_id", "title")
+UNTITLED = "untitled item"
 
 
-def _read_source(path: Path, required) -> pd.DataFrame:
+def _read_source(path: Path, required, may_be_empty=()) -> pd.DataFrame:
     if not path.is_file():
         raise contract.ContractError(str(path), "source file is missing")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -40,7 +44,7 @@ def _read_source(path: Path, required) -> pd.DataFrame:
             raise contract.ContractError(str(path), f"required column is missing "
                                          f"(have {list(frame.columns)})", column=column)
         empty = (frame[column].str.strip() == "").to_numpy()
-        if empty.any():
+        if empty.any() and column not in may_be_empty:
             raise contract.ContractError(str(path), "must not be empty",
                                          int(empty.nonzero()[0][0]) + 1, column)
     return frame
@@ -53,7 +57,7 @@ def _attributes(cell: str) -> list:
 def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Writes ``items.csv`` and ``interactions.csv`` in the contract; returns counts."""
     source, out = Path(source_dir), Path(out_dir)
-    items = _read_source(source / "items.csv", REQUIRED_ITEM_COLUMNS)
+    items = _read_source(source / "items.csv", REQUIRED_ITEM_COLUMNS, may_be_empty=("title",))
     reviews = _read_source(source / "interactions.csv", REQUIRED_INTERACTION_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -61,9 +65,13 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
         pd.Series([[]] * len(items))
     frequency = Counter(a for row in attrs for a in row)
     by_breadth = attrs.map(lambda row: sorted(set(row), key=lambda a: (-frequency[a], a)))
+    titles = items["title"].str.strip()
+    untitled = (titles == "").to_numpy()
+    names = items["asin"].str.strip() if "asin" in items else items["item_id"].str.strip()
+    titles = titles.where(~untitled, UNTITLED + " " + names)
     catalogue = pd.DataFrame({
         "item_id": items["item_id"].str.strip(),
-        "title": items["title"].str.strip(),
+        "title": titles,
         "category_path": by_breadth.map(lambda row: " > ".join(f"attr_{a}" for a in row)),
         "subclass": by_breadth.map(lambda row: f"attr_{row[-1]}" if row else ""),
     })
@@ -91,6 +99,7 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
             for row_number, row in zip((~known).nonzero()[0] + 1, events[~known].itertuples(index=False)):
                 writer.writerow([row_number, "unknown item_id", *row])
     events[known].to_csv(out / "interactions.csv", index=False)
-    return {"items": len(catalogue), "interactions": int(known.sum()),
+    return {"items": len(catalogue), "untitled_items": int(untitled.sum()),
+            "interactions": int(known.sum()),
             "rejected_interactions": int((~known).sum()),
             "users": int(events.loc[known, "user_id"].nunique())}
