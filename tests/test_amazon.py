@@ -55,11 +55,13 @@ def test_missing_source_columns_are_named(source, tmp_path):
 def test_an_untitled_item_keeps_its_reviews_under_a_named_title(source, tmp_path):
     rows = (source / "items.csv").read_text().splitlines()
     rows[2] = rows[2].replace("Vegan Shampoo", "")  # item 2: reviewed, no title
+    rows[4] = rows[4].replace("Nail Polish", "").replace("A4", "")  # item 4: no title, no asin
     (source / "items.csv").write_text("\n".join(rows) + "\n")
     summary = amazon.import_amazon(source, tmp_path / "out")
-    assert summary["untitled_items"] == 1 and summary["interactions"] == 4
+    assert summary["untitled_items"] == 2 and summary["interactions"] == 4
     items = {f["item_id"][0]: f for f in catalog.read_catalog(tmp_path / "out")}
     assert items["2"]["title"] == ["untitled item A2"]
+    assert items["4"]["title"] == ["untitled item 4"]
     events = contract.read_whole_table(tmp_path / "out" / "interactions.csv", contract.INTERACTIONS)
     assert "2" in set(events["item_id"])
     # Other required cells still may not be empty.

@@ -9,9 +9,9 @@ Source files (see ``shared/data/README.md``):
   title is the only text; the attribute ids are anonymous brand/sub-category ids.
 
 Mapping choices (also in BUILD_NOTES.md): an item with an empty title keeps its
-reviews and gets the title ``untitled item <asin>`` (the contract needs a title, and
-dropping the item would cut its reviews out of every user's sequence; its learned
-residual carries its identity, the shared text only says "untitled"); the reviews' ``pos`` becomes
+reviews and gets the title ``untitled item <asin>`` (its ``item_id`` without an asin):
+the contract needs a title, and dropping the item would cut its reviews out of every
+user's sequence; its learned residual carries its identity.  The reviews' ``pos`` becomes
 ``sequence_number`` so that ties keep the benchmark's order; each user is one
 session; the attribute ids become the category path, broadest first (the most
 frequent attribute is the ``category``), and the least frequent one -- the most
@@ -67,7 +67,9 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
     by_breadth = attrs.map(lambda row: sorted(set(row), key=lambda a: (-frequency[a], a)))
     titles = items["title"].str.strip()
     untitled = (titles == "").to_numpy()
-    names = items["asin"].str.strip() if "asin" in items else items["item_id"].str.strip()
+    names = items["item_id"].str.strip()
+    if "asin" in items:
+        names = items["asin"].str.strip().where(items["asin"].str.strip() != "", names)
     titles = titles.where(~untitled, UNTITLED + " " + names)
     catalogue = pd.DataFrame({
         "item_id": items["item_id"].str.strip(),
