@@ -105,12 +105,10 @@ class LambdaMartBaseline:
         # is one binary search away.
         event_items = np.concatenate(event_items) if event_items else np.zeros(0, np.int64)
         event_times = np.concatenate(event_times) if event_times else np.zeros(0, np.int64)
-        order = np.lexsort((event_times, event_items))
-        self._event_items, self._event_times = event_items[order], event_times[order]
         # (item, time) as one sorted key: item in the high bits, time since the first event
         # in the low 32 (136 years).
         self._event_origin = int(event_times.min()) if len(event_times) else 0
-        self._event_keys = (self._event_items << 32) | (self._event_times - self._event_origin)
+        self._event_keys = np.sort((event_items << 32) | (event_times - self._event_origin))
         self.popularity = self.counts / max(1.0, float(self.counts.max(initial=0.0)))
         self.model = None
 
@@ -119,13 +117,13 @@ class LambdaMartBaseline:
         request time (``request`` [n]); -1 where there is none."""
         items = np.asarray(items, np.int64)
         times = np.broadcast_to(np.asarray(request, np.int64)[:, None], items.shape)
-        if not len(self._event_items):
+        if not len(self._event_keys):
             return np.full(items.shape, -1, np.int64)
         query = (items << 32) | np.clip(times - self._event_origin, 0, (1 << 32) - 1)
         where = np.searchsorted(self._event_keys, query, side="left") - 1  # the latest below
-        safe = np.maximum(where, 0)
-        found = (where >= 0) & (self._event_items[safe] == items)
-        return np.where(found, self._event_times[safe], -1)
+        key = self._event_keys[np.maximum(where, 0)]
+        found = (where >= 0) & ((key >> 32) == items)
+        return np.where(found, (key & 0xFFFFFFFF) + self._event_origin, -1)
 
     # -- candidates and features ------------------------------------------------------------
     def _cooc_recent(self, histories) -> np.ndarray:
