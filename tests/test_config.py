@@ -19,7 +19,7 @@ def test_variant_tuning_and_overrides_layer_over_the_ablation():
     for field, value in VARIANT_TUNING["benchmark"]["sasrec_id"].items():
         assert getattr(tuned, field) == value
     assert tuned.scale_item_tokens and not stars_model.scale_item_tokens
-    assert tuned.identity_projections and not stars_model.identity_projections
+    assert not tuned.serving_projections and stars_model.serving_projections
     # Only under the preset it was chosen for.
     assert not make_config("cpu", "sasrec_id").scale_item_tokens
     # An override of a field the ablation also sets wins instead of clashing.

@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 import stars  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
@@ -266,3 +267,21 @@ def test_standardised_text_is_centred_and_scaled_per_dimension_over_the_catalogu
     projected = plain.all_tokens().numpy()
     np.testing.assert_allclose(projected, plain.token_projection(text).numpy(), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_id_only_token_is_delta_itself():
+    """Without text or tags (the ID-only SASRec) the token is SASRec's embedding table, δ,
+    with no projection; a never-seen item has δ = 0."""
+    config = make_config("tiny", use_text=False, use_tags=False, delta_frozen_epochs=0,
+                         delta_lr_scale=1.0)
+    tokenizer = ItemTokenizer(_catalog(), config)
+    tokenizer.build(None)
+    rng = np.random.default_rng(2)
+    delta = rng.normal(size=tokenizer.delta_raw.shape).astype(np.float32)
+    tokenizer.delta_raw.assign(delta)
+    expected = delta.copy()
+    expected[COLD] = 0.0
+    np.testing.assert_allclose(tokenizer.all_tokens().numpy(), expected, rtol=1e-6)
+    assert [v.name for v in tokenizer.trainable_variables] == ["delta_raw:0"]
+    with pytest.raises(ValueError, match="text, tags or δ"):
+        ItemTokenizer(_catalog(), config.replace(use_delta=False))

@@ -52,3 +52,13 @@ def test_settings_count_fields_a_record_predates_at_their_defaults():
     # A record that is not a model configuration is left as it is.
     scores = {"model": "popularity", "config": {"scores": "counts"}}
     assert seed_means.settings(scores) == '{"scores": "counts"}'
+
+
+def test_settings_drop_a_retired_field_only_where_it_held_todays_behaviour():
+    from models.config import RETIRED
+    field, today = next(iter(RETIRED.items()))
+    current = _entry("stars", "ni", 1, 0.05)
+    assert seed_means.settings(_entry("stars", "ni", 0, 0.04, **{field: today})) == \
+        seed_means.settings(current)
+    assert seed_means.settings(_entry("stars", "ni", 0, 0.04, **{field: not today})) != \
+        seed_means.settings(current)

@@ -545,27 +545,33 @@ def test_cold_item_norm_rescales_only_never_seen_items_outside_training():
                                atol=1e-6)
 
 
-# ---- projections start at the identity; SASRec's √d token scale -------------------------
-@pytest.mark.parametrize("serving_dim", [32, 16])
-def test_identity_projections_start_at_the_identity(serving_dim):
-    """With ``identity_projections``, at initialisation h·w_j is the dot product of the encoder state and the item token
-    (their first ``serving_dim`` coordinates when the serving space is narrower)."""
+# ---- SASRec's layout: no serving projections (tied), √d token scale -------------------------
+def test_without_serving_projections_the_embeddings_are_the_states_and_tokens():
+    """``serving_projections`` off is SASRec's tied layout: h_gen and h_next are the encoder
+    states and w_j is the item token itself, so h·w_j is the tied-embedding score."""
     catalog, inputs = _small_setup()
-    config = make_config("tiny", max_history=L, serving_dim=serving_dim, use_context=False,
-                         identity_projections=True)
+    config = make_config("tiny", max_history=L, use_context=False, serving_projections=False)
     model = _model(catalog, config)
     _, gen_state, next_state = model.encode(inputs)
     gen, nxt = model.user_embeddings(inputs)
-    np.testing.assert_allclose(nxt.numpy(), next_state.numpy()[:, :serving_dim], atol=1e-6)
-    np.testing.assert_allclose(gen.numpy(), gen_state.numpy()[:, :serving_dim], atol=1e-6)
-    tokens = model.items.all_tokens().numpy()
+    np.testing.assert_allclose(nxt.numpy(), next_state.numpy(), atol=1e-6)
+    np.testing.assert_allclose(gen.numpy(), gen_state.numpy(), atol=1e-6)
     np.testing.assert_allclose(model.item_embeddings(training=True).numpy(),
-                               tokens[:, :serving_dim], atol=1e-6)
-    # The default (Glorot) start is a random map, not a read-out of the first coordinates.
-    plain = _model(catalog, config.replace(identity_projections=False))
-    _, _, plain_state = plain.encode(inputs)
-    assert not np.allclose(plain.user_embeddings(inputs)[1].numpy(),
-                           plain_state.numpy()[:, :serving_dim], atol=1e-3)
+                               model.items.all_tokens().numpy(), atol=1e-6)
+    assert not any("projection" in v.name and "token" not in v.name
+                   for v in model.trainable_variables)
+    # With projections (the default) h is a learned map of the state, not the state.
+    projected = _model(catalog, config.replace(serving_projections=True))
+    _, _, projected_state = projected.encode(inputs)
+    assert not np.allclose(projected.user_embeddings(inputs)[1].numpy(),
+                           projected_state.numpy(), atol=1e-3)
+
+
+def test_without_serving_projections_the_serving_space_is_the_model_width():
+    catalog, _ = _small_setup()
+    config = make_config("tiny", max_history=L, serving_projections=False, serving_dim=16)
+    with pytest.raises(ValueError, match="serving_dim == d_model"):
+        _model(catalog, config)
 
 
 def test_scale_item_tokens_multiplies_only_the_encoder_input_by_sqrt_d():
