@@ -1,5 +1,5 @@
 """Model configuration: presets, ablation switches, a variant's tuning and overrides."""
-from models.config import PRESETS, VARIANT_TUNING, make_config
+from models.config import ABLATIONS, PRESETS, VARIANT_TUNING, make_config
 
 
 def test_text_less_variants_keep_every_items_identity():
@@ -13,13 +13,22 @@ def test_text_less_variants_keep_every_items_identity():
     assert make_config("benchmark", "stars").delta_dropout > 0
 
 
+def test_projections_only_where_the_serving_width_needs_them():
+    """The benchmark preset reads out the encoder states (widths match); the paper preset
+    projects 768 → 256, so it must keep the projections."""
+    for variant in ABLATIONS:
+        config = make_config("benchmark", variant)
+        assert not config.serving_projections and config.serving_dim == config.d_model
+    paper = make_config("paper")
+    assert paper.serving_projections and paper.serving_dim != paper.d_model
+
+
 def test_variant_tuning_and_overrides_layer_over_the_ablation():
     tuned = make_config("benchmark", "sasrec_id")
     stars_model = make_config("benchmark", "stars")
     for field, value in VARIANT_TUNING["benchmark"]["sasrec_id"].items():
         assert getattr(tuned, field) == value
     assert tuned.scale_item_tokens and not stars_model.scale_item_tokens
-    assert not tuned.serving_projections and stars_model.serving_projections
     # Only under the preset it was chosen for.
     assert not make_config("cpu", "sasrec_id").scale_item_tokens
     # An override of a field the ablation also sets wins instead of clashing.
