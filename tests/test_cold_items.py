@@ -77,16 +77,18 @@ def test_cold_item_norm_is_the_largest_within_the_ndcg_tolerance():
     counts = np.array([5, 1, 2, 3, 0])
     model = _Model(vectors, counts == 0)
     tol = cold_items.NDCG_TOLERANCE
-    # off, 0.25, 0.5, 0.75, 0.9: 0.5 is the last one within the tolerance of off.
-    ndcgs = [0.06, 0.06 * (1 - tol / 4), 0.06 * (1 - tol / 2), 0.06 * (1 - 2 * tol), 0.05]
+    assert cold_items.QUANTILES == (None, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+    # off, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99: 0.5 is the last one within the tolerance of off.
+    ndcgs = [0.06, 0.06 * (1 - tol / 4), 0.06 * (1 - tol / 2), 0.06 * (1 - 2 * tol), 0.05,
+             0.05, 0.05]
     ranking = _Ranking(model, ndcgs)
     chosen = cold_items.choose_norm(model, ranking, counts, make_config("tiny"))
-    assert ranking.encoded == 1 and ranking.calls == 5
+    assert ranking.encoded == 1 and ranking.calls == 7
     median = float(np.median([1, 2, 3, 4]))
     assert chosen["chosen"] == 0.5 and chosen["norm"] == pytest.approx(median)
     assert model.cold_item_norm.numpy() == pytest.approx(median)
     assert chosen["cold_items"] == 1 and chosen["ndcg_tolerance"] == tol
-    costly = cold_items.choose_norm(model, _Ranking(model, [0.06] + [0.05] * 4), counts,
+    costly = cold_items.choose_norm(model, _Ranking(model, [0.06] + [0.05] * 6), counts,
                                     make_config("tiny"))
     assert costly["chosen"] is None and model.cold_item_norm.numpy() == 0.0  # off
     assert cold_items.choose_norm(model, _Ranking(model, ndcgs), counts,
