@@ -32,7 +32,6 @@ class ModelConfig:
     delta_frozen_epochs: int = 1     # δ frozen for the first epochs ...
     delta_lr_scale: float = 0.1      # ... then trained at this fraction of the learning rate
     delta_dropout: float = 0.0       # share of items whose δ is dropped per training step
-    delta_after_projection: bool = False  # δ in the token space: W [e; g] + δ (models.item_tokens)
     scale_item_tokens: bool = False  # item tokens × √d at the encoder input (SASRec, Transformer)
     # False: no projections to the serving space; h_gen, h_next and w_j are the encoder
     # states and the item token themselves (SASRec's tied embeddings; serving_dim = d_model).

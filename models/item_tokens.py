@@ -1,10 +1,5 @@
 """Semantic item tokens (STARS §4.1): x_i = W [ e_i + δ_i ; g(t_i) ].
 
-``delta_after_projection`` writes the same family as x_i = W [ e_i ; g(t_i) ] + δ'_i with
-δ'_i = W_e δ_i in the token space (d_model ≤ d_e: every δ' is some W_e δ), which trains
-the residual as the free item table it is rather than through the projection
-(BUILD_NOTES.md has what each form costs and buys on Beauty).
-
 * ``e_i``: the frozen text embedding (a constant, never trained), optionally
   standardised over the catalogue (``text_standardize``: minus the catalogue mean,
   over the per-dimension spread).  Sentence embeddings of one shop's titles share
@@ -84,16 +79,11 @@ class ItemTokenizer(tf.keras.layers.Layer):
             raise ValueError("an item token needs text, tags or δ: all three are off")
         if not self.id_only:
             self.token_projection = tf.keras.layers.Dense(config.d_model, name="token_projection")
-        # δ in the token space, added after the projection (module docstring); the ID-only
-        # token is δ itself either way.
-        self.after_projection = config.delta_after_projection and not self.id_only
 
     def build(self, input_shape=None):
         if self.config.use_delta:
-            width = (self.config.d_model if self.after_projection
-                     else self.text_embedding.shape[1])
             self.delta_raw = self.add_weight(
-                name="delta_raw", shape=(self.num_items, width),
+                name="delta_raw", shape=(self.num_items, self.text_embedding.shape[1]),
                 initializer="zeros" if self.config.use_text else
                 tf.keras.initializers.TruncatedNormal(stddev=0.02 / self.delta_scale),
                 trainable=True)
@@ -123,17 +113,14 @@ class ItemTokenizer(tf.keras.layers.Layer):
         dtype = self.compute_dtype  # bfloat16/float16 under mixed precision
         semantic = tf.cast((tf.gather(self.text_embedding, indices) - self.text_center)
                            * self.text_scale, dtype)
-        delta = (tf.cast(self.delta(indices, training), dtype) if self.config.use_delta
-                 else None)
-        if delta is not None and not self.after_projection:
-            semantic = semantic + delta
+        if self.config.use_delta:
+            semantic = semantic + tf.cast(self.delta(indices, training), dtype)
         if self.id_only:
             return semantic
         parts = [semantic]
         if self.config.use_tags:
             parts.append(self.tag_projection(tf.cast(tf.gather(self.tags, indices), dtype)))
-        token = self.token_projection(tf.concat(parts, axis=-1))
-        return token + delta if delta is not None and self.after_projection else token
+        return self.token_projection(tf.concat(parts, axis=-1))
 
     def all_tokens(self, training=False):
         return self(tf.range(self.num_items), training=training)

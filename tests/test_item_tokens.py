@@ -285,28 +285,3 @@ def test_id_only_token_is_delta_itself():
     assert [v.name for v in tokenizer.trainable_variables] == ["delta_raw:0"]
     with pytest.raises(ValueError, match="text, tags or δ"):
         ItemTokenizer(_catalog(), config.replace(use_delta=False))
-
-
-def test_delta_after_projection_is_added_in_the_token_space():
-    """x_i = W [e_i ; g(t_i)] + s·δ'_i with δ' [I, d_model]; cold items keep their text-and-tags
-    token, and the layer still starts at the text-and-tags token (δ' = 0)."""
-    config = make_config("tiny", delta_after_projection=True, delta_frozen_epochs=0,
-                         delta_lr_scale=3.0)
-    catalog = _catalog()
-    tokenizer = ItemTokenizer(catalog, config)
-    fresh = _tokens(tokenizer)
-    assert tokenizer.delta_raw.shape == (NUM_ITEMS, config.d_model)
-    bare = tokenizer.token_projection(tf.concat(
-        [catalog.text_embedding, tokenizer.tag_projection(catalog.tag_multi_hot)], -1)).numpy()
-    np.testing.assert_allclose(fresh, bare, rtol=1e-6, atol=1e-6)
-    rng = np.random.default_rng(4)
-    delta = rng.normal(size=tokenizer.delta_raw.shape).astype(np.float32)
-    tokenizer.delta_raw.assign(delta)
-    expected = bare + 3.0 * delta
-    expected[COLD] = bare[COLD]
-    np.testing.assert_allclose(_tokens(tokenizer), expected, rtol=1e-5, atol=1e-5)
-    # The ID-only token is δ itself whichever space the switch names.
-    id_only = ItemTokenizer(catalog, config.replace(use_text=False, use_tags=False))
-    id_only.build(None)
-    assert not id_only.after_projection
-    assert id_only.delta_raw.shape == (NUM_ITEMS, config.d_model)
