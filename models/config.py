@@ -14,7 +14,6 @@ class ModelConfig:
     num_heads: int = 4
     ff_dim: int = 256
     dropout: float = 0.1
-    dropout_placement: str = "residual"  # or "ffn" (SASRec's): models.encoder.DROPOUT_PLACEMENTS
     serving_dim: int = 64
     max_history: int = 50
     tag_dim: int = 32

@@ -28,31 +28,13 @@ def attention_masks(valid):
     return tf.logical_or(causal, eye), tf.logical_or(last, eye)
 
 
-# Where a block drops activations (attention probabilities are dropped in both):
-# "residual" drops the attention output and the FFN output before each residual add
-# (the Transformer's placement); "ffn" drops inside the FFN, after its hidden layer and
-# after its output, and leaves the attention output whole (SASRec's reference code).
-DROPOUT_PLACEMENTS = ("residual", "ffn")
-
-
 class EncoderBlock(tf.keras.layers.Layer):
-    def __init__(self, d_model, num_heads, ff_dim, dropout, dropout_placement="residual",
-                 **kwargs):
+    def __init__(self, d_model, num_heads, ff_dim, dropout, **kwargs):
         super().__init__(**kwargs)
-        if dropout_placement not in DROPOUT_PLACEMENTS:
-            raise ValueError(f"unknown dropout_placement {dropout_placement!r}; "
-                             f"choose from {DROPOUT_PLACEMENTS}")
-        self.dropout_placement = dropout_placement
         self.attention = tf.keras.layers.MultiHeadAttention(
             num_heads, key_dim=d_model // num_heads, dropout=dropout)
-        if dropout_placement == "ffn":
-            self.ff = tf.keras.Sequential([tf.keras.layers.Dense(ff_dim, activation="relu"),
-                                           tf.keras.layers.Dropout(dropout),
-                                           tf.keras.layers.Dense(d_model),
-                                           tf.keras.layers.Dropout(dropout)])
-        else:
-            self.ff = tf.keras.Sequential([tf.keras.layers.Dense(ff_dim, activation="relu"),
-                                           tf.keras.layers.Dense(d_model)])
+        self.ff = tf.keras.Sequential([tf.keras.layers.Dense(ff_dim, activation="relu"),
+                                       tf.keras.layers.Dense(d_model)])
         self.norm1 = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.norm2 = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.dropout = tf.keras.layers.Dropout(dropout)
@@ -60,23 +42,15 @@ class EncoderBlock(tf.keras.layers.Layer):
     def call(self, x, mask, training=False):
         # Pre-norm: stabler for deep stacks and large learning rates.
         h = self.norm1(x)
-        x = x + self._residual(self.attention(h, h, attention_mask=mask, training=training),
-                               training)
-        return x + self._residual(self.ff(self.norm2(x), training=training), training)
-
-    def _residual(self, update, training):
-        """The update a residual add takes: dropped under the "residual" placement."""
-        if self.dropout_placement == "residual":
-            return self.dropout(update, training=training)
-        return update
+        x = x + self.dropout(self.attention(h, h, attention_mask=mask, training=training),
+                             training=training)
+        return x + self.dropout(self.ff(self.norm2(x)), training=training)
 
 
 class SequenceEncoder(tf.keras.layers.Layer):
-    def __init__(self, d_model, num_layers, num_heads, ff_dim, dropout,
-                 dropout_placement="residual", **kwargs):
+    def __init__(self, d_model, num_layers, num_heads, ff_dim, dropout, **kwargs):
         super().__init__(**kwargs)
-        self.blocks = [EncoderBlock(d_model, num_heads, ff_dim, dropout, dropout_placement,
-                                    name=f"block_{i}")
+        self.blocks = [EncoderBlock(d_model, num_heads, ff_dim, dropout, name=f"block_{i}")
                        for i in range(num_layers)]
         self.norm = tf.keras.layers.LayerNormalization(epsilon=1e-6)
         self.dropout = tf.keras.layers.Dropout(dropout)

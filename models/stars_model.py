@@ -100,8 +100,7 @@ class StarsModel(tfrs.Model):
                                      F.RECENCY_BUCKETS, config.use_context,
                                      config.use_engagement, config.use_recency, name="events")
         self.encoder = SequenceEncoder(config.d_model, config.num_layers, config.num_heads,
-                                       config.ff_dim, config.dropout,
-                                       config.dropout_placement, name="encoder")
+                                       config.ff_dim, config.dropout, name="encoder")
         self.gen_head = _projection(config, "h_gen_projection")
         self.next_head = _projection(config, "h_next_projection")
         self.item_head = _projection(config, "item_projection")

@@ -1,12 +1,11 @@
 """The sequence encoder (STARS §4.2): attention masks, causality, and the two read-outs."""
 import numpy as np
-import pytest
 
 import stars  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from models.config import make_config
-from models.encoder import EncoderBlock, SequenceEncoder, attention_masks
+from models.encoder import SequenceEncoder, attention_masks
 from models.item_catalog import ItemCatalog
 from models.stars_model import StarsModel, last_valid_position, read_outs
 
@@ -211,51 +210,3 @@ def test_model_read_outs_ignore_padding_amount_and_trailing_unknown():
     trailing = _encode_inputs([[-1, -1, -1, -1, 3, 7, 11, -1]])
     hidden_t, _, next_t = model.encode(trailing)
     np.testing.assert_allclose(next_t.numpy()[0], hidden_t.numpy()[0, 7], atol=1e-6)
-
-
-# ---- dropout placement ------------------------------------------------------------------
-def _block(placement, dropout=0.5):
-    tf.keras.utils.set_random_seed(4)
-    return EncoderBlock(d_model=16, num_heads=2, ff_dim=32, dropout=dropout,
-                        dropout_placement=placement)
-
-
-def test_dropout_placements_compute_the_same_block_at_inference():
-    """Placement changes training only: with the same weights both serve the same states."""
-    rng = np.random.default_rng(5)
-    x = tf.constant(rng.normal(size=(2, 5, 16)).astype(np.float32))
-    mask = attention_masks(tf.ones((2, 5), tf.bool))[0]
-    residual, ffn = _block("residual"), _block("ffn")
-    base = residual(x, mask).numpy()
-    ffn(x, mask)
-    ffn.set_weights(residual.get_weights())
-    np.testing.assert_allclose(ffn(x, mask).numpy(), base, atol=1e-6)
-
-
-def test_ffn_placement_drops_inside_the_ffn_and_not_the_residual_updates():
-    rng = np.random.default_rng(6)
-    x = tf.constant(rng.normal(size=(4, 6, 16)).astype(np.float32))
-    update = tf.constant(rng.normal(size=(4, 6, 16)).astype(np.float32))
-    ffn, residual = _block("ffn"), _block("residual")
-    for block in (ffn, residual):
-        block(x, attention_masks(tf.ones((4, 6), tf.bool))[0])
-    # "ffn": the attention and FFN updates reach the residual stream whole ...
-    np.testing.assert_array_equal(ffn._residual(update, training=True).numpy(), update.numpy())
-    # ... and the FFN itself is stochastic in training, deterministic at inference.
-    assert np.abs(ffn.ff(x, training=True).numpy() - ffn.ff(x).numpy()).max() > 1e-3
-    # "residual": the updates are dropped (about half the entries at rate 0.5), the FFN is not.
-    dropped = residual._residual(update, training=True).numpy() == 0
-    assert 0.3 < dropped.mean() < 0.7
-    np.testing.assert_allclose(residual.ff(x, training=True).numpy(), residual.ff(x).numpy())
-
-
-def test_unknown_dropout_placement_is_refused():
-    with pytest.raises(ValueError, match="dropout_placement 'attention'"):
-        EncoderBlock(d_model=16, num_heads=2, ff_dim=32, dropout=0.1,
-                     dropout_placement="attention")
-
-
-def test_model_builds_its_blocks_with_the_configured_placement():
-    config = make_config("tiny", dropout_placement="ffn")
-    model = StarsModel(_catalog(), config, num_event_types=3)
-    assert [b.dropout_placement for b in model.encoder.blocks] == ["ffn"] * config.num_layers
