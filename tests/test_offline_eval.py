@@ -260,7 +260,7 @@ def test_results_json_shape(quick_run):
     assert on_disk["protocol"]["ks"] == [5, 10, 20]
     variants = {(e["model"], e["variant"]) for e in on_disk["results"]}
     expected = {("popularity", None), ("cooccurrence", None), ("stars", "gi"), ("stars", "ni"),
-                ("stars", "rr"), ("sasrec_id", "ni")} | ({("lambdamart", None)} if "lambdamart" in models else set())
+                ("stars", "rr"), ("stars_cooc", "ni"), ("sasrec_id", "ni")} | ({("lambdamart", None)} if "lambdamart" in models else set())
     assert variants == expected
     for e in on_disk["results"]:
         assert {"model", "variant", "masked", "unmasked", "seed", "config", "wall_s"} <= set(e)
@@ -280,9 +280,29 @@ def test_results_json_shape(quick_run):
     # The item trend: on for stars (its term added to the test ranking), off for the ID-only.
     trend = {e["model"]: e["config"]["item_trend"] for e in on_disk["results"]
              if "training" in e.get("config", {})}
-    assert trend == {"stars": True, "sasrec_id": False}
+    assert trend == {"stars": True, "stars_cooc": True, "sasrec_id": False}
     ranks = [with_prior for kind, *with_prior in quick_run[2] if kind == "rank"]
     assert [True] in ranks and [False] in ranks
+
+
+@pytest.mark.e2e
+def test_the_second_source_is_chosen_on_validation_and_starts_from_stars(quick_run):
+    """stars_cooc ranks with STARS' own trained model: at weight 0 its validation figures
+    are STARS NI's, and the weight it keeps is the grid's best on the validation target."""
+    _, document, events, _, _ = quick_run
+    entries = {(e["model"], e["variant"]): e for e in document["results"]}
+    hybrid, stars_ni = entries["stars_cooc", "ni"], entries["stars", "ni"]
+    source = hybrid["config"]["training"]["second_source"]
+    tried = {float(w): v for w, v in source["val_ndcg@10"].items()}
+    assert sorted(tried) == list(offline.SECOND_SOURCE_WEIGHTS)
+    assert tried[0.0] == pytest.approx(stars_ni["validation"]["masked"]["ndcg@10"], abs=1e-5)
+    assert source["weight"] in tried and tried[source["weight"]] == max(tried.values())
+    assert hybrid["validation"]["masked"]["ndcg@10"] == pytest.approx(max(tried.values()),
+                                                                      abs=1e-5)
+    assert hybrid["split_reads"]["test"] == 1 and hybrid["seed"] == stars_ni["seed"]
+    assert hybrid["wall_s"] >= stars_ni["wall_s"]
+    # No second training run: the same fitted model (two fits: stars and sasrec_id).
+    assert sum(e[0] == "fit" for e in events) == 2
 
 
 @pytest.mark.e2e
@@ -321,7 +341,7 @@ def test_popularity_equals_direct_numpy(quick_run):
 @pytest.mark.e2e
 def test_test_split_is_touched_once_and_validation_drives_early_stopping(quick_run):
     _, document, events, _, models = quick_run
-    for model in models:
+    for model in models + [offline.SECOND_SOURCE_MODEL]:  # stars_cooc: with every stars run
         mine = [e for e in events if e[0] == "open" and e[1] == model]
         assert [e[2] for e in mine].count("test") == 1, (model, mine)
         assert mine[-1][2] == "test"  # the last thing read, after training and validation

@@ -34,13 +34,12 @@ from typing import Optional, Tuple
 import numpy as np
 
 from stars.evaluation import retrieval_metrics as RM
+from stars.evaluation.cooccurrence import RECENT, CooccurrenceCounts
 
 FEATURES = ("log_popularity", "cooc_last", "cooc_last_share", "cooc_recent",
             "same_category_last", "same_subclass_last", "text_sim_last", "text_sim_recent",
             "item_recency_days", "history_steps_ago", "history_count", "generator_rank",
             "history_length")
-RECENT = 3
-RECENT_WEIGHTS = (1.0, 0.5, 0.25)
 NEVER_SEEN_DAYS = 10_000.0
 
 
@@ -63,11 +62,6 @@ class Settings:
     chunk_rows: int = 1000
 
 
-def _sparse(rows, cols, values, n):
-    from scipy import sparse
-    return sparse.csr_matrix((np.asarray(values, np.float32), (rows, cols)), shape=(n, n))
-
-
 class LambdaMartBaseline:
     def __init__(self, catalog, counts, train_split, settings: Settings = Settings()):
         self.settings = settings
@@ -78,29 +72,14 @@ class LambdaMartBaseline:
         text = np.asarray(catalog.text_embedding, np.float32)
         norms = np.linalg.norm(text, axis=1, keepdims=True)
         self.text = text / np.where(norms > 0, norms, 1.0)
-        # Directed co-occurrence within the window, and adjacent transitions.
-        rows, cols, weights = [], [], []
-        event_items, event_times = [], []
-        for history, history_ts, targets, target_ts in zip(
-                train_split.history, train_split.history_ts, train_split.targets,
-                train_split.target_ts):
-            seq = np.concatenate([history, targets[:1]]).astype(np.int64)
-            ts = np.concatenate([history_ts, [target_ts] if len(targets) else []]).astype(np.int64)
-            event_items.append(seq)
-            event_times.append(ts)
-            for d in range(1, settings.window + 1):
-                a, b = seq[:-d], seq[d:]
-                keep = a != b
-                rows.append(a[keep])
-                cols.append(b[keep])
-                weights.append(np.full(int(keep.sum()), 1.0 / d, np.float32))
-        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        weights = np.concatenate(weights) if weights else np.zeros(0, np.float32)
-        self.cooc = _sparse(rows, cols, weights, n)
-        adjacent = weights == 1.0
-        self.transitions = _sparse(rows[adjacent], cols[adjacent], np.ones(int(adjacent.sum())), n)
-        self.out_degree = np.asarray(self.transitions.sum(axis=1)).ravel()
+        self.cooccurrence = CooccurrenceCounts(train_split, n, settings.window)
+        self.transitions = self.cooccurrence.transitions
+        self.out_degree = self.cooccurrence.out_degree
+        event_items = [np.concatenate([h, t[:1]]).astype(np.int64)
+                       for h, t in zip(train_split.history, train_split.targets)]
+        event_times = [np.concatenate([h_ts, [t_ts] if len(t) else []]).astype(np.int64)
+                       for h_ts, t, t_ts in zip(train_split.history_ts, train_split.targets,
+                                                train_split.target_ts)]
         # Every training event as (item, time), sorted: the latest one before a request time
         # is one binary search away.
         event_items = np.concatenate(event_items) if event_items else np.zeros(0, np.int64)
@@ -126,22 +105,11 @@ class LambdaMartBaseline:
         return np.where(found, (key & 0xFFFFFFFF) + self._event_origin, -1)
 
     # -- candidates and features ------------------------------------------------------------
-    def _cooc_recent(self, histories) -> np.ndarray:
-        """[n, I]: each item's co-occurrence with the user's last ``RECENT`` items."""
-        from scipy import sparse
-        recent = [h[::-1][:RECENT] for h in histories]          # most recent first
-        q_rows = np.concatenate([np.full(len(r), i) for i, r in enumerate(recent)] or [[]])
-        q_cols = np.concatenate(recent or [[]]).astype(np.int64)
-        q_vals = np.concatenate([RECENT_WEIGHTS[:len(r)] for r in recent] or [[]])
-        query = sparse.csr_matrix((q_vals.astype(np.float32), (q_rows.astype(np.int64), q_cols)),
-                                  shape=(len(histories), self.num_items))
-        return np.asarray((query @ self.cooc).todense(), np.float32)
-
     def generator_scores(self, histories, cooc_recent: Optional[np.ndarray] = None):
         """[n, I]: the candidate generator's score of every catalogue item (co-occurrence
         with the recent items, popularity breaking ties and filling in)."""
         if cooc_recent is None:
-            cooc_recent = self._cooc_recent(histories)
+            cooc_recent = self.cooccurrence.recent(histories)
         return cooc_recent + 1e-3 * self.popularity[None, :].astype(np.float32)
 
     def rank_generator(self, split, k: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -163,7 +131,7 @@ class LambdaMartBaseline:
         histories = split.history[start:stop]
         n = len(histories)
         recent = [h[::-1][:RECENT] for h in histories]          # most recent first
-        cooc_recent = self._cooc_recent(histories)
+        cooc_recent = self.cooccurrence.recent(histories)
         generated = RM.top_k_from_scores(self.generator_scores(histories, cooc_recent),
                                          min(s.num_candidates, n_items),
                                          exclude=histories)

@@ -37,7 +37,9 @@ protocol of the sequential-recommendation literature (see
   popularity + co-occurrence generator, see :mod:`stars.evaluation.lambdamart`;
   skipped with a note when ``lightgbm`` is not installed) and the paper's
   ablations (``stars_no_text``, ``stars_no_tags``, ``stars_no_context``,
-  ``stars_no_user``).
+  ``stars_no_user``).  Every ``stars`` run also scores ``stars_cooc``: the same trained
+  model's NI scores plus a weighted log co-occurrence count, a second retrieval source
+  (weight chosen on the validation target; its own row, not the paper's model).
 * **Slices** (data with categories and impressions, i.e. the synthetic data):
   Hit@5 per category of the test target (full-catalogue ranking, masked), and
   Hit@5 within the candidate set the user was shown (the target event's page),
@@ -83,6 +85,14 @@ MODEL_VARIANTS = ("stars", "sasrec_id", "stars_no_text", "stars_no_tags", "stars
 BASELINES = ("popularity", "cooccurrence", "lambdamart")
 ALL_MODELS = ("popularity", "cooccurrence", "stars", "sasrec_id", "lambdamart",
               "stars_no_text", "stars_no_tags", "stars_no_context", "stars_no_user")
+# STARS with a second retrieval source (BUILD_NOTES "Thirteenth session"): the NI scores
+# plus w · log(1 + the co-occurrence count after the user's last three items), the weight
+# chosen on the validation target from the grid (0 = STARS alone).  Scored with every
+# ``stars`` run, from the same trained model; a different product from the paper's single
+# dot product (the count is a high-rank item-to-item signal), so it is its own row.
+SECOND_SOURCE_MODEL = "stars_cooc"
+SECOND_SOURCE_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+RESULT_ORDER = ALL_MODELS[:3] + (SECOND_SOURCE_MODEL,) + ALL_MODELS[3:]
 PIPELINE_SUBDIR = "pipeline"              # the full run's data half
 QUICK_PIPELINE_SUBDIR = "pipeline-quick"  # the quick run's (a user sample): never mixed
 QUICK_DATA_SUBDIR = "data-quick"
@@ -531,6 +541,69 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
     return data, {v: ranked[v] for v in variants}, candidate_scores
 
 
+def second_source_prior(prior: Optional[np.ndarray], recent_counts: np.ndarray,
+                        weight: float) -> np.ndarray:
+    """[n, I] what the NI scores get added under the second source: the model's item prior
+    (None = none) plus ``weight`` · log(1 + the co-occurrence count after the user's last
+    items), ``recent_counts`` = ``CooccurrenceCounts.recent``."""
+    added = weight * np.log1p(np.asarray(recent_counts, np.float32))
+    return added if prior is None else np.asarray(prior, np.float32) + added
+
+
+def _rank_second_source(ctx: EvalContext, model, adapter, counts, split: str,
+                        weights: Sequence[float]):
+    """(SplitData, {weight: (masked, unmasked)}): the NI queries ranked over the whole
+    catalogue with ``second_source_prior`` at each weight (one read of the split)."""
+    items = model.item_embeddings().numpy().astype(np.float32)
+    parts, tops = [], {w: ([], []) for w in weights}
+    for inputs, raw in ctx.dataset(split, SECOND_SOURCE_MODEL, adapter):
+        data = ctx.to_split_data(raw)
+        parts.append(data)
+        _, nxt = model.user_embeddings(inputs)
+        queries = nxt.numpy().astype(np.float32)
+        prior = model.item_prior(inputs["target_timestamp"])
+        prior = None if prior is None else prior.numpy()
+        recent = counts.recent(data.history)
+        for w in weights:
+            masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history,
+                                                   item_prior=second_source_prior(prior,
+                                                                                  recent, w))
+            tops[w][0].append(masked)
+            tops[w][1].append(unmasked)
+    return SplitData.concat(parts), {w: (np.concatenate(m), np.concatenate(u))
+                                     for w, (m, u) in tops.items()}
+
+
+def evaluate_second_source(ctx: EvalContext, model, adapter, stars_entry: dict) -> dict:
+    """The ``stars_cooc`` entry of a trained STARS: the weight chosen on the validation
+    target (masked NDCG@10; ties to the smaller weight), then the test split ranked once."""
+    from stars.evaluation.cooccurrence import CooccurrenceCounts
+    started = time.time()
+    counts = CooccurrenceCounts(ctx.read_split("train", SECOND_SOURCE_MODEL), ctx.num_items)
+    val_data, val_ranked = _rank_second_source(ctx, model, adapter, counts, "eval",
+                                               SECOND_SOURCE_WEIGHTS)
+    tried = {w: _validation_block(val_ranked[w][0], val_data, ctx.num_items)
+             for w in SECOND_SOURCE_WEIGHTS}
+    weight = max(SECOND_SOURCE_WEIGHTS, key=lambda w: (tried[w]["ndcg@10"], -w))
+    test, ranked = _rank_second_source(ctx, model, adapter, counts, "test", (weight,))
+    masked, unmasked = ranked[weight]
+    cold = cold_start_mask(test, ctx.counts)
+    config = dict(stars_entry["config"])
+    config["training"] = {**config["training"], "second_source": {
+        "scores": "NI + weight x log(1 + directed co-occurrence count after the last three "
+                  "items), the training split's counts (stars.evaluation.cooccurrence)",
+        "weight": weight,
+        "val_ndcg@10": {str(w): round(tried[w]["ndcg@10"], 5) for w in SECOND_SOURCE_WEIGHTS}}}
+    return {"model": SECOND_SOURCE_MODEL, "variant": "ni",
+            "masked": metric_block(masked, test.targets, ctx.num_items, cold),
+            "unmasked": metric_block(unmasked, test.targets, ctx.num_items, cold),
+            "validation": {"masked": tried[weight]},
+            "slices": slice_metrics(test, masked, ctx.catalog),
+            "seed": stars_entry["seed"], "config": config,
+            "split_reads": dict(ctx.reads[SECOND_SOURCE_MODEL]),
+            "wall_s": round(stars_entry["wall_s"] + time.time() - started, 1)}
+
+
 def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
                        verbose: bool = False):
     """The early-stopping callback over the validation split (inputs kept in memory)."""
@@ -635,13 +708,16 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
             "slices": slice_metrics(test, masked, ctx.catalog, None if v == "rr" else scores),
             "seed": seed, "config": {**dataclasses.asdict(config), "training": training},
             "split_reads": dict(ctx.reads[variant]), "wall_s": wall})
+    if variant == "stars":
+        entries.append(evaluate_second_source(
+            ctx, model, adapter, next(e for e in entries if e["variant"] == "ni")))
     return entries
 
 
 def evaluate_cooccurrence(ctx: EvalContext, seed: int = 0) -> List[dict]:
     """The LambdaMART baseline's candidate generator ranking the whole catalogue by
     itself; scored on the validation target too (nothing is selected on it)."""
-    from stars.evaluation import lambdamart
+    from stars.evaluation import cooccurrence, lambdamart
     started = time.time()
     settings = lambdamart.Settings(seed=seed)
     generator = lambdamart.LambdaMartBaseline(ctx.catalog, ctx.counts,
@@ -659,7 +735,7 @@ def evaluate_cooccurrence(ctx: EvalContext, seed: int = 0) -> List[dict]:
         "slices": slice_metrics(test, masked, ctx.catalog),
         "seed": seed,
         "config": {"scores": "directed co-occurrence with the last three items (window "
-                             f"{settings.window}, weights {list(lambdamart.RECENT_WEIGHTS)}) "
+                             f"{settings.window}, weights {list(cooccurrence.RECENT_WEIGHTS)}) "
                              "+ 1e-3 x popularity, from the training split"},
         "split_reads": dict(ctx.reads["cooccurrence"]),
         "wall_s": round(time.time() - started, 1)}]
@@ -747,7 +823,7 @@ def merge_results(path, dataset: str, protocol: dict, entries: List[dict],
                 and current.get(e["model"], seed_means.settings(e)) == seed_means.settings(e)]
     elif old:
         log.warning("%s holds results of another dataset/protocol: overwritten", path)
-    order = {m: i for i, m in enumerate(ALL_MODELS)}
+    order = {m: i for i, m in enumerate(RESULT_ORDER)}
     variants = {None: 0, "gi": 1, "ni": 2, "rr": 3}
     results = sorted(kept + entries, key=lambda e: (order.get(e["model"], 99), e["model"],
                                                     variants.get(e.get("variant"), 9),
