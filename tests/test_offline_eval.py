@@ -289,7 +289,7 @@ def test_results_json_shape(quick_run):
 def test_the_second_source_is_chosen_on_validation_and_starts_from_stars(quick_run):
     """stars_cooc ranks with STARS' own trained model: at weight 0 its validation figures
     are STARS NI's, and the weight it keeps is the grid's best on the validation target."""
-    _, document, events, _, _ = quick_run
+    base, document, events, _, _ = quick_run
     entries = {(e["model"], e["variant"]): e for e in document["results"]}
     hybrid, stars_ni = entries["stars_cooc", "ni"], entries["stars", "ni"]
     source = hybrid["config"]["training"]["second_source"]
@@ -301,6 +301,9 @@ def test_the_second_source_is_chosen_on_validation_and_starts_from_stars(quick_r
                                                                       abs=1e-5)
     assert hybrid["split_reads"]["test"] == 1 and hybrid["seed"] == stars_ni["seed"]
     assert hybrid["wall_s"] >= stars_ni["wall_s"]
+    report = (base / "results" / "quality_tiny.md").read_text()
+    assert "## Second source (stars_cooc" in report
+    assert f"| {hybrid['seed']} | {source['weight']} | 0.0: " in report
     # No second training run: the same fitted model (two fits: stars and sasrec_id).
     assert sum(e[0] == "fit" for e in events) == 2
 

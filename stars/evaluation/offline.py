@@ -1090,12 +1090,23 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Training details", "",
               "| model | seed | epochs run / max | best epoch | train s |", "|---|---|---|---|---|"]
+    sources = []
     for e in entries:
         t = e.get("config", {}).get("training")
-        if t and e.get("variant") in ("ni",):
+        if t and t.get("second_source"):  # stars' own training, listed under stars
+            sources.append(e)
+        elif t and e.get("variant") in ("ni",):
             lines.append(f"| {e['model']} | {_fmt(e.get('seed'))} | "
                          f"{t['epochs_run']} / {t['epochs_max']} | "
                          f"{t['best_epoch']} | {t['train_s']} |")
+    if sources:
+        lines += ["", f"## Second source ({SECOND_SOURCE_MODEL}: the same seed's stars model)",
+                  "", sources[0]["config"]["training"]["second_source"]["scores"] + ".", "",
+                  "| seed | weight kept | validation NDCG@10 by weight |", "|---|---|---|"]
+        for e in sources:
+            source = e["config"]["training"]["second_source"]
+            tried = ", ".join(f"{w}: {_fmt(v)}" for w, v in source["val_ndcg@10"].items())
+            lines.append(f"| {_fmt(e.get('seed'))} | {source['weight']} | {tried} |")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
