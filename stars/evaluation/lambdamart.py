@@ -73,8 +73,6 @@ class LambdaMartBaseline:
         norms = np.linalg.norm(text, axis=1, keepdims=True)
         self.text = text / np.where(norms > 0, norms, 1.0)
         self.cooccurrence = CooccurrenceCounts(train_split, n, settings.window)
-        self.transitions = self.cooccurrence.transitions
-        self.out_degree = self.cooccurrence.out_degree
         event_items = [np.concatenate([h, t[:1]]).astype(np.int64)
                        for h, t in zip(train_split.history, train_split.targets)]
         event_times = [np.concatenate([h_ts, [t_ts] if len(t) else []]).astype(np.int64)
@@ -150,7 +148,8 @@ class LambdaMartBaseline:
 
         def gather(matrix_rows):
             return np.take_along_axis(matrix_rows, safe, axis=1)
-        cooc_last = gather(np.asarray(self.transitions[safe_last].todense(), np.float32))
+        transitions = self.cooccurrence.transitions[safe_last]
+        cooc_last = gather(np.asarray(transitions.todense(), np.float32))
         cooc_last *= has_last[:, None]
         text_last = gather(self.text[safe_last] @ self.text.T) * has_last[:, None]
         mean_recent = np.stack([self.text[r].mean(axis=0) if len(r) else
@@ -179,7 +178,7 @@ class LambdaMartBaseline:
         features = np.stack([
             np.log1p(self.counts[safe]),
             cooc_last,
-            cooc_last / (1.0 + self.out_degree[safe_last][:, None]),
+            cooc_last / (1.0 + self.cooccurrence.out_degree[safe_last][:, None]),
             gather(cooc_recent),
             (self.category[safe] == self.category[safe_last][:, None]) & has_last[:, None],
             (self.subclass[safe] == self.subclass[safe_last][:, None]) & has_last[:, None],
