@@ -26,7 +26,6 @@ class ModelConfig:
     use_tags: bool = True            # g(t_i); off = "- LLM tags" ablation
     use_context: bool = True         # calendar context c_t and the context offset; "- dynamic context"
     item_trend: bool = False         # the item trend prior (models.item_trend); "- dynamic context"
-    cooccurrence_prior: bool = False  # h_next's logits + γ·log(1 + count after the latest items)
     use_user_token: bool = True      # [USER] token; off = "- [USER] token" (h_gen then pools items)
     use_engagement: bool = True
     use_recency: bool = True

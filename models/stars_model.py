@@ -28,7 +28,6 @@ from models import features as F
 from models import losses
 from models.config import ModelConfig
 from models.context import ContextOffset, EventEncodings
-from models.cooccurrence_prior import CooccurrencePrior, SuccessorTable, own_future, recent_events
 from models.encoder import SequenceEncoder
 from models.item_catalog import ItemCatalog
 from models.item_tokens import ItemTokenizer
@@ -89,8 +88,7 @@ def _projection(config: ModelConfig, name: str) -> tf.keras.layers.Layer:
 class StarsModel(tfrs.Model):
     def __init__(self, catalog: ItemCatalog, config: ModelConfig, num_event_types: int,
                  user_numeric=(), user_vocab_sizes: Mapping[str, int] = None,
-                 trend: Optional[TrendTable] = None,
-                 successors: Optional[SuccessorTable] = None, **kwargs):
+                 trend: Optional[TrendTable] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.num_items = len(catalog)
@@ -111,12 +109,6 @@ class StarsModel(tfrs.Model):
             raise ValueError("item_trend is on but no trend table was given "
                              "(models.item_trend.trend_table over the training events)")
         self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
-        if config.cooccurrence_prior and successors is None:
-            raise ValueError("cooccurrence_prior is on but no successor table was given "
-                             "(models.cooccurrence_prior.SuccessorTable over the training "
-                             "sequences)")
-        self.cooccurrence = (CooccurrencePrior(successors, name="cooccurrence_prior")
-                             if config.cooccurrence_prior else None)
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
@@ -177,32 +169,21 @@ class StarsModel(tfrs.Model):
             return None
         return self.item_trend(request_time)
 
-    def next_prior(self, inputs):
-        """[B, I] the logit terms of h_next's ranking that depend on the user's latest
-        events (the co-occurrence prior); None when there are none."""
-        if self.cooccurrence is None:
-            return None
-        return self.cooccurrence.at_latest(inputs["items"], inputs["valid"])
-
     def call(self, inputs, training=False):
         return self.user_embeddings(inputs, training=training)
 
     # ---- training -----------------------------------------------------------------------
     def _slice_loss(self, queries, positives, pools, times, training=False, all_items=None,
-                    excluded=None, row_prior=None):
+                    excluded=None):
         """Candidate-slice softmax (or full softmax against ``all_items``, every item's
         embedding, computed once per step by the caller) for queries [N, s], positives [N]
         at request times ``times`` [N]; ``excluded`` [N, H] (item ids, −1 = none): items out
-        of each row's softmax; ``row_prior`` [N, I] (None = none): each row's own logit
-        terms over the catalogue (the co-occurrence prior)."""
+        of each row's softmax."""
         c = self.config
         if c.full_softmax:
-            offsets = self.item_prior(times)
-            if row_prior is not None:
-                offsets = row_prior if offsets is None else offsets + row_prior
             return losses.full_softmax_loss(queries, all_items, positives,
                                             self.log_p, c.alpha, excluded=excluded,
-                                            offsets=offsets), None
+                                            offsets=self.item_prior(times)), None
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
         unique, where = tf.unique(tf.reshape(ids, [-1]))
@@ -212,8 +193,6 @@ class StarsModel(tfrs.Model):
         logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
         if self.item_trend is not None:
             logits += tf.cast(self.item_trend.gather(times, ids), logits.dtype)
-        if row_prior is not None:
-            logits += tf.cast(tf.gather(row_prior, ids, batch_dims=1), logits.dtype)
         keep = None if excluded is None else tf.logical_not(
             losses.excluded_negatives(negatives, excluded, positives))
         return losses.next_item_loss(logits, negative_mask=keep), logits[:, 1:]
@@ -226,16 +205,6 @@ class StarsModel(tfrs.Model):
         if kind == "next":
             return tf.boolean_mask(inputs["next_timestamp"], keep)
         return tf.gather(inputs["target_timestamp"], rows)
-
-    def _training_cooccurrence(self, inputs, keep):
-        """[N, I] the co-occurrence prior of each trained position (None without it),
-        less what the user's own sequence adds after that position."""
-        if self.cooccurrence is None:
-            return None
-        recent, weights = recent_events(inputs["items"], inputs["valid"])
-        future, future_w = own_future(inputs["items"], inputs["valid"], inputs["next_items"])
-        return self.cooccurrence(tf.boolean_mask(recent, keep), tf.boolean_mask(weights, keep),
-                                 tf.boolean_mask(future, keep), tf.boolean_mask(future_w, keep))
 
     def compute_loss(self, inputs, training=False):
         return self.loss_parts(inputs, training=training)["loss"]
@@ -260,8 +229,7 @@ class StarsModel(tfrs.Model):
         loss, negative_logits = self._slice_loss(
             queries, positives, pools, self._request_times(inputs, "next", keep=keep),
             training, all_items,
-            None if seen is None else tf.boolean_mask(seen, keep),
-            self._training_cooccurrence(inputs, keep))
+            None if seen is None else tf.boolean_mask(seen, keep))
         metrics = {"loss_next": loss}
         # GI: h_gen predicts every future target of the example.
         if c.lambda_gen > 0:

@@ -41,7 +41,6 @@ from models import length_buckets
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
-from models.cooccurrence_prior import SuccessorTable
 from models.item_trend import TrendTable, distinct_events, trend_table
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
@@ -69,14 +68,6 @@ class ModelMeta:
     trend_period_s: int = 0
     trend_window: int = 0
     trend_rows: int = 0
-    # The co-occurrence prior's table size (models.cooccurrence_prior; its values are in
-    # the weights).
-    successor_entries: int = 0
-
-    def with_successors(self, table: Optional[SuccessorTable]) -> "ModelMeta":
-        if table is None:
-            return self
-        return dataclasses.replace(self, successor_entries=len(table.successors))
 
     def with_trend(self, trend: Optional[TrendTable]) -> "ModelMeta":
         if trend is None:
@@ -149,54 +140,23 @@ def set_precision(config: ModelConfig) -> None:
 
 
 def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta,
-                trend: Optional[TrendTable] = None,
-                successors: Optional[SuccessorTable] = None) -> StarsModel:
-    """The model; without ``trend`` (``successors``), an item trend (a successor table)
-    of ``meta``'s layout whose values a checkpoint then restores."""
+                trend: Optional[TrendTable] = None) -> StarsModel:
+    """The model; without ``trend``, an item trend of ``meta``'s layout whose values a
+    checkpoint then restores."""
     if config.item_trend and trend is None:
         if not meta.trend_rows:
             raise ValueError("item_trend is on but the model meta has no trend table")
         trend = TrendTable(meta.trend_origin, meta.trend_period_s, meta.trend_window,
                            np.zeros((meta.trend_rows, len(catalog)), np.float32))
-    if config.cooccurrence_prior and successors is None:
-        successors = SuccessorTable.empty(len(catalog), meta.successor_entries)
     return StarsModel(catalog, config, meta.num_event_types,
                       user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes,
-                      trend=trend if config.item_trend else None,
-                      successors=successors if config.cooccurrence_prior else None)
+                      trend=trend if config.item_trend else None)
 
 
 def training_trend(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
                    num_items: int) -> TrendTable:
     """The item trend table of the training split's distinct events (histories and
     targets; unknown items skipped), one pass over the files."""
-    users, items, times = _training_events(file_pattern, data_accessor, tft_output, adapter)
-    events, timestamps = distinct_events(users, items, times)
-    return trend_table(events, timestamps, num_items)
-
-
-def training_successors(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
-                        num_items: int) -> SuccessorTable:
-    """The co-occurrence prior's table over each user's training sequence: the user's
-    distinct events (examples of one user overlap) in time order."""
-    users, items, times = _training_events(file_pattern, data_accessor, tft_output, adapter)
-    return SuccessorTable.from_sequences(user_sequences(users, items, times), num_items)
-
-
-def user_sequences(users, items, times) -> list:
-    """Each user's distinct (item, time) events in time order (ties in first-seen order)."""
-    events = {}
-    for user, row_items, row_ts in zip(users, items, times):
-        seen = events.setdefault(user, {})
-        for item, ts in zip(np.asarray(row_items).tolist(), np.asarray(row_ts).tolist()):
-            seen.setdefault((item, ts), len(seen))
-    return [np.asarray([item for (item, ts), order in
-                        sorted(seen.items(), key=lambda e: (e[0][1], e[1]))], np.int64)
-            for seen in events.values()]
-
-
-def _training_events(file_pattern, data_accessor, tft_output, adapter: InputAdapter):
-    """(users, items, timestamps) per training example: history then targets."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1)
     data = data_accessor.tf_dataset_factory(file_pattern, options,
                                             tft_output.transformed_metadata.schema)
@@ -211,7 +171,8 @@ def _training_events(file_pattern, data_accessor, tft_output, adapter: InputAdap
             users.append(user[0] if len(user) else b"")
             items.append(np.concatenate([h, t[:len(tts)]]))
             times.append(np.concatenate([hts, tts[:len(t)]]))
-    return users, items, times
+    events, timestamps = distinct_events(users, items, times)
+    return trend_table(events, timestamps, num_items)
 
 
 def make_adapter(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> InputAdapter:
@@ -381,12 +342,9 @@ def run_fn(fn_args) -> None:
         steps = min(steps, fn_args.train_steps)
     trend = (training_trend(fn_args.train_files, fn_args.data_accessor, tft_output, adapter,
                             len(catalog)) if config.item_trend else None)
-    successors = (training_successors(fn_args.train_files, fn_args.data_accessor, tft_output,
-                                      adapter, len(catalog))
-                  if config.cooccurrence_prior else None)
-    meta = meta.with_trend(trend).with_successors(successors)
+    meta = meta.with_trend(trend)
     set_precision(config)
-    model = build_model(catalog, config, meta, trend, successors)
+    model = build_model(catalog, config, meta, trend)
     history = train(model, config, train_data, eval_data, steps * config.epochs,
                     log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
                     monitor=VR.MONITOR, monitor_mode="max")

@@ -512,16 +512,6 @@ def evaluate_popularity(ctx: EvalContext, seed: int = 0) -> List[dict]:
         "wall_s": round(time.time() - started, 1)}]
 
 
-def _prior(model, inputs, variant: str) -> Optional[np.ndarray]:
-    """[B, I] what a variant's scores get added (None = nothing): the item trend, and for
-    h_next the co-occurrence prior of the user's latest events."""
-    parts = [model.item_prior(inputs["target_timestamp"])]
-    if variant == "ni":
-        parts.append(model.next_prior(inputs))
-    parts = [p.numpy() for p in parts if p is not None]
-    return sum(parts) if parts else None
-
-
 def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, variants,
                  with_candidates: bool = False):
     """(SplitData, {variant: (masked, unmasked)}, {variant: candidate scores})."""
@@ -532,10 +522,10 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
         data = ctx.to_split_data(raw)
         parts.append(data)
         gen, nxt = model.user_embeddings(inputs)
-        priors = {"gi": _prior(model, inputs, "gi"), "ni": _prior(model, inputs, "ni")}
+        prior = model.item_prior(inputs["target_timestamp"])
+        prior = None if prior is None else prior.numpy()
         for variant, queries in (("gi", gen.numpy().astype(np.float32)),
                                  ("ni", nxt.numpy().astype(np.float32))):
-            prior = priors[variant]
             masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history,
                                                    item_prior=prior)
             tops[variant][0].append(masked)
@@ -571,7 +561,8 @@ def _rank_second_source(ctx: EvalContext, model, adapter, counts, split: str,
         parts.append(data)
         _, nxt = model.user_embeddings(inputs)
         queries = nxt.numpy().astype(np.float32)
-        prior = _prior(model, inputs, "ni")
+        prior = model.item_prior(inputs["target_timestamp"])
+        prior = None if prior is None else prior.numpy()
         recent = counts.recent(data.history)
         for w in weights:
             masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history,
@@ -673,14 +664,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
         ctx.reads[variant]["train"] += 1
         trend = T.training_trend(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
                                  ctx.num_items)
-    successors = None
-    if config.cooccurrence_prior:  # from the training split, as the Trainer's run_fn
-        ctx.reads[variant]["train"] += 1
-        successors = T.training_successors(ctx.files("train"), ctx.accessor, ctx.tft_output,
-                                           adapter, ctx.num_items)
-    model = T.build_model(ctx.catalog, config,
-                          ctx.meta.with_trend(trend).with_successors(successors), trend,
-                          successors)
+    model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend)
     # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
     # on_epoch_begin(0) when delta_frozen_epochs = 0 (sasrec_id, stars_no_text), before
     # any forward pass would have created it.

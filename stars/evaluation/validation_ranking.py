@@ -49,7 +49,6 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         self.variants = tuple(variants)
         self.verbose = verbose
         self._request_time = None
-        self._latest = None
         self.epochs: List[dict] = []
         self._embed = None
         # (row, item) pairs to mask, per chunk of rows.
@@ -61,16 +60,15 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             keep = cols >= 0
             self._masked.append((rows[keep], cols[keep]))
 
-    def _rank(self, queries: np.ndarray, items: np.ndarray, variant: str = "gi") -> np.ndarray:
+    def _rank(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Masked top-K, ``CHUNK`` rows at a time (ties in any order: this only
         steers training; the reported figures use ``top_k_from_scores``)."""
         top = []
         for start in range(0, len(queries), CHUNK):
             scores = queries[start:start + CHUNK] @ items.T
-            for prior in (self._item_prior(start, start + CHUNK),
-                          self._next_prior(start, start + CHUNK) if variant == "ni" else None):
-                if prior is not None:
-                    scores += prior
+            prior = self._item_prior(start, start + CHUNK)
+            if prior is not None:
+                scores += prior
             rows, cols = self._masked[start // CHUNK]
             scores[rows, cols] = -np.inf
             top.append(tf.math.top_k(scores, k=min(K, scores.shape[1])).indices.numpy())
@@ -85,19 +83,6 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             self._request_time = np.concatenate(
                 [np.asarray(b["target_timestamp"], np.int64) for b in self.batches])
         return self.model.item_prior(self._request_time[start:stop]).numpy()
-
-    def _next_prior(self, start: int, stop: int) -> Optional[np.ndarray]:
-        """h_next's logit terms of the user's latest events (the co-occurrence prior) for
-        rows start:stop; None for a model without them."""
-        prior = getattr(self.model, "cooccurrence", None)
-        if prior is None:
-            return None
-        if self._latest is None:
-            from models.cooccurrence_prior import latest_events
-            parts = [latest_events(b["items"], b["valid"]) for b in self.batches]
-            self._latest = tuple(np.concatenate([p[i].numpy() for p in parts]) for i in (0, 1))
-        recent, weights = self._latest
-        return prior(recent[start:stop], weights[start:stop]).numpy()
 
     def user_queries(self) -> dict:
         """{variant: [N, D] user embeddings} of the current weights, in ``targets`` order."""
@@ -121,7 +106,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             if len(q) != len(self.targets):
                 raise ValueError(f"the validation batches hold {len(q)} examples, "
                                  f"expected {len(self.targets)}")
-            per = RM.per_example_metrics(self._rank(q, items, variant), self.targets, (K,))
+            per = RM.per_example_metrics(self._rank(q, items), self.targets, (K,))
             summary = RM.summarise(per)
             out[variant] = (summary[f"hit@{K}"], summary[f"ndcg@{K}"])
         return out
