@@ -57,7 +57,7 @@ def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_exampl
     _, exact = modules["brute_force"].search_index(queries)
     _, approx = modules["scann"].search_index(queries)
     report = {"items": len(catalog), "k": modules["scann"].k,
-              "embedding_dim": int(config.serving_dim),
+              "embedding_dim": int(modules["scann"].item_embedding_table.shape[1]),
               "scann_recall_at_k": recall_against_brute_force(approx.numpy(), exact.numpy()),
               "cold_start_items": int((catalog.counts == 0).sum())}
     for directory in (scann_dir, brute_force_dir):

@@ -60,7 +60,7 @@ def choose_norm(model, ranking, counts: np.ndarray, config) -> Optional[dict]:
     if not cold.any() or not (config.use_text or config.use_tags):
         return None
     model.cold_item_norm.assign(0.0)
-    vectors = model.item_embeddings().numpy()
+    vectors = model.item_vectors().numpy()  # the learned part: what the norm calibrates
     queries = ranking.user_queries()  # the user side does not change: encoded once
     tried = []
     for quantile in QUANTILES:

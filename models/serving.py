@@ -19,6 +19,8 @@ Signatures (all batched):
 
 Scores are ``h·w_j``, plus ``β·log(1 + n_j)`` when the model has the item trend
 (``models.item_trend``; n_j counted at export): the index holds it as one more coordinate.
+With the semantic match (``models.semantic_match``) the item vectors and h_next already
+carry its part: the index, ``search`` and ``item_embeddings`` are that much wider.
 
 ``user_embeddings`` also returns ``h_gen_base``/``h_next_base`` (without Δ_ctx), which is what
 the batch job stores: the context is the request's, added online.
@@ -146,9 +148,8 @@ class ServingModule(tf.Module):
         context["signals"] = signals
         if with_offset:
             return self.model.user_embeddings(inputs, context=context)
-        _, gen, nxt = self.model.encode(inputs)
-        delta = self.model.offset(context) + tf.zeros_like(self.model.gen_head(gen))
-        return self.model.gen_head(gen), self.model.next_head(nxt), delta
+        gen, nxt = self.model.base_user_embeddings(inputs)
+        return gen, nxt, self.model.serving_offset(context, batch)
 
     def _defaults(self, item_ids):
         batch = tf.shape(item_ids)[0]

@@ -14,6 +14,9 @@ plain dot products ``h·w_j``: the prior −α log p_j is a training-time
 correction (the dot product learns to carry popularity, as in logQ correction).
 With ``item_trend`` on, every logit, in training and at ranking, also gets the
 item trend term β·log(1 + n_j(t)) of the request's time t (``models.item_trend``).
+With ``semantic_match`` on, the serving space is [learned part; text keys]: items append
+their keys, h_next the weighted keys of the latest events, h_gen and Δ_ctx zeros
+(``models.semantic_match``; the weight is chosen after training, training never sees it).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from models.item_tokens import ItemTokenizer
 from models.item_trend import ItemTrend, TrendTable
 from models.negatives import CandidateSliceSampler
 from models.popularity import popularity_log_prior
+from models.semantic_match import SemanticMatch
 from models.user_token import UserToken
 
 
@@ -109,6 +113,8 @@ class StarsModel(tfrs.Model):
             raise ValueError("item_trend is on but no trend table was given "
                              "(models.item_trend.trend_table over the training events)")
         self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
+        self.semantic_match = (SemanticMatch(catalog.text_embedding, name="semantic_match")
+                               if config.semantic_match and config.use_text else None)
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
@@ -122,9 +128,10 @@ class StarsModel(tfrs.Model):
                                                   name="aux_vocabulary_projection")
 
     # ---- towers -------------------------------------------------------------------------
-    def item_embeddings(self, indices=None, training=False):
-        """w_j in the serving space; all items when ``indices`` is None.  Outside training,
-        never-seen items are put on the warm items' scale (``cold_item_norm``)."""
+    def item_vectors(self, indices=None, training=False):
+        """The learned w_j (what the losses score); all items when ``indices`` is None.
+        Outside training, never-seen items are put on the warm items' scale
+        (``cold_item_norm``)."""
         tokens = (self.items.all_tokens(training=training) if indices is None
                   else self.items(indices, training=training))
         vectors = self.item_head(tokens)
@@ -134,6 +141,24 @@ class StarsModel(tfrs.Model):
         if indices is not None:
             warm = tf.gather(warm, tf.cast(indices, tf.int32))
         return cold_items.rescale_cold(vectors, 1.0 - warm, self.cold_item_norm)
+
+    def item_embeddings(self, indices=None, training=False):
+        """w_j in the serving space: the learned vectors, and the text keys appended when
+        the model has the semantic match."""
+        vectors = self.item_vectors(indices, training=training)
+        if self.semantic_match is None:
+            return vectors
+        keys = self.semantic_match.item_keys(indices)
+        return tf.concat([vectors, tf.cast(keys, vectors.dtype)], axis=-1)
+
+    def _serving_space(self, learned, matched=None):
+        """User-side ``learned`` [N, s] -> the serving space: the semantic-match part
+        (``matched`` [N, d_e], zeros when None) appended when the model has one."""
+        if self.semantic_match is None:
+            return learned
+        if matched is None:
+            matched = tf.zeros([tf.shape(learned)[0], self.semantic_match.dim], learned.dtype)
+        return tf.concat([learned, tf.cast(matched, learned.dtype)], axis=-1)
 
     def encode(self, inputs, training=False):
         """Encoder states [B, 1+L, d] and the (h_gen, h_next) states [B, d]."""
@@ -154,13 +179,30 @@ class StarsModel(tfrs.Model):
             return 0.0
         return self.context_offset(context)
 
+    def base_user_embeddings(self, inputs, training=False):
+        """(h_gen, h_next) in the serving space, without the request-context offset."""
+        _, gen, nxt = self.encode(inputs, training=training)
+        matched = (None if self.semantic_match is None
+                   else self.semantic_match.query(inputs["items"], inputs["valid"]))
+        return self._serving_space(self.gen_head(gen)), self._serving_space(self.next_head(nxt),
+                                                                            matched)
+
+    def serving_offset(self, context, batch):
+        """Δ_ctx [batch, D] in the serving space (0 on the semantic-match part)."""
+        delta = self.offset(context)
+        zeros = tf.zeros([batch, self.config.serving_dim],
+                         delta.dtype if isinstance(delta, tf.Tensor) else tf.float32)
+        return self._serving_space(delta + zeros)
+
     def user_embeddings(self, inputs, context=None, training=False):
         """(h_gen, h_next) in the serving space, with the request-context offset added."""
-        _, gen, nxt = self.encode(inputs, training=training)
+        gen, nxt = self.base_user_embeddings(inputs, training=training)
         context = context if context is not None else {
             n: inputs[f"target_{n}"] for n in ("hour", "day_of_week", "week_of_year", "holiday")}
-        delta = self.offset(context)
-        return self.gen_head(gen) + delta, self.next_head(nxt) + delta
+        if not self.config.use_context:
+            return gen, nxt
+        delta = self.serving_offset(context, tf.shape(gen)[0])
+        return gen + delta, nxt + delta
 
     def item_prior(self, request_time):
         """[N, I] the logit terms that depend on the item and the request time alone (the
@@ -187,7 +229,7 @@ class StarsModel(tfrs.Model):
         negatives, _ = self.sampler(positives, same_page=pools)
         ids = tf.concat([positives[:, None], negatives], axis=1)
         unique, where = tf.unique(tf.reshape(ids, [-1]))
-        embeddings = tf.gather(self.item_embeddings(unique, training=training),
+        embeddings = tf.gather(self.item_vectors(unique, training=training),
                                tf.reshape(where, tf.shape(ids)))
         scores = tf.einsum("nd,nkd->nk", queries, embeddings)
         logits = losses.corrected_logits(scores, tf.gather(self.log_p, ids), c.alpha)
@@ -225,7 +267,7 @@ class StarsModel(tfrs.Model):
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
         # The whole item tower once per step, shared by the NI and GI softmaxes: with a
         # 384-d text table it costs as much as the rest of a step.
-        all_items = self.item_embeddings(training=training) if c.full_softmax else None
+        all_items = self.item_vectors(training=training) if c.full_softmax else None
         loss, negative_logits = self._slice_loss(
             queries, positives, pools, self._request_times(inputs, "next", keep=keep),
             training, all_items,

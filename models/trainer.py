@@ -13,9 +13,9 @@ module owns the input pipeline, training loop and what the Trainer writes:
 Model selection is the offline benchmark's (``stars eval``): after each epoch the eval
 split's targets are ranked against the whole catalogue (``ValidationRanking``; the
 loss on them keeps falling while the model memorises their histories), early stopping
-keeps the best NDCG@10 epoch, and the cold items' serving norm is then chosen on the
-same ranking (``models.cold_items.choose_norm``), so the pushed model serves new
-items as the benchmarked one does.
+keeps the best NDCG@10 epoch, and the semantic match's weight and the cold items'
+serving norm are then chosen on the same ranking (``select_after_training``), so the
+pushed model serves as the benchmarked one does.
 
 The catalogue arrives as component inputs of the StarsTrainer (its executor
 puts their URIs in ``custom_config``), never as user configuration.
@@ -38,6 +38,7 @@ from tfx_bsl.public import tfxio
 from models import cold_items
 from models import features as F
 from models import length_buckets
+from models import semantic_match
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
@@ -348,7 +349,7 @@ def run_fn(fn_args) -> None:
     history = train(model, config, train_data, eval_data, steps * config.epochs,
                     log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
                     monitor=VR.MONITOR, monitor_mode="max")
-    selection = model_selection(history, cold_items.choose_norm(model, ranking, catalog.counts,
+    selection = model_selection(history, select_after_training(model, ranking, catalog.counts,
                                                                 config))
     log.info("model selection: %s", json.dumps(selection))
     write_projector(model, catalog, fn_args.model_run_dir)
@@ -359,14 +360,21 @@ def run_fn(fn_args) -> None:
     save_trained(model, config, meta, fn_args.serving_model_dir)
 
 
-def model_selection(history, cold_item_norm: Optional[dict]) -> dict:
+def select_after_training(model, ranking, counts: np.ndarray, config) -> dict:
+    """The choices made on the validation ranking once the weights are final, in order:
+    the semantic match's weight (the warm ranking), then the cold items' norm (which
+    trades against the ranking as it then stands).  Leaves both set on ``model``."""
+    return {"semantic_match": semantic_match.choose_weight(model, ranking),
+            "cold_item_norm": cold_items.choose_norm(model, ranking, counts, config)}
+
+
+def model_selection(history, selected: dict) -> dict:
     """What was selected on the validation ranking: the epoch whose weights were kept
-    (EarlyStopping restores the best one) and the cold-item norm (None: no cold item,
-    or a model that cannot score one)."""
+    (EarlyStopping restores the best one) and ``select_after_training``'s choices (None
+    each where the model has no such part)."""
     from stars.evaluation import validation_ranking as VR
     curve = [float(x) for x in history.history.get(VR.MONITOR, [])]
     best = int(np.argmax(curve)) if curve else None
     return {"monitor": VR.MONITOR, "epochs_run": len(curve),
             "best_epoch": None if best is None else best + 1,
-            "best": None if best is None else curve[best],
-            "cold_item_norm": cold_item_norm}
+            "best": None if best is None else curve[best], **selected}

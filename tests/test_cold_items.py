@@ -47,6 +47,9 @@ class _Model:
         self.vectors, self.cold = vectors, cold
         self.cold_item_norm = tf.Variable(0.0)
 
+    def item_vectors(self):
+        return self.item_embeddings()
+
     def item_embeddings(self):
         norm = float(self.cold_item_norm.numpy())
         out = self.vectors.copy()

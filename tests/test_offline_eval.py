@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import stars  # noqa: F401
-from models import cold_items
+from models import cold_items, semantic_match
 from stars.evaluation import offline
 from stars.evaluation import validation_ranking as VR
 
@@ -247,7 +247,7 @@ def quick_run(tmp_path_factory):
         document = offline.run_offline_eval(
             base / "data", base / "out", models=models, quick=True, encoder="hashing:64",
             seed=0, results_path=base / "results" / "quality_tiny.json", dataset="synth-tiny",
-            overrides={"stars": {"item_trend": True}})  # as the benchmark preset has it
+            overrides={"stars": {"item_trend": True, "semantic_match": True}})  # as the benchmark preset has them
     return base, document, events, leaks, models
 
 
@@ -277,6 +277,12 @@ def test_results_json_shape(quick_run):
             if "training" in e.get("config", {})}
     assert cold["sasrec_id"] is None and cold["stars"]["cold_items"] > 0
     assert [t["quantile"] for t in cold["stars"]["tried"]] == list(cold_items.QUANTILES)
+    # The semantic match's weight, chosen on the same validation ranking (stars only).
+    match = {e["model"]: e["config"]["training"]["semantic_match"] for e in on_disk["results"]
+             if "training" in e.get("config", {})}
+    assert match["sasrec_id"] is None and match["stars"]["chosen"] in semantic_match.WEIGHTS
+    assert [t["weight"] for t in match["stars"]["tried"]] == list(semantic_match.WEIGHTS)
+    assert "| semantic match η (validation) |" in report.read_text()
     # The item trend: on for stars (its term added to the test ranking), off for the ID-only.
     trend = {e["model"]: e["config"]["item_trend"] for e in on_disk["results"]
              if "training" in e.get("config", {})}

@@ -17,7 +17,7 @@ import pytest
 import stars  # noqa: F401
 import tensorflow_model_analysis as tfma
 
-from models import cold_items
+from models import cold_items, semantic_match
 from pipeline.configs import PipelineConfig
 from pipeline.runners import local
 from stars.data import synth
@@ -33,7 +33,8 @@ def runs(tmp_path_factory):
     synth.generate(base / "data", "tiny", seed=5)
     config = PipelineConfig(
         data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
-        model_preset="tiny", model_overrides=json.dumps({"epochs": 2, "item_trend": True}), top_k=TOP_K,
+        model_preset="tiny", top_k=TOP_K,
+        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True}),
         min_recall_vs_popularity=0.0, max_regression=1.0)
     local.run(config)
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
@@ -65,6 +66,8 @@ def test_every_component_ran(runs):
     assert "val_loss_next" in history  # the eval losses still reach TensorBoard
     cold = selection["cold_item_norm"]
     assert cold is None or cold["chosen"] in cold_items.QUANTILES
+    # The semantic match's weight (on in this run) is chosen on the same ranking.
+    assert selection["semantic_match"]["chosen"] in semantic_match.WEIGHTS
 
 
 def test_index_report_records_scann_recall(runs):
@@ -163,6 +166,12 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
         _latest(config.pipeline_root, "StarsTrainer", "model")))
     beta, trend = float(model.item_trend.beta.numpy()), model.item_trend.current().numpy()
     assert beta != 0.0 and trend.any()
+    # So is the semantic match: the pushed model holds the weight chosen after training, and
+    # the served user embeddings and index carry the text keys beside the learned part.
+    selection = json.load(open(os.path.join(
+        _latest(config.pipeline_root, "StarsTrainer", "model_run"), "model_selection.json")))
+    assert float(model.semantic_match.weight.numpy()) == selection["semantic_match"]["chosen"]
+    assert users["h_next"].shape[1] == model.config.serving_dim + model.semantic_match.dim
     index = {str(item): i for i, item in enumerate(catalog.item_ids)}
     for q, ids, scores in zip(users["h_next"].numpy(), searched["ids"], searched["scores"]):
         rows = [index[i] for i in ids]

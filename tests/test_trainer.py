@@ -58,13 +58,12 @@ def test_an_empty_eval_split_gives_no_ranking():
     assert _ranking([], []) is None
 
 
-def test_model_selection_records_the_restored_epoch_and_the_cold_norm():
+def test_model_selection_records_the_restored_epoch_and_the_choices_after_training():
     history = types.SimpleNamespace(history={"val_ndcg@10": [0.1, 0.3, 0.2], "loss": [3, 2, 1]})
-    cold = {"chosen": 0.5, "norm": 1.2}
-    assert trainer.model_selection(history, cold) == {
-        "monitor": "val_ndcg@10", "epochs_run": 3, "best_epoch": 2, "best": 0.3,
-        "cold_item_norm": cold}
-    assert trainer.model_selection(types.SimpleNamespace(history={}), None)["best_epoch"] is None
+    selected = {"semantic_match": {"chosen": 2.0}, "cold_item_norm": {"chosen": 0.5, "norm": 1.2}}
+    assert trainer.model_selection(history, selected) == {
+        "monitor": "val_ndcg@10", "epochs_run": 3, "best_epoch": 2, "best": 0.3, **selected}
+    assert trainer.model_selection(types.SimpleNamespace(history={}), {})["best_epoch"] is None
 
 
 def _meta(numeric=(), vocab=None):

@@ -643,7 +643,6 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     split.  Returns one result entry per retrieval (GI, NI, RR; NI only when the GI
     head is not trained)."""
     import tensorflow as tf
-    from models import cold_items
     from models import trainer as T
     from stars.evaluation import validation_ranking as VR
     started = time.time()
@@ -677,7 +676,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
                       verbose=verbose, validation_callbacks=[ranking],
                       monitor=VR.MONITOR, monitor_mode="max")
     selection = [float(x) for x in history.history.get(VR.MONITOR, [])]
-    cold_calibration = cold_items.choose_norm(model, ranking, ctx.counts, config)
+    selected = T.select_after_training(model, ranking, ctx.counts, config)
     train_s = time.time() - started
     val_data, val_ranked, _ = _score_split(ctx, model, adapter, "eval", variant, variants)
     validation_blocks = {v: _validation_block(val_ranked[v][0], val_data, ctx.num_items)
@@ -694,7 +693,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
                 "val_ndcg@10": [round(x, 5) for x in selection],
                 "early_stopping": f"{VR.MONITOR} (masked full-catalogue ranking of the "
                                   "validation target, best retrieval), best weights restored",
-                "cold_item_norm": cold_calibration,
+                **selected,
                 "train_s": round(train_s, 1)}
     entries = []
     for v in variants:
@@ -945,6 +944,14 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
     return checks
 
 
+def _chosen(selection: Optional[dict]) -> str:
+    """A choice made after training (``config.training``): what was kept, "–" where the
+    model has no such part, "off" where it was tried and 0 / None won."""
+    if not selection:
+        return "–"
+    return "off" if selection.get("chosen") in (None, 0, 0.0) else str(selection["chosen"])
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -1089,7 +1096,8 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     lines += ["## Training details", "",
-              "| model | seed | epochs run / max | best epoch | train s |", "|---|---|---|---|---|"]
+              "| model | seed | epochs run / max | best epoch | semantic match η (validation) "
+              "| cold-item quantile | train s |", "|---|---|---|---|---|---|---|"]
     sources = []
     for e in entries:
         t = e.get("config", {}).get("training")
@@ -1098,7 +1106,8 @@ def write_report(document: dict, path, wall_s: Optional[float] = None,
         elif t and e.get("variant") in ("ni",):
             lines.append(f"| {e['model']} | {_fmt(e.get('seed'))} | "
                          f"{t['epochs_run']} / {t['epochs_max']} | "
-                         f"{t['best_epoch']} | {t['train_s']} |")
+                         f"{t['best_epoch']} | {_chosen(t.get('semantic_match'))} | "
+                         f"{_chosen(t.get('cold_item_norm'))} | {t['train_s']} |")
     if sources:
         lines += ["", f"## Second source ({SECOND_SOURCE_MODEL}: the same seed's stars model)",
                   "", sources[0]["config"]["training"]["second_source"]["scores"] + ".", "",
