@@ -490,7 +490,8 @@ def test_no_context_variant_ignores_the_offset():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"item_trend": True},
-                                       {"item_trend": True, "full_softmax": True}])
+                                       {"item_trend": True, "full_softmax": True},
+                                       {"item_trend": True, "semantic_match": True}])  # paper
 def test_mixed_precision_trains_with_float32_losses(overrides):
     from models import trainer
     catalog, inputs = _small_setup()
@@ -509,6 +510,7 @@ def test_mixed_precision_trains_with_float32_losses(overrides):
     assert all(np.isfinite(h["loss"]) for h in history)
     h_gen, h_next = model.user_embeddings(inputs)
     assert h_next.dtype == tf.float32 or np.all(np.isfinite(h_next.numpy().astype(np.float32)))
+    assert h_next.shape[1] == model.item_embeddings().shape[1]  # the same serving space
 
 
 @pytest.mark.parametrize("variant", ["sasrec_id", "stars"])
