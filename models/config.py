@@ -39,6 +39,8 @@ class ModelConfig:
     # NI's text match to the latest items (models.semantic_match): its weight is chosen on
     # the validation target after training (0 = off); needs the text embedding.
     semantic_match: bool = False
+    # Its keys' width: the text's top principal directions (0 = the full text width).
+    semantic_match_dim: int = 0
 
     # Objective (§4.3).
     alpha: float = 1.0               # popularity-prior weight; 0 = plain dot-product softmax
@@ -101,7 +103,8 @@ def completed(recorded: Mapping) -> dict:
 PRESETS = {
     "paper": ModelConfig(d_model=768, num_layers=4, num_heads=8, ff_dim=3072, serving_dim=256,
                          max_history=200, tag_dim=128, batch_size=1600, learning_rate=1e-3,
-                         mixed_precision=True, item_trend=True, semantic_match=True),
+                         mixed_precision=True, item_trend=True, semantic_match=True,
+                         semantic_match_dim=128),
     "cpu": ModelConfig(item_trend=True, semantic_match=True),
     # Offline full-catalogue benchmarks (``stars eval``): d = 128 (the 384-d text embedding
     # keeps more of its neighbourhoods than at 64); the popularity prior off, as in the

@@ -21,6 +21,12 @@ In the serving space the keys are appended to the item vectors and η Σ_k r_k k
 / Σ_k r_k to h_next (zeros to h_gen and the context offset), so retrieval stays one inner
 product: the ScaNN index, ``search`` and the stored user embeddings carry it unchanged.
 A cold item has a key (its text), so it is matched from its first day.
+
+The keys are as wide as the text embedding (384 for MiniLM, 768+ for larger encoders),
+which widens the serving space and the index by that much.  ``dim`` > 0 keeps only the
+catalogue text's ``dim`` principal directions (the centred text projected on them, then
+unit-normalised): on Beauty 128 of MiniLM's 384 kept all of the validation gain and 32
+kept ~80% of it (BUILD_NOTES, sixteenth session).
 """
 from __future__ import annotations
 
@@ -35,13 +41,26 @@ RECENCY = (1.0, 0.5, 0.25)           # r_k, k = 0 the latest known event
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)  # η tried on the validation target, ascending
 
 
-def semantic_keys(text: np.ndarray) -> np.ndarray:
-    """[I, d_e] unit keys: text rows centred on the catalogue mean, unit-normalised.
-    Rows that are all zero (no text) or equal to the mean keep all-zero keys."""
+def principal_directions(centred: np.ndarray, dim: int) -> np.ndarray:
+    """[d_e, dim] the top-``dim`` eigenvectors of the centred rows' scatter matrix (a
+    d_e × d_e eigenproblem: cheap for any catalogue size), largest first."""
+    eigenvalues, vectors = np.linalg.eigh(centred.T @ centred)
+    return vectors[:, np.argsort(eigenvalues)[::-1][:dim]]
+
+
+def semantic_keys(text: np.ndarray, dim: int = 0) -> np.ndarray:
+    """[I, d] unit keys: text rows centred on the catalogue mean, projected on its ``dim``
+    principal directions when 0 < ``dim`` < d_e (else d = d_e, no projection), and
+    unit-normalised.  Rows that are all zero (no text) or equal to the mean keep
+    all-zero keys."""
+    if dim < 0:
+        raise ValueError(f"semantic_match_dim must be >= 0 (0 = the full text width), got {dim}")
     text = np.asarray(text, np.float64)
     if not len(text):
         return text.astype(np.float32)
     centred = text - text.mean(axis=0)
+    if 0 < dim < text.shape[1]:
+        centred = centred @ principal_directions(centred, dim)
     norms = np.linalg.norm(centred, axis=1, keepdims=True)
     blank = (np.linalg.norm(text, axis=1) == 0) | (norms[:, 0] < 1e-9)
     keys = np.where(norms > 1e-9, centred / np.maximum(norms, 1e-9), 0.0)
@@ -52,10 +71,10 @@ def semantic_keys(text: np.ndarray) -> np.ndarray:
 class SemanticMatch(tf.keras.layers.Layer):
     """The item keys and the match weight η (a model-selection choice, not trained)."""
 
-    def __init__(self, text: np.ndarray, **kwargs):
+    def __init__(self, text: np.ndarray, dim: int = 0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # a cosine term: full precision under mixed
         super().__init__(**kwargs)
-        self.keys = tf.Variable(semantic_keys(text), trainable=False, name="semantic_keys")
+        self.keys = tf.Variable(semantic_keys(text, dim), trainable=False, name="semantic_keys")
         self.dim = int(self.keys.shape[1])
         self.weight = tf.Variable(0.0, trainable=False, name="semantic_match_weight")
 

@@ -113,7 +113,8 @@ class StarsModel(tfrs.Model):
             raise ValueError("item_trend is on but no trend table was given "
                              "(models.item_trend.trend_table over the training events)")
         self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
-        self.semantic_match = (SemanticMatch(catalog.text_embedding, name="semantic_match")
+        self.semantic_match = (SemanticMatch(catalog.text_embedding, config.semantic_match_dim,
+                                             name="semantic_match")
                                if config.semantic_match and config.use_text else None)
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")

@@ -34,7 +34,8 @@ def runs(tmp_path_factory):
     config = PipelineConfig(
         data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
         model_preset="tiny", top_k=TOP_K,
-        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True}),
+        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True,
+                                    "semantic_match_dim": 16}),  # keys: 16 of the text's 64
         min_recall_vs_popularity=0.0, max_regression=1.0)
     local.run(config)
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
@@ -171,6 +172,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     selection = json.load(open(os.path.join(
         _latest(config.pipeline_root, "StarsTrainer", "model_run"), "model_selection.json")))
     assert float(model.semantic_match.weight.numpy()) == selection["semantic_match"]["chosen"]
+    assert model.semantic_match.dim == 16
     assert users["h_next"].shape[1] == model.config.serving_dim + model.semantic_match.dim
     index = {str(item): i for i, item in enumerate(catalog.item_ids)}
     for q, ids, scores in zip(users["h_next"].numpy(), searched["ids"], searched["scores"]):

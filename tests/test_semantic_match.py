@@ -54,10 +54,32 @@ def test_query_weights_the_latest_three_known_events():
     assert not got[3].any()
 
 
-def test_the_serving_space_appends_the_keys_and_the_ni_match_and_training_never_sees_it():
+def test_projected_keys_are_the_centred_text_on_its_principal_directions():
+    rng = np.random.default_rng(2)
+    # Three strong directions and noise: the top three carry the catalogue's text.
+    text = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 8)) * 4 + 0.1 * rng.normal(size=(40, 8))
+    text[5] = 0.0  # an item without text
+    centred = text - text.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ vt[:3].T
+    expected = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+    expected[5] = 0.0
+    keys = SM.semantic_keys(text, 3)
+    assert keys.shape == (40, 3)
+    # The directions' signs are arbitrary: compare the cosines the match is made of.
+    np.testing.assert_allclose(keys @ keys.T, expected @ expected.T, rtol=1e-4, atol=1e-5)
+    # No narrower than asked is no projection at all; a negative width is an error.
+    np.testing.assert_allclose(SM.semantic_keys(text, 8), SM.semantic_keys(text), atol=1e-6)
+    np.testing.assert_allclose(SM.semantic_keys(text, 0), SM.semantic_keys(text), atol=1e-6)
+    with pytest.raises(ValueError, match="semantic_match_dim"):
+        SM.semantic_keys(text, -1)
+
+
+@pytest.mark.parametrize("key_dim", [0, 3])
+def test_the_serving_space_appends_the_keys_and_the_ni_match_and_training_never_sees_it(key_dim):
     catalog, inputs = _small_setup()
     config = make_config("tiny", max_history=L, full_softmax=True,  # no sampling: exact
-                         semantic_match=True)
+                         semantic_match=True, semantic_match_dim=key_dim)
     assert config.semantic_match
     model = _model(catalog, config)
     losses_off = {k: v.numpy() for k, v in model.loss_parts(inputs, training=False).items()}
@@ -65,7 +87,8 @@ def test_the_serving_space_appends_the_keys_and_the_ni_match_and_training_never_
     losses_on = {k: v.numpy() for k, v in model.loss_parts(inputs, training=False).items()}
     assert losses_on == losses_off
 
-    keys = SM.semantic_keys(catalog.text_embedding)
+    keys = SM.semantic_keys(catalog.text_embedding, key_dim)
+    assert keys.shape[1] == (key_dim or catalog.text_embedding.shape[1])
     items = model.item_embeddings().numpy()
     learned = model.item_vectors().numpy()
     np.testing.assert_allclose(items, np.concatenate([learned, keys], 1), rtol=1e-6)
