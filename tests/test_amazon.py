@@ -68,3 +68,29 @@ def test_an_untitled_item_keeps_its_reviews_under_a_named_title(source, tmp_path
     (source / "items.csv").write_text("\n".join(rows).replace("\n1,A1", "\n,A1") + "\n")
     with pytest.raises(contract.ContractError, match="must not be empty"):
         amazon.import_amazon(source, tmp_path / "again")
+
+
+def test_a_source_without_attributes_or_pos_imports_in_file_order(source, tmp_path):
+    # Another dataset of the same family may lack the optional columns.
+    items = [r.rsplit(",", 1)[0] for r in (source / "items.csv").read_text().splitlines()]
+    (source / "items.csv").write_text("\n".join(items) + "\n")
+    reviews = [r.rsplit(",", 1)[0] for r in (source / "interactions.csv").read_text().splitlines()]
+    (source / "interactions.csv").write_text("\n".join(reviews) + "\n")
+    out = tmp_path / "out"
+    summary = amazon.import_amazon(source, out)
+    assert summary["interactions"] == 4 and summary["rejected_interactions"] == 1
+    items = {f["item_id"][0]: f for f in catalog.read_catalog(out)}
+    assert all(f["category"] == ["unknown"] for f in items.values())
+    events = contract.read_whole_table(out / "interactions.csv", contract.INTERACTIONS)
+    user1 = events[events["user_id"] == "1"].sort_values(["timestamp", "sequence_number"])
+    assert user1["item_id"].tolist() == ["2", "1", "4"]  # the file's order breaks the tie
+
+
+@pytest.mark.parametrize("pos", ["", "first", "1.5"])
+def test_a_pos_that_is_not_an_integer_is_named(source, tmp_path, pos):
+    rows = (source / "interactions.csv").read_text().splitlines()
+    rows[3] = rows[3].rsplit(",", 1)[0] + "," + pos
+    (source / "interactions.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(contract.ContractError, match="row 3, column 'pos': must be an integer"):
+        amazon.import_amazon(source, tmp_path / "out")
+    assert not (tmp_path / "out" / "interactions.csv").exists()

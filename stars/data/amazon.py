@@ -17,7 +17,9 @@ session; the attribute ids become the category path, broadest first (the most
 frequent attribute is the ``category``), and the least frequent one -- the most
 specific -- is the ``subclass`` used for hard negatives.  Items that nobody
 reviewed are kept (they are the catalogue); reviews of items missing from
-``items.csv`` are written to ``rejects/interactions.csv``.
+``items.csv`` are written to ``rejects/interactions.csv``.  Without ``pos`` the file's
+row order breaks the same-day ties; without ``s3rec_attr_ids`` items have no category path
+(their category is ``unknown``) and no subclass.
 """
 from __future__ import annotations
 
@@ -54,6 +56,21 @@ def _attributes(cell: str) -> list:
     return [a for a in cell.replace(",", " ").replace("|", " ").split() if a]
 
 
+def _review_order(reviews: pd.DataFrame, path: Path):
+    """``pos`` (the benchmark's order within a user's sequence) when the source has it, else
+    the file's row order; a ``pos`` that is not an integer would misplace its review among
+    the same day's, so it is an error naming the row."""
+    if "pos" not in reviews:
+        return range(len(reviews))
+    order = pd.to_numeric(reviews["pos"], errors="coerce")
+    bad = (order.isna() | (order != order.round())).to_numpy()
+    if bad.any():
+        row = int(bad.nonzero()[0][0])
+        raise contract.ContractError(str(path), f"must be an integer, got {reviews['pos'].iloc[row]!r}",
+                                     row + 1, "pos")
+    return order.astype("int64")
+
+
 def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
     """Writes ``items.csv`` and ``interactions.csv`` in the contract; returns counts."""
     source, out = Path(source_dir), Path(out_dir)
@@ -81,15 +98,14 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
                           source / "items.csv")
     catalogue.to_csv(out / "items.csv", index=False)
 
-    order = pd.to_numeric(reviews["pos"], errors="coerce") if "pos" in reviews else None
+    order = _review_order(reviews, source / "interactions.csv")
     events = pd.DataFrame({
         "user_id": reviews["user_id"].str.strip(),
         "item_id": reviews["item_id"].str.strip(),
         "timestamp": reviews["timestamp"].str.strip(),
         "event_type": "purchase",
         "session_id": reviews["user_id"].str.strip(),
-        "sequence_number": order.fillna(0).astype("int64") if order is not None
-        else range(len(reviews)),
+        "sequence_number": order,
     })
     known = events["item_id"].isin(set(catalogue["item_id"])).to_numpy()
     if (~known).any():
