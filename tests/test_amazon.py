@@ -93,4 +93,4 @@ def test_a_pos_that_is_not_an_integer_is_named(source, tmp_path, pos):
     (source / "interactions.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(contract.ContractError, match="row 3, column 'pos': must be an integer"):
         amazon.import_amazon(source, tmp_path / "out")
-    assert not (tmp_path / "out" / "interactions.csv").exists()
+    assert not (tmp_path / "out").exists()  # nothing half-written

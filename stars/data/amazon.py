@@ -76,6 +76,7 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
     source, out = Path(source_dir), Path(out_dir)
     items = _read_source(source / "items.csv", REQUIRED_ITEM_COLUMNS, may_be_empty=("title",))
     reviews = _read_source(source / "interactions.csv", REQUIRED_INTERACTION_COLUMNS)
+    order = _review_order(reviews, source / "interactions.csv")  # checked before any write
     out.mkdir(parents=True, exist_ok=True)
 
     attrs = items["s3rec_attr_ids"].map(_attributes) if "s3rec_attr_ids" in items else \
@@ -98,7 +99,6 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
                           source / "items.csv")
     catalogue.to_csv(out / "items.csv", index=False)
 
-    order = _review_order(reviews, source / "interactions.csv")
     events = pd.DataFrame({
         "user_id": reviews["user_id"].str.strip(),
         "item_id": reviews["item_id"].str.strip(),
