@@ -41,6 +41,10 @@ class ModelConfig:
     semantic_match: bool = False
     # Its keys' width: the text's top principal directions (0 = the full text width).
     semantic_match_dim: int = 0
+    # NI's second source (models.successor_source): the Trainer counts what followed each
+    # item in the training examples and chooses its weight on the validation target after
+    # training (0 = off); the served model merges it into NI's top K.
+    successor_source: bool = False
 
     # Objective (§4.3).
     alpha: float = 1.0               # popularity-prior weight; 0 = plain dot-product softmax
@@ -104,8 +108,8 @@ PRESETS = {
     "paper": ModelConfig(d_model=768, num_layers=4, num_heads=8, ff_dim=3072, serving_dim=256,
                          max_history=200, tag_dim=128, batch_size=1600, learning_rate=1e-3,
                          mixed_precision=True, item_trend=True, semantic_match=True,
-                         semantic_match_dim=128),
-    "cpu": ModelConfig(item_trend=True, semantic_match=True),
+                         semantic_match_dim=128, successor_source=True),
+    "cpu": ModelConfig(item_trend=True, semantic_match=True, successor_source=True),
     # Offline full-catalogue benchmarks (``stars eval``): d = 128 (the 384-d text embedding
     # keeps more of its neighbourhoods than at 64); the popularity prior off, as in the
     # paper's own full-catalogue ablation (Table 3); the exact softmax over the whole
@@ -146,7 +150,7 @@ ABLATIONS = {
                   "use_user_token": False, "use_engagement": False, "use_recency": False,
                   "delta_frozen_epochs": 0, "delta_lr_scale": 1.0, "alpha": 0.0,
                   "full_softmax": True, "lambda_gen": 0.0, "delta_dropout": 0.0,
-                  "semantic_match": False},
+                  "semantic_match": False, "successor_source": False},
 }
 
 

@@ -10,7 +10,7 @@ the NI score is
 
 key(i) = item i's frozen text embedding, centred on the catalogue mean and unit-
 normalised (a cosine without the direction every title shares), r = (1, ½, ¼) over the
-latest three known events (the co-occurrence query's recency profile).  η is not
+latest three known events (``models.latest_items``, shared with the successor source).  η is not
 trained: like the cold-item norm it is chosen on the validation target after training
 (``choose_weight``; 0 = off, and ties go to the smaller weight), so training is
 unchanged and a model that gains nothing from it keeps η = 0.  Trained in, with learned
@@ -37,7 +37,8 @@ import numpy as np
 import stars  # noqa: F401
 import tensorflow as tf
 
-RECENCY = (1.0, 0.5, 0.25)           # r_k, k = 0 the latest known event
+from models.latest_items import RECENCY, recency_weights
+
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)  # η tried on the validation target, ascending
 
 
@@ -86,14 +87,8 @@ class SemanticMatch(tf.keras.layers.Layer):
         """``items`` [B, L] catalogue indices (−1 unknown, left padded: the latest event is
         rightmost), ``valid`` [B, L] -> [B, d_e]: η Σ_k r_k key(latest_k) / Σ_k r_k over the
         latest ``len(RECENCY)`` known events (zeros for an empty history)."""
-        items = tf.cast(items, tf.int32)
-        known = tf.logical_and(tf.cast(valid, tf.bool), items >= 0)
-        # 0 for the latest known event, 1 for the one before, ...
-        rank = tf.cumsum(tf.cast(known, tf.int32), axis=1, reverse=True) - 1
-        profile = tf.constant(RECENCY + (0.0,), tf.float32) / sum(RECENCY)
-        recency = tf.gather(profile, tf.clip_by_value(rank, 0, len(RECENCY)))
-        recency = tf.where(known & (rank < len(RECENCY)), recency, 0.0)
-        keys = tf.gather(self.keys, tf.maximum(items, 0))
+        recency = recency_weights(items, valid) / sum(RECENCY)
+        keys = tf.gather(self.keys, tf.maximum(tf.cast(items, tf.int32), 0))
         return self.weight * tf.einsum("bl,bld->bd", recency, keys)
 
 

@@ -21,6 +21,11 @@ Scores are ``h·w_j``, plus ``β·log(1 + n_j)`` when the model has the item tre
 (``models.item_trend``; n_j counted at export): the index holds it as one more coordinate.
 With the semantic match (``models.semantic_match``) the item vectors and h_next already
 carry its part: the index, ``search`` and ``item_embeddings`` are that much wider.
+With the successor source (``models.successor_source``, γ > 0 after selection) the NI
+answers of ``recommend`` and ``recommend_with_context`` add γ·log(1 + count_j) of what
+followed the request's latest events: the index's top K merged with those successors,
+which is the exact top K of the full score.  ``search`` has no events, so it answers
+from the index alone.
 
 ``user_embeddings`` also returns ``h_gen_base``/``h_next_base`` (without Δ_ctx), which is what
 the batch job stores: the context is the request's, added online.
@@ -128,6 +133,14 @@ class ServingModule(tf.Module):
             self.trend_weight = tf.constant(float(model.item_trend.beta.numpy()))
             indexed = tf.concat([embeddings, model.item_trend.current()[:, None]], axis=1)
         self.index = make_index(index_kind, indexed, tf.constant(list(item_ids)), self.k)
+        # NI's second source, merged after the search (only when selection kept it).
+        source = getattr(model, "successor_source", None)
+        self.successor_source = (source if source is not None and
+                                 float(source.weight.numpy()) != 0.0 else None)
+        if self.successor_source is not None:
+            self.indexed_vectors = tf.Variable(indexed, trainable=False, name="indexed_vectors")
+            self.item_id_list = tf.Variable(tf.constant(list(item_ids)), trainable=False,
+                                            name="item_id_list")
 
     def _encode(self, item_ids, event_types, timestamps, request_timestamp, region,
                 signals, users, with_offset: bool = True):
@@ -147,7 +160,8 @@ class ServingModule(tf.Module):
         context = {n: inputs[f"target_{n}"] for n in CONTEXT_NAMES}
         context["signals"] = signals
         if with_offset:
-            return self.model.user_embeddings(inputs, context=context)
+            gen, nxt = self.model.user_embeddings(inputs, context=context)
+            return gen, nxt, inputs["items"], inputs["valid"]
         gen, nxt = self.model.base_user_embeddings(inputs)
         return gen, nxt, self.model.serving_offset(context, batch)
 
@@ -157,15 +171,30 @@ class ServingModule(tf.Module):
         users.update({f"user_cat_{c}": tf.fill([batch], "") for c in self.user_categorical})
         return (tf.fill([batch], ""), tf.zeros([batch, self.num_signals]), users)
 
+    def _index_queries(self, queries):
+        """User embeddings [B, D] as the index reads them (β appended for the trend)."""
+        if self.trend_weight is None:
+            return queries
+        return tf.concat([queries, tf.fill([tf.shape(queries)[0], 1], self.trend_weight)],
+                         axis=1)
+
     def search_index(self, queries):
         """(scores, ids) [B, K] of user embeddings [B, D] against the index."""
-        if self.trend_weight is not None:
-            queries = tf.concat([queries, tf.fill([tf.shape(queries)[0], 1],
-                                                  self.trend_weight)], axis=1)
-        return self.index(queries, k=self.k)
+        return self.index(self._index_queries(queries), k=self.k)
 
-    def _top_k(self, h_gen, h_next):
-        ni_scores, ni_ids = self.search_index(h_next)
+    def _next_items(self, h_next, items, valid):
+        """NI's (scores, ids) [B, K]: the index's answer, merged with the successors of
+        the request's latest events when the model serves its successor source."""
+        scores, ids = self.search_index(h_next)
+        if self.successor_source is None:
+            return scores, ids
+        scores, found = self.successor_source.merge_top_k(
+            scores, self.item_lookup.lookup(ids), self._index_queries(h_next),
+            self.indexed_vectors, items, valid, self.k)
+        return scores, tf.gather(self.item_id_list, tf.maximum(found, 0))
+
+    def _top_k(self, h_gen, h_next, items, valid):
+        ni_scores, ni_ids = self._next_items(h_next, items, valid)
         gi_scores, gi_ids = self.search_index(h_gen)
         return {"ni_ids": ni_ids, "ni_scores": ni_scores, "gi_ids": gi_ids,
                 "gi_scores": gi_scores}

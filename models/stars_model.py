@@ -17,6 +17,8 @@ item trend term β·log(1 + n_j(t)) of the request's time t (``models.item_trend
 With ``semantic_match`` on, the serving space is [learned part; text keys]: items append
 their keys, h_next the weighted keys of the latest events, h_gen and Δ_ctx zeros
 (``models.semantic_match``; the weight is chosen after training, training never sees it).
+Given a successor table, NI's ranking also adds γ·log(1 + the count of what followed the
+latest events in training) (``models.successor_source``; γ chosen after training too).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from models.item_trend import ItemTrend, TrendTable
 from models.negatives import CandidateSliceSampler
 from models.popularity import popularity_log_prior
 from models.semantic_match import SemanticMatch
+from models.successor_source import SuccessorSource, SuccessorTable
 from models.user_token import UserToken
 
 
@@ -92,7 +95,8 @@ def _projection(config: ModelConfig, name: str) -> tf.keras.layers.Layer:
 class StarsModel(tfrs.Model):
     def __init__(self, catalog: ItemCatalog, config: ModelConfig, num_event_types: int,
                  user_numeric=(), user_vocab_sizes: Mapping[str, int] = None,
-                 trend: Optional[TrendTable] = None, **kwargs):
+                 trend: Optional[TrendTable] = None,
+                 successors: Optional[SuccessorTable] = None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.num_items = len(catalog)
@@ -116,6 +120,13 @@ class StarsModel(tfrs.Model):
         self.semantic_match = (SemanticMatch(catalog.text_embedding, config.semantic_match_dim,
                                              name="semantic_match")
                                if config.semantic_match and config.use_text else None)
+        if config.successor_source and successors is None:
+            raise ValueError("successor_source is on but no successor table was given "
+                             "(models.successor_source.SuccessorTable over the training "
+                             "examples)")
+        # NI's second source; its weight is chosen after training, training never sees it.
+        self.successor_source = (None if successors is None else
+                                 SuccessorSource(successors, name="successor_source"))
         # Set after training (models.cold_items; 0 = off): never-seen items' serving norm.
         self.cold_item_norm = tf.Variable(0.0, trainable=False, name="cold_item_norm")
         self.log_p = tf.Variable(popularity_log_prior(catalog.counts, config.beta),
@@ -211,6 +222,13 @@ class StarsModel(tfrs.Model):
         if self.item_trend is None:
             return None
         return self.item_trend(request_time)
+
+    def next_prior(self, inputs):
+        """[B, I] NI's logit terms that depend on the request's latest events (the successor
+        source, γ·log(1 + count)); None without the source or while γ = 0."""
+        if self.successor_source is None or float(self.successor_source.weight.numpy()) == 0:
+            return None
+        return self.successor_source(inputs["items"], inputs["valid"])
 
     def call(self, inputs, training=False):
         return self.user_embeddings(inputs, training=training)

@@ -8,14 +8,15 @@ module owns the input pipeline, training loop and what the Trainer writes:
   the IndexBuilder needs to rebuild the model and export it with an index;
 * ``<model_run_dir>/``: TensorBoard scalars and histograms, and an item-embedding
   projector (embeddings + item-id metadata), plus ``history.json`` (per-epoch losses
-  and validation ranking) and ``model_selection.json`` (best epoch, cold-item norm).
+  and validation ranking) and ``model_selection.json`` (best epoch, the choices made
+  after training).
 
 Model selection is the offline benchmark's (``stars eval``): after each epoch the eval
 split's targets are ranked against the whole catalogue (``ValidationRanking``; the
 loss on them keeps falling while the model memorises their histories), early stopping
-keeps the best NDCG@10 epoch, and the semantic match's weight and the cold items'
-serving norm are then chosen on the same ranking (``select_after_training``), so the
-pushed model serves as the benchmarked one does.
+keeps the best NDCG@10 epoch, and the semantic match's weight, the cold items' serving
+norm and the successor source's weight are then chosen on the same ranking
+(``select_after_training``), so the pushed model serves as the benchmarked one does.
 
 The catalogue arrives as component inputs of the StarsTrainer (its executor
 puts their URIs in ``custom_config``), never as user configuration.
@@ -38,11 +39,12 @@ from tfx_bsl.public import tfxio
 from models import cold_items
 from models import features as F
 from models import length_buckets
-from models import semantic_match
+from models import semantic_match, successor_source
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
 from models.item_trend import TrendTable, distinct_events, trend_table
+from models.successor_source import SuccessorTable, example_sequences
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
 
@@ -69,6 +71,14 @@ class ModelMeta:
     trend_period_s: int = 0
     trend_window: int = 0
     trend_rows: int = 0
+    # The successor table's size (models.successor_source; 0 = none); its values are in
+    # the weights.
+    successor_entries: int = 0
+
+    def with_successors(self, table: Optional[SuccessorTable]) -> "ModelMeta":
+        if table is None:
+            return self
+        return dataclasses.replace(self, successor_entries=len(table.successors))
 
     def with_trend(self, trend: Optional[TrendTable]) -> "ModelMeta":
         if trend is None:
@@ -141,39 +151,55 @@ def set_precision(config: ModelConfig) -> None:
 
 
 def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta,
-                trend: Optional[TrendTable] = None) -> StarsModel:
-    """The model; without ``trend``, an item trend of ``meta``'s layout whose values a
-    checkpoint then restores."""
+                trend: Optional[TrendTable] = None,
+                successors: Optional[SuccessorTable] = None) -> StarsModel:
+    """The model; without ``trend`` (``successors``), an item trend (a successor table)
+    of ``meta``'s layout whose values a checkpoint then restores."""
     if config.item_trend and trend is None:
         if not meta.trend_rows:
             raise ValueError("item_trend is on but the model meta has no trend table")
         trend = TrendTable(meta.trend_origin, meta.trend_period_s, meta.trend_window,
                            np.zeros((meta.trend_rows, len(catalog)), np.float32))
+    if config.successor_source and successors is None:
+        successors = SuccessorTable.empty(len(catalog), meta.successor_entries)
     return StarsModel(catalog, config, meta.num_event_types,
                       user_numeric=meta.user_numeric, user_vocab_sizes=meta.user_vocab_sizes,
-                      trend=trend if config.item_trend else None)
+                      trend=trend if config.item_trend else None, successors=successors)
 
 
-def training_trend(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
-                   num_items: int) -> TrendTable:
-    """The item trend table of the training split's distinct events (histories and
-    targets; unknown items skipped), one pass over the files."""
+def training_examples(file_pattern, data_accessor, tft_output, adapter: InputAdapter):
+    """(users, histories, history times, targets, target times), one entry per training
+    example (catalogue indices, −1 = unknown item), in one pass over the files."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1)
     data = data_accessor.tf_dataset_factory(file_pattern, options,
                                             tft_output.transformed_metadata.schema)
-    users, items, times = [], [], []
+    users, histories, history_times, targets, target_times = [], [], [], [], []
     for features in data:
-        history = numpy_rows(adapter.history_indices(features))
-        history_ts = numpy_rows(features["timestamp"])
-        targets = numpy_rows(F.map_values(features["target_item_id"], adapter.lookup))
-        target_ts = numpy_rows(features["target_timestamp"])
-        for user, h, hts, t, tts in zip(numpy_rows(features["user_id"]), history, history_ts,
-                                        targets, target_ts):
-            users.append(user[0] if len(user) else b"")
-            items.append(np.concatenate([h, t[:len(tts)]]))
-            times.append(np.concatenate([hts, tts[:len(t)]]))
+        users += [u[0] if len(u) else b"" for u in numpy_rows(features["user_id"])]
+        histories += numpy_rows(adapter.history_indices(features))
+        history_times += numpy_rows(features["timestamp"])
+        targets += numpy_rows(F.map_values(features["target_item_id"], adapter.lookup))
+        target_times += numpy_rows(features["target_timestamp"])
+    return users, histories, history_times, targets, target_times
+
+
+def training_trend(examples, num_items: int) -> TrendTable:
+    """The item trend table of the training examples' distinct events (histories and
+    targets; unknown items skipped)."""
+    users, histories, history_times, targets, target_times = examples
+    items = [np.concatenate([h, t[:len(tts)]]) for h, t, tts in zip(histories, targets,
+                                                                    target_times)]
+    times = [np.concatenate([hts, tts[:len(t)]]) for hts, t, tts in zip(history_times, targets,
+                                                                        target_times)]
     events, timestamps = distinct_events(users, items, times)
     return trend_table(events, timestamps, num_items)
+
+
+def training_successors(examples, num_items: int) -> SuccessorTable:
+    """The successor source's counts over the training examples (each one's history and
+    next event), as the offline co-occurrence baselines count them."""
+    _, histories, _, targets, _ = examples
+    return SuccessorTable.from_sequences(example_sequences(histories, targets), num_items)
 
 
 def make_adapter(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> InputAdapter:
@@ -341,11 +367,15 @@ def run_fn(fn_args) -> None:
     if fn_args.train_steps:
         train_data = train_data.take(fn_args.train_steps)
         steps = min(steps, fn_args.train_steps)
-    trend = (training_trend(fn_args.train_files, fn_args.data_accessor, tft_output, adapter,
-                            len(catalog)) if config.item_trend else None)
-    meta = meta.with_trend(trend)
+    examples = (training_examples(fn_args.train_files, fn_args.data_accessor, tft_output,
+                                  adapter)
+                if config.item_trend or config.successor_source else None)
+    trend = training_trend(examples, len(catalog)) if config.item_trend else None
+    successors = (training_successors(examples, len(catalog)) if config.successor_source
+                  else None)
+    meta = meta.with_trend(trend).with_successors(successors)
     set_precision(config)
-    model = build_model(catalog, config, meta, trend)
+    model = build_model(catalog, config, meta, trend, successors)
     history = train(model, config, train_data, eval_data, steps * config.epochs,
                     log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
                     monitor=VR.MONITOR, monitor_mode="max")
@@ -362,10 +392,14 @@ def run_fn(fn_args) -> None:
 
 def select_after_training(model, ranking, counts: np.ndarray, config) -> dict:
     """The choices made on the validation ranking once the weights are final, in order:
-    the semantic match's weight (the warm ranking), then the cold items' norm (which
-    trades against the ranking as it then stands).  Leaves both set on ``model``."""
+    the semantic match's weight (the warm ranking), the cold items' norm (which trades
+    against the ranking as it then stands), then the successor source's weight (which
+    leaves cold items as they are: they have no successor count).  Leaves them set on
+    ``model``."""
     return {"semantic_match": semantic_match.choose_weight(model, ranking),
-            "cold_item_norm": cold_items.choose_norm(model, ranking, counts, config)}
+            "cold_item_norm": cold_items.choose_norm(model, ranking, counts, config),
+            "successor_source": (successor_source.choose_weight(model, ranking)
+                                 if config.successor_source else None)}
 
 
 def model_selection(history, selected: dict) -> dict:

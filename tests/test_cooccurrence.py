@@ -1,11 +1,9 @@
-"""The co-occurrence counts (stars.evaluation.cooccurrence) and the second source's score
-term, against plain-Python references."""
+"""The co-occurrence counts (stars.evaluation.cooccurrence) against plain-Python references."""
 from collections import Counter
 
 import numpy as np
 
 from stars.evaluation.cooccurrence import CooccurrenceCounts
-from stars.evaluation.offline import second_source_prior
 from tests.test_lambdamart import NUM_ITEMS, TRAIN, _split
 
 
@@ -51,16 +49,3 @@ def test_recent_weights_the_last_three_items_from_the_latest():
                        np.zeros(NUM_ITEMS))
         np.testing.assert_allclose(got[row], expected, rtol=1e-6)
     assert not got[2].any() and not got[4].any()  # no history; an item nothing followed
-
-
-def test_second_source_adds_a_weighted_log_count_to_the_prior():
-    rng = np.random.default_rng(0)
-    recent = rng.integers(0, 5, size=(3, 7)).astype(np.float32)
-    prior = rng.normal(size=(3, 7)).astype(np.float32)
-    np.testing.assert_allclose(second_source_prior(prior, recent, 1.5),
-                               prior + 1.5 * np.log(1.0 + recent), rtol=1e-6)
-    np.testing.assert_allclose(second_source_prior(None, recent, 2.0),
-                               2.0 * np.log(1.0 + recent), rtol=1e-6)
-    # Weight 0 leaves the model's own scores: the grid's first point is STARS itself.
-    np.testing.assert_array_equal(second_source_prior(prior, recent, 0.0), prior)
-    assert not second_source_prior(None, recent, 0.0).any()

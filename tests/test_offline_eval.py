@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import stars  # noqa: F401
-from models import cold_items, semantic_match
+from models import cold_items, semantic_match, successor_source
 from stars.evaluation import offline
 from stars.evaluation import validation_ranking as VR
 
@@ -300,7 +300,7 @@ def test_the_second_source_is_chosen_on_validation_and_starts_from_stars(quick_r
     hybrid, stars_ni = entries["stars_cooc", "ni"], entries["stars", "ni"]
     source = hybrid["config"]["training"]["second_source"]
     tried = {float(w): v for w, v in source["val_ndcg@10"].items()}
-    assert sorted(tried) == list(offline.SECOND_SOURCE_WEIGHTS)
+    assert sorted(tried) == list(successor_source.WEIGHTS)
     assert tried[0.0] == pytest.approx(stars_ni["validation"]["masked"]["ndcg@10"], abs=1e-5)
     assert source["weight"] in tried and tried[source["weight"]] == max(tried.values())
     assert hybrid["validation"]["masked"]["ndcg@10"] == pytest.approx(max(tried.values()),

@@ -17,7 +17,7 @@ import pytest
 import stars  # noqa: F401
 import tensorflow_model_analysis as tfma
 
-from models import cold_items, semantic_match
+from models import cold_items, semantic_match, successor_source
 from pipeline.configs import PipelineConfig
 from pipeline.runners import local
 from stars.data import synth
@@ -35,7 +35,8 @@ def runs(tmp_path_factory):
         data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
         model_preset="tiny", top_k=TOP_K,
         model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True,
-                                    "semantic_match_dim": 16}),  # keys: 16 of the text's 64
+                                    "semantic_match_dim": 16,  # keys: 16 of the text's 64
+                                    "successor_source": True}),
         min_recall_vs_popularity=0.0, max_regression=1.0)
     local.run(config)
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
@@ -69,6 +70,9 @@ def test_every_component_ran(runs):
     assert cold is None or cold["chosen"] in cold_items.QUANTILES
     # The semantic match's weight (on in this run) is chosen on the same ranking.
     assert selection["semantic_match"]["chosen"] in semantic_match.WEIGHTS
+    # So is the successor source's (on in this run), after the cold items' norm.
+    assert selection["successor_source"]["chosen"] in successor_source.WEIGHTS
+    assert list(selection)[-1] == "successor_source"
 
 
 def test_index_report_records_scann_recall(runs):
@@ -159,7 +163,12 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
                                                  context_signals=request["context_signals"])
     tf.debugging.assert_near(users["h_next"], users["h_next_base"] + offset["offset"], atol=1e-4)
     searched = _as_lists(loaded.signatures["search"](query_embeddings=users["h_next"]))
-    assert searched["ids"] == answer["ni_ids"]
+    selected = json.load(open(os.path.join(
+        _latest(config.pipeline_root, "StarsTrainer", "model_run"), "model_selection.json")))
+    if selected["successor_source"]["chosen"] == 0:
+        assert searched["ids"] == answer["ni_ids"]
+    else:   # NI adds the successors of the latest events; the empty history has none
+        assert searched["ids"][1] == answer["ni_ids"][1]
     # The item trend (on in this run) is in the served scores: h·w_j + β·trend_j at export.
     from tfx.utils import path_utils
     from models import trainer as T
@@ -179,3 +188,50 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
         rows = [index[i] for i in ids]
         expected = model.item_embeddings().numpy()[rows] @ q + beta * trend[rows]
         assert max(abs(a - b) for a, b in zip(scores, expected)) < 1e-3
+
+
+def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
+    """The serving module's NI answer, with the successor source at a weight of 2, is the
+    brute-force top K of h_next·w_j + β·trend_j + 2·log(1 + count_j) over the catalogue,
+    the counts read from the pushed model's own table (unit tests check the table)."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    from tfx.utils import path_utils
+    from models import features as F
+    from models import trainer as T
+    from models.serving import ServingModule
+    config, _ = runs
+    model, _, meta, catalog, adapter = T.load_trained(path_utils.serving_model_path(
+        _latest(config.pipeline_root, "StarsTrainer", "model")))
+    model.successor_source.weight.assign(2.0)
+    module = ServingModule(model, adapter, tft.TFTransformOutput(meta.transform_graph_uri),
+                           catalog.item_ids, "brute_force", TOP_K,
+                           [n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric],
+                           [n[len(F.USER_CATEGORICAL_PREFIX):] for n in meta.user_vocab_sizes])
+    signatures = module.signatures()
+    answer = _as_lists(signatures["recommend"](**eval(REQUEST)))
+    request = eval(REQUEST)
+    request.update(region=tf.constant(["", ""]), context_signals=tf.zeros([2, 4]))
+    request.update({f"user_num_{n}": tf.constant([float("nan")] * 2)
+                    for n in module.user_numeric})
+    request.update({f"user_cat_{c}": tf.constant(["", ""]) for c in module.user_categorical})
+    h_next = signatures["user_embeddings"](**request)["h_next"].numpy()
+    source = model.successor_source
+    splits, successors, counts = (v.numpy() for v in (source.row_splits, source.successors,
+                                                       source.counts))
+    index = {str(item): i for i, item in enumerate(catalog.item_ids)}
+    latest = [index["p000002"], index["p000001"]]   # the request's history, latest first
+    count = np.zeros(len(catalog))
+    for weight, item in zip((1.0, 0.5), latest):
+        np.add.at(count, successors[splits[item]:splits[item + 1]],
+                  weight * counts[splits[item]:splits[item + 1]])
+    assert count.any()
+    base = (h_next @ model.item_embeddings().numpy().T +
+            float(model.item_trend.beta.numpy()) * model.item_trend.current().numpy())
+    for row, bonus in ((0, 2.0 * np.log1p(count)), (1, 0.0)):   # row 1: empty history
+        full = base[row] + bonus
+        expected = np.argsort(-full)[:TOP_K]
+        assert answer["ni_ids"][row] == [str(catalog.item_ids[i]) for i in expected]
+        np.testing.assert_allclose(answer["ni_scores"][row], full[expected], atol=2e-3)
+

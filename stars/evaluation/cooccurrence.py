@@ -2,16 +2,19 @@
 
 Item b counts 1/d after item a when it follows a by d ≤ ``window`` events in a training
 sequence (a ≠ b); a user's query is the counts that follow their last ``RECENT`` items,
-weighted 1, ½, ¼ from the latest.  One count behind the ``cooccurrence`` baseline,
-LambdaMART's candidate generator and features, and STARS' second retrieval source
-(``stars_cooc`` in the offline evaluation).  From the training split only.
+weighted 1, ½, ¼ from the latest.  The count and the recency profile are the model's own
+(``models.successor_source``, ``models.latest_items``): the ``cooccurrence`` baseline and
+LambdaMART's candidate generator and features count what STARS' second retrieval source
+serves (``stars_cooc`` in the offline evaluation).  From the training split only.
 """
 from __future__ import annotations
 
 import numpy as np
 
-RECENT = 3
-RECENT_WEIGHTS = (1.0, 0.5, 0.25)
+from models.latest_items import RECENCY as RECENT_WEIGHTS
+from models.successor_source import WINDOW, example_sequences, successor_pairs
+
+RECENT = len(RECENT_WEIGHTS)
 
 
 def _sparse(rows, cols, values, n):
@@ -23,20 +26,10 @@ class CooccurrenceCounts:
     """``matrix`` [I, I]: the windowed counts; ``transitions`` [I, I]: adjacent pairs only
     (d = 1, weight 1 each); ``out_degree`` [I]: each item's adjacent successors."""
 
-    def __init__(self, train_split, num_items: int, window: int = 3):
+    def __init__(self, train_split, num_items: int, window: int = WINDOW):
         self.num_items = n = int(num_items)
-        rows, cols, weights = [], [], []
-        for history, targets in zip(train_split.history, train_split.targets):
-            seq = np.concatenate([history, targets[:1]]).astype(np.int64)
-            for d in range(1, window + 1):
-                a, b = seq[:-d], seq[d:]
-                keep = a != b
-                rows.append(a[keep])
-                cols.append(b[keep])
-                weights.append(np.full(int(keep.sum()), 1.0 / d, np.float32))
-        rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        weights = np.concatenate(weights) if weights else np.zeros(0, np.float32)
+        rows, cols, weights = successor_pairs(
+            example_sequences(train_split.history, train_split.targets), window)
         self.matrix = _sparse(rows, cols, weights, n)
         adjacent = weights == 1.0
         self.transitions = _sparse(rows[adjacent], cols[adjacent],

@@ -85,13 +85,13 @@ MODEL_VARIANTS = ("stars", "sasrec_id", "stars_no_text", "stars_no_tags", "stars
 BASELINES = ("popularity", "cooccurrence", "lambdamart")
 ALL_MODELS = ("popularity", "cooccurrence", "stars", "sasrec_id", "lambdamart",
               "stars_no_text", "stars_no_tags", "stars_no_context", "stars_no_user")
-# STARS with a second retrieval source (BUILD_NOTES "Thirteenth session"): the NI scores
-# plus w · log(1 + the co-occurrence count after the user's last three items), the weight
-# chosen on the validation target from the grid (0 = STARS alone).  Scored with every
-# ``stars`` run, from the same trained model; a different product from the paper's single
-# dot product (the count is a high-rank item-to-item signal), so it is its own row.
+# STARS with its second retrieval source (``models.successor_source``, what the ``cpu``
+# and ``paper`` presets serve): the NI scores plus γ · log(1 + the co-occurrence count
+# after the user's last three items), γ chosen on the validation target as the Trainer
+# chooses it (0 = STARS alone).  Scored with every ``stars`` run, from the same trained
+# model; a different product from the paper's single dot product (the count is a
+# high-rank item-to-item signal), so it is its own row.
 SECOND_SOURCE_MODEL = "stars_cooc"
-SECOND_SOURCE_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 RESULT_ORDER = ALL_MODELS[:3] + (SECOND_SOURCE_MODEL,) + ALL_MODELS[3:]
 PIPELINE_SUBDIR = "pipeline"              # the full run's data half
 QUICK_PIPELINE_SUBDIR = "pipeline-quick"  # the quick run's (a user sample): never mixed
@@ -541,63 +541,44 @@ def _score_split(ctx: EvalContext, model, adapter, split: str, name: str, varian
     return data, {v: ranked[v] for v in variants}, candidate_scores
 
 
-def second_source_prior(prior: Optional[np.ndarray], recent_counts: np.ndarray,
-                        weight: float) -> np.ndarray:
-    """[n, I] what the NI scores get added under the second source: the model's item prior
-    (None = none) plus ``weight`` · log(1 + the co-occurrence count after the user's last
-    items), ``recent_counts`` = ``CooccurrenceCounts.recent``."""
-    added = weight * np.log1p(np.asarray(recent_counts, np.float32))
-    return added if prior is None else np.asarray(prior, np.float32) + added
-
-
-def _rank_second_source(ctx: EvalContext, model, adapter, counts, split: str,
-                        weights: Sequence[float]):
-    """(SplitData, {weight: (masked, unmasked)}): the NI queries ranked over the whole
-    catalogue with ``second_source_prior`` at each weight (one read of the split)."""
+def _rank_second_source(ctx: EvalContext, model, adapter, split: str):
+    """(SplitData, (masked, unmasked)): NI ranked over the whole catalogue with the model's
+    successor source at its current weight (one read of the split)."""
     items = model.item_embeddings().numpy().astype(np.float32)
-    parts, tops = [], {w: ([], []) for w in weights}
+    parts, masked, unmasked = [], [], []
     for inputs, raw in ctx.dataset(split, SECOND_SOURCE_MODEL, adapter):
         data = ctx.to_split_data(raw)
         parts.append(data)
         _, nxt = model.user_embeddings(inputs)
-        queries = nxt.numpy().astype(np.float32)
-        prior = model.item_prior(inputs["target_timestamp"])
-        prior = None if prior is None else prior.numpy()
-        recent = counts.recent(data.history)
-        for w in weights:
-            masked, unmasked = rank_full_catalogue(queries, items, K_MAX, data.history,
-                                                   item_prior=second_source_prior(prior,
-                                                                                  recent, w))
-            tops[w][0].append(masked)
-            tops[w][1].append(unmasked)
-    return SplitData.concat(parts), {w: (np.concatenate(m), np.concatenate(u))
-                                     for w, (m, u) in tops.items()}
+        terms = [t.numpy() for t in (model.item_prior(inputs["target_timestamp"]),
+                                     model.next_prior(inputs)) if t is not None]
+        top = rank_full_catalogue(nxt.numpy().astype(np.float32), items, K_MAX, data.history,
+                                  item_prior=sum(terms) if terms else None)
+        masked.append(top[0])
+        unmasked.append(top[1])
+    return SplitData.concat(parts), (np.concatenate(masked), np.concatenate(unmasked))
 
 
-def evaluate_second_source(ctx: EvalContext, model, adapter, stars_entry: dict) -> dict:
-    """The ``stars_cooc`` entry of a trained STARS: the weight chosen on the validation
-    target (masked NDCG@10; ties to the smaller weight), then the test split ranked once."""
-    from stars.evaluation.cooccurrence import CooccurrenceCounts
+def evaluate_second_source(ctx: EvalContext, model, adapter, ranking, stars_entry: dict) -> dict:
+    """The ``stars_cooc`` entry of a trained STARS: its successor source's weight chosen on
+    the validation ranking as the Trainer chooses it (``successor_source.choose_weight``),
+    then the test split ranked once: what a pipeline with ``successor_source`` serves."""
+    from models import successor_source
     started = time.time()
-    counts = CooccurrenceCounts(ctx.read_split("train", SECOND_SOURCE_MODEL), ctx.num_items)
-    val_data, val_ranked = _rank_second_source(ctx, model, adapter, counts, "eval",
-                                               SECOND_SOURCE_WEIGHTS)
-    tried = {w: _validation_block(val_ranked[w][0], val_data, ctx.num_items)
-             for w in SECOND_SOURCE_WEIGHTS}
-    weight = max(SECOND_SOURCE_WEIGHTS, key=lambda w: (tried[w]["ndcg@10"], -w))
-    test, ranked = _rank_second_source(ctx, model, adapter, counts, "test", (weight,))
-    masked, unmasked = ranked[weight]
+    choice = successor_source.choose_weight(model, ranking)
+    val_data, (val_masked, _) = _rank_second_source(ctx, model, adapter, "eval")
+    test, (masked, unmasked) = _rank_second_source(ctx, model, adapter, "test")
     cold = cold_start_mask(test, ctx.counts)
-    config = dict(stars_entry["config"])
+    config = {**stars_entry["config"], "successor_source": True}
     config["training"] = {**config["training"], "second_source": {
         "scores": "NI + weight x log(1 + directed co-occurrence count after the last three "
-                  "items), the training split's counts (stars.evaluation.cooccurrence)",
-        "weight": weight,
-        "val_ndcg@10": {str(w): round(tried[w]["ndcg@10"], 5) for w in SECOND_SOURCE_WEIGHTS}}}
+                  "items), the training split's counts (models.successor_source)",
+        "weight": choice["chosen"],
+        "val_ndcg@10": {str(t["weight"]): t["val_ndcg@10"] for t in choice["tried"]}}}
     return {"model": SECOND_SOURCE_MODEL, "variant": "ni",
             "masked": metric_block(masked, test.targets, ctx.num_items, cold),
             "unmasked": metric_block(unmasked, test.targets, ctx.num_items, cold),
-            "validation": {"masked": tried[weight]},
+            "validation": {"masked": _validation_block(val_masked, val_data, ctx.num_items)},
             "slices": slice_metrics(test, masked, ctx.catalog),
             "seed": stars_entry["seed"], "config": config,
             "split_reads": dict(ctx.reads[SECOND_SOURCE_MODEL]),
@@ -646,7 +627,10 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     from models import trainer as T
     from stars.evaluation import validation_ranking as VR
     started = time.time()
-    config = T.fit_user_token(model_config(variant, preset, seed, quick, overrides), ctx.meta)
+    # Every row but stars_cooc is scored without the successor source (the paper's model);
+    # stars runs carry its table, and stars_cooc adds it (evaluate_second_source).
+    config = T.fit_user_token(model_config(variant, preset, seed, quick, overrides),
+                              ctx.meta).replace(successor_source=False)
     adapter = T.make_adapter(ctx.catalog, config, ctx.meta)
     # The Trainer's input pipeline (shuffled), over the same files and schema.
     ctx.reads[variant]["train"] += 1
@@ -658,12 +642,15 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     set_precision = getattr(T, "set_precision", None)  # as the Trainer's run_fn does
     if set_precision is not None:
         set_precision(config)
-    trend = None
-    if config.item_trend:  # from the training split, as the Trainer's run_fn
+    second_source = variant == "stars"
+    examples = None
+    if config.item_trend or second_source:  # from the training split, as the Trainer's run_fn
         ctx.reads[variant]["train"] += 1
-        trend = T.training_trend(ctx.files("train"), ctx.accessor, ctx.tft_output, adapter,
-                                 ctx.num_items)
-    model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend)
+        examples = T.training_examples(ctx.files("train"), ctx.accessor, ctx.tft_output,
+                                       adapter)
+    trend = T.training_trend(examples, ctx.num_items) if config.item_trend else None
+    successors = T.training_successors(examples, ctx.num_items) if second_source else None
+    model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend, successors)
     # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
     # on_epoch_begin(0) when delta_frozen_epochs = 0 (sasrec_id, stars_no_text), before
     # any forward pass would have created it.
@@ -707,9 +694,9 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
             "slices": slice_metrics(test, masked, ctx.catalog, None if v == "rr" else scores),
             "seed": seed, "config": {**dataclasses.asdict(config), "training": training},
             "split_reads": dict(ctx.reads[variant]), "wall_s": wall})
-    if variant == "stars":
+    if second_source:
         entries.append(evaluate_second_source(
-            ctx, model, adapter, next(e for e in entries if e["variant"] == "ni")))
+            ctx, model, adapter, ranking, next(e for e in entries if e["variant"] == "ni")))
     return entries
 
 

@@ -51,6 +51,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         self._request_time = None
         self.epochs: List[dict] = []
         self._embed = None
+        self._log_counts = None   # [N, I] log(1 + successor count), once the source is on
         # (row, item) pairs to mask, per chunk of rows.
         self._masked = []
         for start in range(0, len(self.history), CHUNK):
@@ -60,7 +61,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             keep = cols >= 0
             self._masked.append((rows[keep], cols[keep]))
 
-    def _rank(self, queries: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _rank(self, queries: np.ndarray, items: np.ndarray, variant: str) -> np.ndarray:
         """Masked top-K, ``CHUNK`` rows at a time (ties in any order: this only
         steers training; the reported figures use ``top_k_from_scores``)."""
         top = []
@@ -69,6 +70,8 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             prior = self._item_prior(start, start + CHUNK)
             if prior is not None:
                 scores += prior
+            if variant == "ni":
+                self._add_successor_term(scores, start)
             rows, cols = self._masked[start // CHUNK]
             scores[rows, cols] = -np.inf
             top.append(tf.math.top_k(scores, k=min(K, scores.shape[1])).indices.numpy())
@@ -83,6 +86,27 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             self._request_time = np.concatenate(
                 [np.asarray(b["target_timestamp"], np.int64) for b in self.batches])
         return self.model.item_prior(self._request_time[start:stop]).numpy()
+
+    def _add_successor_term(self, scores: np.ndarray, start: int) -> None:
+        """Adds NI's successor-source term γ·log(1 + count) (``models.successor_source``)
+        to rows start:start + len(scores), in place; nothing while γ = 0.  The counts
+        depend only on each example's latest events, so they are gathered once."""
+        source = getattr(self.model, "successor_source", None)
+        gamma = 0.0 if source is None else float(source.weight.numpy())
+        if gamma == 0.0:
+            return
+        if self._log_counts is None:
+            from scipy import sparse
+            parts = []
+            for inputs in self.batches:
+                rows, items, counts = (x.numpy() for x in
+                                       source.user_counts(inputs["items"], inputs["valid"]))
+                parts.append(sparse.csr_matrix(
+                    (np.log1p(counts), (rows, items)),
+                    shape=(int(tf.shape(inputs["items"])[0]), source.num_items)))
+            self._log_counts = sparse.vstack(parts).tocsr()
+        block = self._log_counts[start:start + len(scores)].tocoo()
+        scores[block.row, block.col] += np.float32(gamma) * block.data.astype(np.float32)
 
     def user_queries(self) -> dict:
         """{variant: [N, D] user embeddings} of the current weights, in ``targets`` order."""
@@ -106,7 +130,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             if len(q) != len(self.targets):
                 raise ValueError(f"the validation batches hold {len(q)} examples, "
                                  f"expected {len(self.targets)}")
-            per = RM.per_example_metrics(self._rank(q, items), self.targets, (K,))
+            per = RM.per_example_metrics(self._rank(q, items, variant), self.targets, (K,))
             summary = RM.summarise(per)
             out[variant] = (summary[f"hit@{K}"], summary[f"ndcg@{K}"])
         return out
@@ -114,6 +138,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
     def set_model(self, model):
         super().set_model(model)
         self._embed = None  # retrace for the new model
+        self._log_counts = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
