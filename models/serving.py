@@ -138,7 +138,10 @@ class ServingModule(tf.Module):
         self.successor_source = (source if source is not None and
                                  float(source.weight.numpy()) != 0.0 else None)
         if self.successor_source is not None:
-            self.indexed_vectors = tf.Variable(indexed, trainable=False, name="indexed_vectors")
+            # What the merge scores a successor with: the item table above, and the
+            # index's trend coordinate × β as a per-item bias.
+            self.item_bias = (None if self.trend_weight is None else tf.Variable(
+                self.trend_weight * indexed[:, -1], trainable=False, name="item_bias"))
             self.item_id_list = tf.Variable(tf.constant(list(item_ids)), trainable=False,
                                             name="item_id_list")
 
@@ -189,8 +192,8 @@ class ServingModule(tf.Module):
         if self.successor_source is None:
             return scores, ids
         scores, found = self.successor_source.merge_top_k(
-            scores, self.item_lookup.lookup(ids), self._index_queries(h_next),
-            self.indexed_vectors, items, valid, self.k)
+            scores, self.item_lookup.lookup(ids), h_next, self.item_embedding_table, items,
+            valid, self.k, item_bias=self.item_bias)
         return scores, tf.gather(self.item_id_list, tf.maximum(found, 0))
 
     def _top_k(self, h_gen, h_next, items, valid):

@@ -140,16 +140,18 @@ class SuccessorSource(tf.keras.layers.Layer):
         """[B, I] γ · log(1 + count_j): NI's second-source term."""
         return self.weight * self.log_counts(items, valid)
 
-    def merge_top_k(self, index_scores, index_items, queries, indexed, items, valid, k: int):
-        """(scores [B, k], items [B, k]): the top k by ``query · vector_j + γ log(1 +
-        count_j)`` from the index's answer and the latest events' successors.
+    def merge_top_k(self, index_scores, index_items, queries, vectors, items, valid, k: int,
+                    item_bias=None):
+        """(scores [B, k], items [B, k]): the top k by ``query · vector_j (+ item_bias_j) +
+        γ log(1 + count_j)`` from the index's answer and the latest events' successors.
 
-        Exact: an item without a count scores its plain inner product, so if it belongs in
+        Exact: an item without a count scores what the index scores, so if it belongs in
         the top k it is in the index's top k (``index_scores``/``index_items`` [B, K ≥ k],
         catalogue indices); every other item in the answer is a successor.  So the union
         of both, ranked by the full score (a successor the index did not return is scored
-        here against ``indexed`` [I, D], the vectors the index holds, with ``queries``
-        [B, D]), holds the exact top k, as exact as the index's own answer.
+        here the index's way: ``queries`` [B, D] against ``vectors`` [I, D], plus
+        ``item_bias`` [I] when the index holds one, e.g. the item trend), holds the exact
+        top k, as exact as the index's own answer.
         """
         batch = tf.shape(index_items, out_type=tf.int64)[0]
         width = tf.shape(index_items, out_type=tf.int64)[1]
@@ -172,8 +174,10 @@ class SuccessorSource(tf.keras.layers.Layer):
         extra = tf.logical_not(returned)
         extra_rows, extra_items = tf.boolean_mask(rows, extra), tf.boolean_mask(successors, extra)
         extra_total = (tf.reduce_sum(tf.gather(tf.cast(queries, tf.float32), extra_rows) *
-                                     tf.gather(tf.cast(indexed, tf.float32), extra_items), 1) +
+                                     tf.gather(tf.cast(vectors, tf.float32), extra_items), 1) +
                        gamma * tf.math.log1p(tf.boolean_mask(counts, extra)))
+        if item_bias is not None:
+            extra_total += tf.gather(tf.cast(item_bias, tf.float32), extra_items)
         all_rows = tf.concat([answer_rows, extra_rows], 0)
         order = tf.argsort(all_rows, stable=True)
         ragged = lambda values, pad: tf.RaggedTensor.from_value_rowids(

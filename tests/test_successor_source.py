@@ -94,7 +94,7 @@ def test_a_request_counts_what_followed_its_latest_three_known_events():
 @pytest.mark.parametrize("extra", [0, 4])
 def test_the_merge_is_the_exact_top_k_of_the_full_score(extra):
     """The index's top K (here exact, K = k + ``extra``) merged with the successors ranks
-    as a brute-force pass over the whole catalogue by h·w_j + γ log(1 + count_j)."""
+    as a brute-force pass over the whole catalogue by h·w_j + b_j + γ log(1 + count_j)."""
     rng = np.random.default_rng(3)
     n, dim, k = 60, 6, 7
     sequences = [list(rng.integers(0, n, size=int(rng.integers(2, 12)))) for _ in range(80)]
@@ -109,13 +109,15 @@ def test_the_merge_is_the_exact_top_k_of_the_full_score(extra):
         items[b, 5 - length:] = rng.integers(0, n, size=length)
         valid[b, 5 - length:] = True
     counts = _reference_request(_reference(sequences, n), items, valid)
-    full = queries @ vectors.T + 2.0 * np.log1p(counts)
-    plain = queries @ vectors.T
+    bias = rng.normal(size=n).astype(np.float32)    # an index coordinate such as the trend
+    plain = queries @ vectors.T + bias
+    full = plain + 2.0 * np.log1p(counts)
     index_items = np.argsort(-plain, axis=1)[:, :k + extra]
     index_scores = np.take_along_axis(plain, index_items, axis=1)
     scores, found = (x.numpy() for x in source.merge_top_k(
         tf.constant(index_scores), tf.constant(index_items), tf.constant(queries),
-        tf.constant(vectors), tf.constant(items), tf.constant(valid), k))
+        tf.constant(vectors), tf.constant(items), tf.constant(valid), k,
+        item_bias=tf.constant(bias)))
     expected = np.argsort(-full, axis=1)[:, :k]
     np.testing.assert_array_equal(found, expected)
     np.testing.assert_allclose(scores, np.take_along_axis(full, expected, axis=1), rtol=1e-5,
