@@ -15,7 +15,11 @@ Signatures (all batched):
 * ``context_offset``: ``request_timestamp`` [B], ``context_signals`` [B, S] -> ``offset`` [B, D]
   (Δ_ctx alone: add it to stored embeddings at request time);
 * ``search``: ``query_embeddings`` float [B, D] -> ``ids``/``scores`` [B, K] (the index alone,
-  for user embeddings stored by the batch job).
+  for user embeddings stored by the batch job);
+* ``search_after_items``: the same plus ``history_item_ids`` string [B, L] (each row's
+  latest items, oldest first, "" pads) -> ``ids``/``scores`` [B, K]: the index merged with
+  what followed those items (the successor source; a row without items, such as a GI
+  query's, is the index alone, as is every row of a model without the source).
 
 Scores are ``h·w_j``, plus ``β·log(1 + n_j)`` when the model has the item trend
 (``models.item_trend``; n_j counted at export): the index holds it as one more coordinate.
@@ -25,7 +29,8 @@ With the successor source (``models.successor_source``, γ > 0 after selection) 
 answers of ``recommend`` and ``recommend_with_context`` add γ·log(1 + count_j) of what
 followed the request's latest events: the index's top K merged with those successors,
 which is the exact top K of the full score.  ``search`` has no events, so it answers
-from the index alone.
+from the index alone; ``search_after_items`` is ``search`` with the merge, for stored
+embeddings whose latest items were stored beside them.
 
 ``user_embeddings`` also returns ``h_gen_base``/``h_next_base`` (without Δ_ctx), which is what
 the batch job stores: the context is the request's, added online.
@@ -270,6 +275,16 @@ class ServingModule(tf.Module):
             scores, ids = self.search_index(query_embeddings)
             return {"ids": ids, "scores": scores}
 
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, self.item_embedding_table.shape[1]], tf.float32,
+                          "query_embeddings"),
+            tf.TensorSpec([None, None], tf.string, "history_item_ids")])
+        def search_after_items(query_embeddings, history_item_ids):
+            scores, ids = self._next_items(query_embeddings,
+                                           self.item_lookup.lookup(history_item_ids),
+                                           tf.not_equal(history_item_ids, ""))
+            return {"ids": ids, "scores": scores}
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "item_ids")])
         def item_embeddings(item_ids):
             index = self.item_lookup.lookup(item_ids)
@@ -284,7 +299,8 @@ class ServingModule(tf.Module):
                 "user_embeddings": flat(user_embeddings_fn).get_concrete_function(),
                 "item_embeddings": item_embeddings.get_concrete_function(),
                 "context_offset": context_offset.get_concrete_function(),
-                "search": search.get_concrete_function()}
+                "search": search.get_concrete_function(),
+                "search_after_items": search_after_items.get_concrete_function()}
 
 
 def save_serving_model(module: ServingModule, export_dir: str, item_ids=None) -> str:
@@ -333,6 +349,8 @@ def warmup_requests(module: "ServingModule", item_ids) -> list:
             ("context_offset", {"request_timestamp": history["request_timestamp"],
                                 "context_signals": context["context_signals"]}),
             ("search", {"query_embeddings": np.zeros([1, dim], np.float32)}),
+            ("search_after_items", {"query_embeddings": np.zeros([1, dim], np.float32),
+                                    "history_item_ids": items}),
             ("item_embeddings", {"item_ids": items[0]})]
 
 

@@ -105,7 +105,7 @@ def data_dir(tmp_path_factory):
 def _base(store, user):
     entry = store.get(user)
     assert entry is not None, f"{user} not stored"
-    h_gen, h_next, _ = entry
+    h_gen, h_next = entry[:2]
     np.testing.assert_allclose(h_next, 2 * h_gen)
     return h_gen.tolist()
 
@@ -128,6 +128,9 @@ def test_job_embeds_every_user_into_the_embedded_store(model_base, data_dir, tmp
     assert _base(store, "u2") == [2, 21, 43, 600, -1, 0, 1, 1]       # home region eu
     assert _base(store, "u3") == [1, 999999, 999999, 600, -1, 0, 1, 0]
     assert _base(store, "u4") == [0, 0, 0, 600, 50, 1, 0, 0]         # [USER] features only
+    # The latest item ids of the (cut) history, oldest first, for the successor source.
+    assert [store.get(u)[3] for u in ("u1", "u3", "u4")] == [("13", "14", "15"),
+                                                              ("999999",), ()]
     assert store.get("u5") is None                  # only known from after as_of
     assert {e[2] for e in store.get_many(["u1", "u2", "u3", "u4"])} == {"3"}  # model version
     assert store.get("nobody") is None
@@ -210,12 +213,14 @@ def test_job_with_the_pushed_stars_model(pushed_model, tmp_path):
     entries = store.get_many(with_events)
     missing = [u for u, e in zip(with_events, entries) if e is None]
     assert not missing, f"users with interactions but no embedding: {missing[:5]}"
-    for user, (h_gen, h_next, version) in zip(with_events, entries):
+    for user, (h_gen, h_next, version, latest) in zip(with_events, entries):
         assert h_gen.shape == (dim,) and h_next.shape == (dim,)
+        assert 1 <= len(latest) <= job.LATEST_ITEMS, user
         assert version == report["model_version"] == os.path.basename(report["model_dir"])
         assert np.isfinite(h_gen).all() and np.isfinite(h_next).all(), user
     assert report["stored"] >= len(with_events)
     if users_file is not None and users_file.name == "users.csv":
-        h_gen, h_next, _ = store.get("zz-no-events")
+        h_gen, h_next, _, latest = store.get("zz-no-events")
+        assert latest == ()
         assert np.isfinite(h_gen).all() and not math.isclose(float(np.abs(h_gen).sum()), 0.0)
     print(json.dumps(report, default=str))

@@ -145,7 +145,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     # Same answer in this process; the index alone (search) agrees with recommend.
     from models.serving import replay_warmup
     loaded = load_serving_model(export)
-    assert replay_warmup(loaded, export) == 6  # TF Serving's warm-up file, one per signature
+    assert replay_warmup(loaded, export) == 7  # TF Serving's warm-up file, one per signature
     here = _as_lists(loaded.signatures["serving_default"](**eval(REQUEST)))
     assert here["ni_ids"] == answer["ni_ids"] and here["gi_ids"] == answer["gi_ids"]
     numeric, categorical = [], []
@@ -229,6 +229,11 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
     assert count.any()
     base = (h_next @ model.item_embeddings().numpy().T +
             float(model.item_trend.beta.numpy()) * model.item_trend.current().numpy())
+    # A stored embedding with its latest items stored beside it gets the same answer.
+    after = _as_lists(signatures["search_after_items"](
+        query_embeddings=tf.constant(h_next), history_item_ids=request["history_item_ids"]))
+    assert after["ids"] == answer["ni_ids"]
+    np.testing.assert_allclose(after["scores"], answer["ni_scores"], atol=2e-3)
     for row, bonus in ((0, 2.0 * np.log1p(count)), (1, 0.0)):   # row 1: empty history
         full = base[row] + bonus
         expected = np.argsort(-full)[:TOP_K]

@@ -46,9 +46,10 @@ class ModelClientTestDouble:
         return Candidates(ids, {v: [100.0 - i for i in range(len(ids[v]))] for v in variants},
                           version, k)
 
-    def search(self, queries, k, timeout_s=None, version=None):
+    def search(self, queries, k, timeout_s=None, version=None, latest_items=()):
         self._enter("search", timeout_s, k=k, version=version,
-                    queries={v: np.asarray(q).tolist() for v, q in queries.items()})
+                    queries={v: np.asarray(q).tolist() for v, q in queries.items()},
+                    latest_items=tuple(latest_items))
         if version is not None and version not in self.versions:
             raise ModelVersionNotFound(f"NOT_FOUND: version {version} is not served")
         return self._answer(list(queries), k, version or max(self.versions))

@@ -61,6 +61,7 @@ class TFServingRestTestDouble:
     def __init__(self):
         self.requests, self.delay_s, self.gone = [], 0.0, set()
         self.versions = ["1", "2"]
+        self.defs = WITH_CONTEXT_DEFS
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -88,7 +89,7 @@ class TFServingRestTestDouble:
                 if self.path == "/v1/models/stars/metadata":
                     return self._send(200, {"model_spec": {"name": "stars", "version": "2"},
                                             "metadata": {"signature_def": {
-                                                "signature_def": WITH_CONTEXT_DEFS}}})
+                                                "signature_def": double.defs}}})
                 self._send(404, {"error": "Not found"})
 
             def do_POST(self):
@@ -107,6 +108,12 @@ class TFServingRestTestDouble:
                     return self._send(200, {"outputs": {
                         "ids": [[f"v{version}-{n}" for n in range(5)]] * rows,
                         "scores": [[5.0 - n for n in range(5)]] * rows}})
+                if signature == "search_after_items" and "search_after_items" in double.defs:
+                    after = [any(row) for row in body["inputs"]["history_item_ids"]]
+                    return self._send(200, {"outputs": {
+                        "ids": [[f"{'after-' if a else ''}v{version}-{n}" for n in range(5)]
+                                for a in after],
+                        "scores": [[5.0 - n for n in range(5)]] * len(after)}})
                 if signature == "context_offset":
                     return self._send(200, {"outputs": [[0.5, 0.25, 0.0]]})
                 if signature in ("recommend", "recommend_with_context"):
@@ -148,6 +155,34 @@ def test_rest_search_pins_the_newest_version_and_reads_status_once(rest):
     assert got.model_version == "1" and got.exhausted  # 5 < 10: the index has no more
     with pytest.raises(ModelVersionNotFound):
         client.search({"gi": [1, 0, 0]}, 3, version="9")
+
+
+def test_rest_search_merges_the_latest_items_only_where_the_model_serves_it(rest):
+    """Stored latest items go to ``search_after_items`` on the NI row (the GI row gets
+    none), when the model's metadata lists that signature; otherwise plain ``search``."""
+    queries = {"gi": [1, 0, 0], "ni": [0, 1, 0]}
+    client = RestModelClient(rest.url, "stars", timeout_s=1.0)
+    got = client.search(queries, 3, latest_items=("a", "b"))
+    assert rest.requests[-1][2]["signature_name"] == "search" and got.ids["ni"][0] == "v2-0"
+    rest.defs = {**WITH_CONTEXT_DEFS, "search_after_items": {"inputs": {
+        "query_embeddings": {}, "history_item_ids": {}}}}
+    client = RestModelClient(rest.url, "stars", timeout_s=1.0)
+    got = client.search(queries, 3, latest_items=("a", "b"))
+    assert rest.requests[-1] == ("POST", "/v1/models/stars/versions/2:predict", {
+        "signature_name": "search_after_items",
+        "inputs": {"query_embeddings": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                   "history_item_ids": [["", ""], ["a", "b"]]}})
+    assert got.ids["ni"][0] == "after-v2-0" and got.ids["gi"][0] == "v2-0"
+    client.search(queries, 3)                        # nothing stored: the index alone
+    assert rest.requests[-1][2]["signature_name"] == "search"
+    client.search({"gi": [1, 0, 0]}, 3, latest_items=("a",))   # GI only: nothing to merge
+    assert rest.requests[-1][2]["signature_name"] == "search"
+    # A (pinned) version without the signature, though the metadata listed it: the index.
+    rest.defs = WITH_CONTEXT_DEFS
+    got = client.search(queries, 3, latest_items=("a", "b"), version="1")
+    assert [r[2]["signature_name"] for r in rest.requests[-2:]] == ["search_after_items",
+                                                                     "search"]
+    assert got.ids["ni"][0] == "v1-0" and got.model_version == "1"
 
 
 def test_rest_rereads_status_when_the_cached_version_disappears(rest):
@@ -314,10 +349,13 @@ D, N, K = 8, 60, 20
 class FakeStarsModule(tf.Module):
     """A SavedModel with the STARS serving signatures (models/serving.py), not the STARS
     model: item embeddings are random; h_gen is the mean of the history's embeddings,
-    h_next the last one's; Δ_ctx = 0.1 * signals[0] on every dimension, + 0.01 * age."""
+    h_next the last one's; Δ_ctx = 0.1 * signals[0] on every dimension, + 0.01 * age.
+    With ``after_items``, ``search_after_items`` lifts each row's given items by 100 (a
+    stand-in for the successor merge: visible at the top of the answer)."""
 
-    def __init__(self, seed):
+    def __init__(self, seed, after_items=False):
         super().__init__()
+        self.after_items = after_items
         rng = np.random.default_rng(seed)
         self.item_ids = [f"it{i}" for i in range(N)]
         self.table_values = rng.normal(size=(N, D)).astype(np.float32)
@@ -374,11 +412,23 @@ class FakeStarsModule(tf.Module):
             ids, scores = self._top(query_embeddings)
             return {"ids": ids, "scores": scores}
 
-        return {"serving_default": recommend.get_concrete_function(),
-                "recommend": recommend.get_concrete_function(),
-                "recommend_with_context": recommend_with_context.get_concrete_function(),
-                "context_offset": context_offset.get_concrete_function(),
-                "search": search.get_concrete_function()}
+        @tf.function(input_signature=[tf.TensorSpec([None, D], tf.float32, "query_embeddings"),
+                                      tf.TensorSpec([None, None], tf.string, "history_item_ids")])
+        def search_after_items(query_embeddings, history_item_ids):
+            index = self.lookup.lookup(history_item_ids)
+            lift = tf.reduce_sum(tf.one_hot(index, N) * 100.0, axis=1)   # -1: no lift
+            scores = tf.matmul(query_embeddings, self.embeddings, transpose_b=True) + lift
+            top, order = tf.math.top_k(scores, K)
+            return {"ids": tf.gather(self.ids, order), "scores": top}
+
+        signatures = {"serving_default": recommend.get_concrete_function(),
+                      "recommend": recommend.get_concrete_function(),
+                      "recommend_with_context": recommend_with_context.get_concrete_function(),
+                      "context_offset": context_offset.get_concrete_function(),
+                      "search": search.get_concrete_function()}
+        if self.after_items:
+            signatures["search_after_items"] = search_after_items.get_concrete_function()
+        return signatures
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +437,7 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("fake_stars") / "stars"
     modules = {}
     for version in (1, 2):
-        module = FakeStarsModule(seed=version)
+        module = FakeStarsModule(seed=version, after_items=version == 2)  # 1 predates it
         tf.saved_model.save(module, str(base / str(version)), signatures=module.signatures())
         modules[version] = module
     server = serve(str(base), "stars", rest_port=0, grpc_port=0, poll_seconds=0,
@@ -412,13 +462,22 @@ def test_both_clients_against_the_model_server(served):
     for client in (grpc_client, rest_client):
         assert client.model_version() == "2"
         info = client.signature_info()
-        assert info == SignatureInfo(True, 4, ("age",), ("domain",), D)
+        assert info == SignatureInfo(True, 4, ("age",), ("domain",), D, True)
         for version in ("1", "2"):
             got = client.search({"gi": query, "ni": -query}, K, version=version)
             want_ids, want_scores = _numpy_top(modules[int(version)].table_values, query)
             assert got.model_version == version and got.ids["gi"] == want_ids
             np.testing.assert_allclose(got.scores["gi"], want_scores, rtol=1e-5, atol=1e-5)
             assert got.ids["ni"] == _numpy_top(modules[int(version)].table_values, -query)[0]
+        # Stored latest items: NI merged by version 2's search_after_items, GI not; version
+        # 1 has no such signature, so its answer is the index alone.
+        got = client.search({"gi": query, "ni": -query}, K, version="2",
+                            latest_items=("it7", "nope", "it5"))
+        assert sorted(got.ids["ni"][:2]) == ["it5", "it7"] and got.model_version == "2"
+        assert got.ids["gi"] == _numpy_top(modules[2].table_values, query)[0]
+        got = client.search({"gi": query, "ni": -query}, K, version="1",
+                            latest_items=("it7", "it5"))
+        assert got.ids["ni"] == _numpy_top(modules[1].table_values, -query)[0]
         assert client.search({"gi": query}, K).model_version == "2"
         with pytest.raises(ModelVersionNotFound):
             client.search({"gi": query}, K, version="7")

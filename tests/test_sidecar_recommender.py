@@ -54,6 +54,7 @@ def test_stored_path_adds_the_context_offset_and_pins_the_version(parts):
     search = model.calls[1][1]
     assert search["version"] == "7" and search["k"] == 8  # ceil(4 * 2.0)
     assert search["queries"] == {"gi": [1.5, 0.5, 0.5, 0.5], "ni": [0.5, 1.5, 0.5, 0.5]}
+    assert search["latest_items"] == ()    # none stored for this user
     assert [(i.item_id, i.source) for i in result.items] == [
         ("it0", "gi"), ("it1", "ni"), ("it2", "gi"), ("it3", "ni")]
     assert backend.batches == []  # no attribute filters: no filter hop
@@ -65,6 +66,22 @@ def test_stored_path_adds_the_context_offset_and_pins_the_version(parts):
     rec.recommend(RecommendationRequest(k=4, user_id="known", timestamp=T + 3600,
                                         signals=(1.0, 0, 0, 0)))
     assert model.names()[-2:] == ["context_offset", "search"]
+
+
+def test_stored_latest_items_reach_the_search(parts):
+    """A store entry with the user's latest items (the batch job keeps them) passes them to
+    the model client's search, which merges NI's successor source where the model can."""
+    rec, model, _ = make(parts)
+    parts[2].put("with_items", [1, 0, 0, 0], [0, 1, 0, 0], "7", ("it3", "it8"))
+    result = rec.recommend(RecommendationRequest(k=4, user_id="with_items", timestamp=T,
+                                                 mode="next"))
+    assert result.user_embedding == "stored" and not result.degraded
+    search = model.calls[-1][1]
+    assert search["latest_items"] == ("it3", "it8") and list(search["queries"]) == ["ni"]
+    # A malformed entry (five values) is unusable, not a crash.
+    parts[2]._rows["odd"] = ([1, 0, 0, 0], [0, 1, 0, 0], "7", (), "extra")
+    odd = rec.recommend(RecommendationRequest(k=4, user_id="odd", timestamp=T))
+    assert "stored_embedding_unusable" in odd.degraded_reasons
 
 
 def test_encode_path_for_unknown_user_with_events(parts):

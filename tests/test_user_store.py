@@ -17,7 +17,8 @@ import pytest  # noqa: E402
 
 from serving.batch import store as store_lib  # noqa: E402
 from serving.batch.embedded_store import EmbeddedStore  # noqa: E402
-from serving.batch.store import StoreError, UserEmbeddingReader, UserEmbeddingStore  # noqa: E402
+from serving.batch.store import (StoreError, UserEmbeddingReader, UserEmbeddingStore,  # noqa: E402
+                                 decode, encode)
 
 DIM = 4
 
@@ -120,8 +121,9 @@ def test_put_commit_get(make_store):
     assert s.version() is None and s.get("u1") is None   # not visible before commit
     version = writer.commit()
     assert version == writer.generation == s.version()
-    h_gen, h_next, model_version = s.get("u1")
+    h_gen, h_next, model_version, latest = s.get("u1")
     assert model_version == "17" and h_gen.dtype == np.float32 and h_next.dtype == np.float32
+    assert latest == ()
     np.testing.assert_array_equal(h_gen, [1, 2, 3, 4])
     np.testing.assert_array_equal(h_next, [5, 6, 7, 8])
     many = s.get_many(["nobody", "u:2/ü *?", "u1"])
@@ -134,6 +136,41 @@ def test_put_commit_get(make_store):
     assert other.stats() == {"version": version, "count": 2, "dim": 4, "model_version": "17"}
     assert fill(s, ["u1"], 1).commit() == s.version() != version   # no model version given
     assert other.get("u1")[2] == "" and other.get("u1")[0][0] == 1
+
+
+def test_latest_items_are_stored_beside_the_embeddings(make_store):
+    """The batch job's latest item ids come back with the vectors, in order; a row without
+    them (the older three-value layout) reads as no items."""
+    s = make_store()
+    writer = s.begin_refresh(model_version="3")
+    writer.put("u1", vec(1.0), vec(2.0), ("p1", "p:2 ü", "p1"))
+    writer.put_many([("u2", vec(3.0), vec(4.0), []), ("u3", vec(5.0), vec(6.0))])
+    writer.commit()
+    u1, u2, u3 = s.get_many(["u1", "u2", "u3"])
+    assert u1[2:] == ("3", ("p1", "p:2 ü", "p1")) and u2[3] == () and u3[3] == ()
+    np.testing.assert_array_equal(u1[1], vec(2.0))
+    np.testing.assert_array_equal(u3[0], vec(5.0))
+    bad = s.begin_refresh()
+    with pytest.raises(StoreError, match="non-empty strings"):
+        bad.put("u4", vec(1.0), vec(1.0), ("p1", ""))
+    with pytest.raises(StoreError, match="finite"):
+        bad.put("u5", vec(float("nan")), vec(1.0))
+    with pytest.raises(StoreError, match="user_id, h_gen, h_next"):
+        bad.put_many([("u6", vec(1.0))])
+    bad.abort()
+
+
+def test_both_value_layouts_decode():
+    g, n = np.arange(3, dtype=np.float32), -np.arange(3, dtype=np.float32)
+    old = np.concatenate([g, n]).astype("<f4").tobytes()   # written before latest items
+    assert encode(g, n) == old
+    for blob, items in ((old, ()), (encode(g, n, ["a", "b"]), ("a", "b"))):
+        got_g, got_n, got_items = decode(blob)
+        np.testing.assert_array_equal(got_g, g)
+        np.testing.assert_array_equal(got_n, n)
+        assert got_items == items
+    with pytest.raises(StoreError, match="corrupt"):
+        decode(encode(g, n, ["a"])[:-3])
 
 
 def test_refresh_switches_atomically_and_cleans_up(make_store):

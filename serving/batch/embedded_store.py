@@ -31,7 +31,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import stars  # noqa: F401
 
 from serving.batch.store import (DEFAULT_GRACE_SECONDS, Entry, RefreshContext, StoreError,
-                                 as_vectors, check_generation, decode, encode, new_generation)
+                                 check_generation, encode, new_generation, read_entry,
+                                 row_parts)
 
 POINTER = "CURRENT"
 SUFFIX = ".sqlite"
@@ -94,18 +95,18 @@ class EmbeddedShardWriter:
         self._lock = threading.Lock()
         self.written = 0
 
-    def put(self, user_id: str, h_gen, h_next) -> None:
-        self.put_many([(user_id, h_gen, h_next)])
+    def put(self, user_id: str, h_gen, h_next, latest_items=()) -> None:
+        self.put_many([(user_id, h_gen, h_next, latest_items)])
 
-    def put_many(self, rows: Iterable[Tuple[str, object, object]]) -> int:
+    def put_many(self, rows: Iterable[tuple]) -> int:
         encoded = []
-        for user_id, h_gen, h_next in rows:
-            g, n = as_vectors(h_gen, h_next)
+        for row in rows:
+            user_id, g, n, items = row_parts(row)
             if self._dim is None:
                 self._dim = g.size
             elif g.size != self._dim:
                 raise StoreError(f"user {user_id!r}: dimension {g.size}, expected {self._dim}")
-            encoded.append((str(user_id), encode(g, n)))
+            encoded.append((user_id, encode(g, n, items)))
         if not encoded:
             return 0
         with self._lock:
@@ -295,7 +296,7 @@ class EmbeddedStore:
         out = []
         for user_id in ids:
             blob = found.get(user_id)
-            out.append(None if blob is None else (*decode(blob), model_version))
+            out.append(None if blob is None else read_entry(blob, model_version))
         return out
 
     def stats(self) -> dict:

@@ -8,7 +8,8 @@
       -> batched requests (stars.evaluation.requests.request_batch)
       -> a DoFn that loads the pushed serving SavedModel once per worker (setup) and calls
          its ``user_embeddings`` signature
-      -> a sink that writes ``h_gen_base``/``h_next_base`` into a new store generation
+      -> a sink that writes ``h_gen_base``/``h_next_base`` and the last ``LATEST_ITEMS``
+         history item ids into a new store generation
 
 The generation is begun on the driver before the pipeline runs and committed once on the
 driver after it finished (with the number of users the pipeline embedded as the expected
@@ -45,6 +46,10 @@ LOG = logging.getLogger(__name__)
 NAMESPACE = "stars.batch.user_embeddings"
 SIGNATURE = "user_embeddings"
 DEFAULT_BEAM_ARGS = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+# The history's last item ids, stored beside the embeddings: the successor source merges
+# what followed the latest three known ones after the search (``search_after_items``);
+# a few more cover items the model does not know.
+LATEST_ITEMS = 8
 COUNTERS = ("events_read", "events_after_as_of", "events_used", "users", "users_with_history",
             "users_without_history", "users_not_finite", "users_written", "batches")
 
@@ -185,7 +190,8 @@ def _number(value) -> float:
 
 
 class _Embed(beam.DoFn):
-    """A batch of UserRequests -> [(user_id, h_gen_base, h_next_base)] via the SavedModel."""
+    """A batch of UserRequests -> [(user_id, h_gen_base, h_next_base, latest items)] via
+    the SavedModel."""
 
     def __init__(self, model_dir: str, max_history: int, as_of_fallback: int = 0):
         self._model_dir = model_dir
@@ -235,7 +241,8 @@ class _Embed(beam.DoFn):
             _counter("users_not_finite").inc(int((~finite).sum()))
             LOG.warning("%d users got non-finite embeddings and are not stored",
                         int((~finite).sum()))
-        yield [(r.user_id, h_gen[i], h_next[i]) for i, r in enumerate(batch) if finite[i]]
+        yield [(r.user_id, h_gen[i], h_next[i], tuple(r.history[-LATEST_ITEMS:]))
+               for i, r in enumerate(batch) if finite[i]]
 
 
 # -- the sink -----------------------------------------------------------------------------

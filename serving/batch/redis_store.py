@@ -26,7 +26,8 @@ import stars  # noqa: F401
 from stars.batching import batches
 
 from serving.batch.store import (DEFAULT_GRACE_SECONDS, Entry, RefreshContext, StoreError,
-                                 as_vectors, check_generation, decode, encode, new_generation)
+                                 check_generation, encode, new_generation, read_entry,
+                                 row_parts)
 
 NAMESPACE = "stars:ue"
 WRITE_BATCH = 1000
@@ -97,20 +98,20 @@ class RedisShardWriter:
         self._lock = threading.Lock()
         self.written = 0
 
-    def put(self, user_id: str, h_gen, h_next) -> None:
-        self.put_many([(user_id, h_gen, h_next)])
+    def put(self, user_id: str, h_gen, h_next, latest_items=()) -> None:
+        self.put_many([(user_id, h_gen, h_next, latest_items)])
 
-    def put_many(self, rows: Iterable[Tuple[str, object, object]]) -> int:
+    def put_many(self, rows: Iterable[tuple]) -> int:
         n = 0
         with self._lock:
-            for user_id, h_gen, h_next in rows:
-                g, h = as_vectors(h_gen, h_next)
+            for row in rows:
+                user_id, g, h, items = row_parts(row)
                 if self._dim is None:
                     self._dim = g.size
                 elif g.size != self._dim:
                     raise StoreError(f"user {user_id!r}: dimension {g.size}, expected {self._dim}")
-                self._pending.append((self.store.keys.user(self.generation, str(user_id)),
-                                      encode(g, h)))
+                self._pending.append((self.store.keys.user(self.generation, user_id),
+                                      encode(g, h, items)))
                 n += 1
                 if len(self._pending) >= WRITE_BATCH:
                     self._flush()
@@ -221,7 +222,7 @@ class RedisStore:
         values = answer[2:]
         if len(values) != len(ids):
             raise StoreError(f"Redis answered {len(values)} values for {len(ids)} ids")
-        return [None if v is None else (*decode(v), model_version) for v in values]
+        return [None if v is None else read_entry(v, model_version) for v in values]
 
     def stats(self) -> dict:
         generation = self.version()

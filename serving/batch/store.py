@@ -2,10 +2,12 @@
 
 One *generation* is one complete refresh: every user's ``(h_gen, h_next)`` (the *base*
 embeddings, without the context offset — the request's context is added online), computed
-by one model version.  ``get`` answers ``(h_gen_base, h_next_base, model_version)``: the
-TF Serving version of the model that computed them (the sidecar pins ``context_offset`` and
-``search`` to it; "" when unknown), while ``version()`` is the store's live *generation*
-id, which changes with every committed refresh.
+by one model version, and the user's latest item ids (what the model's successor source
+merges after the search; empty when not stored).  ``get`` answers ``(h_gen_base,
+h_next_base, model_version, latest_items)``: the TF Serving version of the model that
+computed them (the sidecar pins ``context_offset`` and ``search`` to it; "" when unknown),
+while ``version()`` is the store's live *generation* id, which changes with every
+committed refresh.
 Readers only ever see committed generations, and every call answers from one
 generation: a refresh is written next to the live one and switched in atomically
 by :meth:`RefreshWriter.commit`, which then removes the superseded generation after
@@ -23,6 +25,7 @@ and an atomically renamed pointer file) and :mod:`serving.batch.redis_store`.
 """
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
@@ -31,7 +34,11 @@ import stars  # noqa: F401
 
 import numpy as np
 
-Entry = Tuple[np.ndarray, np.ndarray, str]  # (h_gen_base, h_next_base, model_version)
+# (h_gen_base, h_next_base, model_version, latest item ids oldest first, () when none)
+Entry = Tuple[np.ndarray, np.ndarray, str, Tuple[str, ...]]
+# A value with latest items starts with this NaN pattern, which no stored vector holds
+# (``as_vectors`` refuses non-finite values); a value without is the two vectors alone.
+_WITH_ITEMS = np.array([0x7FFFFFFF], "<u4").tobytes()
 DEFAULT_GRACE_SECONDS = 5.0
 
 
@@ -55,27 +62,71 @@ def check_generation(generation: str) -> str:
 
 
 def as_vectors(h_gen, h_next) -> Tuple[np.ndarray, np.ndarray]:
-    """Two 1-D float32 vectors of the same length, or StoreError."""
+    """Two 1-D finite float32 vectors of the same length, or StoreError."""
     g = np.asarray(h_gen, dtype=np.float32).reshape(-1)
     n = np.asarray(h_next, dtype=np.float32).reshape(-1)
     if g.shape != n.shape or g.size == 0:
         raise StoreError(f"h_gen and h_next must be non-empty and the same size, got "
                          f"{g.shape} and {n.shape}")
+    if not (np.isfinite(g).all() and np.isfinite(n).all()):
+        raise StoreError("h_gen and h_next must be finite")
     return g, n
 
 
-def encode(h_gen, h_next) -> bytes:
-    """``h_gen`` then ``h_next`` as little-endian float32 bytes."""
+def as_items(latest_items) -> Tuple[str, ...]:
+    """Item ids as a tuple of non-empty strings (oldest first), or StoreError."""
+    items = tuple(str(i) for i in (latest_items or ()))
+    if any(not i for i in items):
+        raise StoreError(f"latest item ids must be non-empty strings, got {latest_items!r}")
+    return items
+
+
+def encode(h_gen, h_next, latest_items=()) -> bytes:
+    """``h_gen`` then ``h_next`` as little-endian float32 bytes; with ``latest_items``,
+    prefixed by a marker and the dimension, and followed by the ids as a JSON list."""
     g, n = as_vectors(h_gen, h_next)
-    return np.concatenate([g, n]).astype("<f4").tobytes()
+    vectors = np.concatenate([g, n]).astype("<f4").tobytes()
+    items = as_items(latest_items)
+    if not items:
+        return vectors
+    return (_WITH_ITEMS + np.array([g.size], "<u4").tobytes() + vectors +
+            json.dumps(list(items)).encode("utf-8"))
 
 
-def decode(blob: bytes) -> Tuple[np.ndarray, np.ndarray]:
+def decode(blob: bytes) -> Tuple[np.ndarray, np.ndarray, Tuple[str, ...]]:
+    """(h_gen, h_next, latest_items) of an ``encode``d value (either layout)."""
+    items: Tuple[str, ...] = ()
+    if blob[:4] == _WITH_ITEMS and len(blob) >= 8:
+        dim = int(np.frombuffer(blob[4:8], "<u4")[0])
+        end = 8 + 8 * dim
+        try:
+            items = tuple(json.loads(blob[end:].decode("utf-8")))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise StoreError(f"corrupt embedding value ({len(blob)} bytes): {e}") from e
+        blob = blob[8:end]
+        if len(blob) != 8 * dim:
+            raise StoreError(f"corrupt embedding value: {len(blob)} vector bytes for "
+                             f"dimension {dim}")
     values = np.frombuffer(blob, dtype="<f4").astype(np.float32)
     if values.size == 0 or values.size % 2:
         raise StoreError(f"corrupt embedding value ({len(blob)} bytes)")
     half = values.size // 2
-    return values[:half], values[half:]
+    return values[:half], values[half:], items
+
+
+def read_entry(blob: bytes, model_version: str) -> Entry:
+    """A stored value as the readers answer it."""
+    g, n, items = decode(blob)
+    return g, n, model_version, items
+
+
+def row_parts(row) -> Tuple[str, np.ndarray, np.ndarray, Tuple[str, ...]]:
+    """A ``put_many`` row checked: (user_id, h_gen, h_next, latest_items)."""
+    if len(row) not in (3, 4):
+        raise StoreError(f"a row is (user_id, h_gen, h_next[, latest_items]), got "
+                         f"{len(row)} values")
+    g, n = as_vectors(row[1], row[2])
+    return str(row[0]), g, n, as_items(row[3] if len(row) == 4 else ())
 
 
 @runtime_checkable
@@ -83,8 +134,8 @@ class UserEmbeddingReader(Protocol):
     """What the serving sidecar needs."""
 
     def get(self, user_id: str) -> Optional[Entry]:
-        """``(h_gen_base, h_next_base, model_version)`` from the live generation, None if
-        the user is not in it (or nothing was committed yet)."""
+        """``(h_gen_base, h_next_base, model_version, latest_items)`` from the live
+        generation, None if the user is not in it (or nothing was committed yet)."""
 
     def get_many(self, user_ids: Sequence[str]) -> List[Optional[Entry]]:
         """One entry (or None) per id, all from the same generation."""
@@ -98,9 +149,10 @@ class ShardWriter(Protocol):
 
     generation: str
 
-    def put(self, user_id: str, h_gen, h_next) -> None: ...
+    def put(self, user_id: str, h_gen, h_next, latest_items=()) -> None: ...
 
-    def put_many(self, rows: Iterable[Tuple[str, object, object]]) -> int: ...
+    def put_many(self, rows: Iterable[tuple]) -> int:
+        """``rows``: (user_id, h_gen, h_next) or (user_id, h_gen, h_next, latest_items)."""
 
     def close(self) -> None:
         """Makes what was put durable in the generation (not visible to readers)."""
@@ -171,5 +223,6 @@ def open_store(spec: str, grace_seconds: Optional[float] = None) -> UserEmbeddin
 
 
 __all__ = ["Entry", "StoreError", "UserEmbeddingReader", "UserEmbeddingStore", "RefreshWriter",
-           "ShardWriter", "RefreshContext", "open_store", "new_generation", "encode", "decode",
+           "ShardWriter", "as_items", "read_entry", "row_parts", "RefreshContext", "open_store",
+           "new_generation", "encode", "decode",
            "as_vectors", "DEFAULT_GRACE_SECONDS"]

@@ -4,7 +4,9 @@ The signatures used (see ``models/serving.py``):
 
 * ``search``: ``query_embeddings`` [B, D] -> ``ids``/``scores`` [B, K]: the index alone,
   for user embeddings stored by the batch job (one row per variant: GI = h_gen,
-  NI = h_next);
+  NI = h_next); ``search_after_items`` takes each row's latest items as well
+  (``history_item_ids``; the NI row gets the user's, the GI row none), so NI merges the
+  model's successor source: used when the store kept the items and the model has it;
 * ``recommend_with_context``: the recent events plus region, ``context_signals`` and
   the static user features -> ``gi_*`` / ``ni_*`` [B, K] (encode + offset + index in
   one call); ``recommend`` (events only) when the model's metadata cannot be read;
@@ -93,15 +95,18 @@ class SignatureInfo:
     user_numeric: Tuple[str, ...] = ()
     user_categorical: Tuple[str, ...] = ()
     query_dim: Optional[int] = None
+    search_after_items: bool = False
 
     @classmethod
     def from_signature_defs(cls, defs: Mapping) -> "SignatureInfo":
         """``defs``: signature name -> SignatureDef as JSON (proto field names)."""
         with_context = defs.get("recommend_with_context")
+        after_items = "search_after_items" in defs
         if not with_context:
-            return cls(query_dim=_dim(defs.get("search"), "query_embeddings", 1))
+            return cls(query_dim=_dim(defs.get("search"), "query_embeddings", 1),
+                       search_after_items=after_items)
         names = list(with_context.get("inputs", {}))
-        return cls(has_context=True,
+        return cls(has_context=True, search_after_items=after_items,
                    num_signals=_dim(with_context, "context_signals", 1) or DEFAULT_NUM_SIGNALS,
                    user_numeric=tuple(sorted(n[len("user_num_"):] for n in names
                                              if n.startswith("user_num_"))),
@@ -120,8 +125,10 @@ def _dim(signature: Optional[Mapping], tensor: str, axis: int) -> Optional[int]:
 
 class ModelClient(Protocol):
     def search(self, queries: Mapping[str, Sequence[float]], k: int,
-               timeout_s: Optional[float] = None, version: Optional[str] = None) -> Candidates:
-        """Top-k per query embedding; ``queries``: variant -> [D] vector."""
+               timeout_s: Optional[float] = None, version: Optional[str] = None,
+               latest_items: Sequence[str] = ()) -> Candidates:
+        """Top-k per query embedding; ``queries``: variant -> [D] vector; NI also merges
+        what followed ``latest_items`` (oldest first) when the model can."""
 
     def recommend(self, events: Sequence[Event], context: ModelContext, k: int,
                   timeout_s: Optional[float] = None) -> Candidates:
@@ -237,12 +244,27 @@ class _BaseClient:
                 self._info_failed_at = -math.inf
             self._info_version = version
 
-    def search(self, queries, k, timeout_s=None, version=None) -> Candidates:
+    def search(self, queries, k, timeout_s=None, version=None, latest_items=()) -> Candidates:
+        timeout = self._timeout(timeout_s)
+        started = time.perf_counter()
         variants = list(queries)
         matrix = [[float(x) for x in np.asarray(queries[v], np.float32).reshape(-1)]
                   for v in variants]
-        outputs, got_version = self._predict("search", {"query_embeddings": ("float", matrix)},
-                                             self._timeout(timeout_s), version)
+        signature, inputs = "search", {"query_embeddings": ("float", matrix)}
+        if latest_items and "ni" in variants and self.signature_info(timeout).search_after_items:
+            signature = "search_after_items"
+            inputs["history_item_ids"] = ("string", [
+                list(latest_items) if v == "ni" else [""] * len(latest_items) for v in variants])
+        remaining = lambda: self._timeout(timeout - (time.perf_counter() - started))
+        try:
+            outputs, got_version = self._predict(signature, inputs, remaining(), version)
+        except ModelUnavailable as e:
+            # A version pinned by the store may predate the signature the newest one lists:
+            # its answer is the index alone.
+            if signature == "search" or isinstance(e, ModelTimeout) or signature not in str(e):
+                raise
+            outputs, got_version = self._predict(
+                "search", {"query_embeddings": inputs["query_embeddings"]}, remaining(), version)
         return _candidates(outputs, {v: ("ids", "scores", r) for r, v in enumerate(variants)},
                            k, got_version)
 

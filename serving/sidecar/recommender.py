@@ -4,7 +4,8 @@
    takes the *stored* path: the request's context offset (``context_offset``, cached per
    model version, UTC hour and signals -- Δ_ctx depends on the time only through the
    hour, day of week, week and holiday) is added to ``h_gen_base``/``h_next_base`` and
-   the index is searched (``search``).  When the stored version is a model version (an
+   the index is searched (``search``; ``search_after_items`` when the store kept the
+   user's latest items and the model serves it: NI then merges the successor source).  When the stored version is a model version (an
    integer) both calls are pinned to it, so embeddings are never searched in another
    version's space; any other version string (a store generation id) is not pinned.  Otherwise the
    request's recent events are *encoded* by the model (``recommend_with_context``) --
@@ -269,7 +270,10 @@ class Recommender:
         be used: ``stored_embedding_unusable`` (its model version is not served any more;
         the events can still be encoded), ``model_timeout`` or ``model_unavailable``."""
         try:
-            h_gen, h_next, stored_version = stored
+            if len(stored) not in (3, 4):
+                raise ValueError(f"{len(stored)} values")
+            h_gen, h_next, stored_version = stored[:3]
+            latest = tuple(str(i) for i in (stored[3] if len(stored) == 4 else ()) if i)
             h_gen = np.asarray(h_gen, np.float32).reshape(-1)
             h_next = np.asarray(h_next, np.float32).reshape(-1)
             if h_gen.shape != h_next.shape or not h_gen.size:
@@ -298,7 +302,8 @@ class Recommender:
         queries = {v: queries[v] for v in MODE_VARIANTS[request.mode]}
 
         def fetch(n: int, timeout_s: float) -> Candidates:
-            return self.model.search(queries, n, timeout_s=timeout_s, version=version)
+            return self.model.search(queries, n, timeout_s=timeout_s, version=version,
+                                     latest_items=latest)
         fetch.pinned = version is not None
         return fetch, None
 

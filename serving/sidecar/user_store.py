@@ -1,8 +1,10 @@
 """Where the sidecar reads the batch job's user embeddings: a protocol, an in-memory
 implementation, and a loader for the real stores (written by ``serving/batch/``).
 
-A store answers ``get(user_id) -> (h_gen_base, h_next_base, version) | None``: the two
-context-free embeddings (``user_embeddings``' ``*_base`` outputs) and a version.  When
+A store answers ``get(user_id) -> (h_gen_base, h_next_base, version[, latest_items]) |
+None``: the two context-free embeddings (``user_embeddings``' ``*_base`` outputs), a
+version and, optionally, the user's latest item ids (oldest first), with which NI's
+search also merges the model's successor source (``search_after_items``).  When
 the version is a model version (an integer, as TF Serving numbers them) the sidecar
 pins its calls to it (embeddings of different model versions live in different
 spaces); the batch stores of ``serving/batch/`` give their generation id instead,
@@ -11,18 +13,19 @@ which cannot be pinned, so the current model version is used.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Mapping, Optional, Protocol, Tuple
+from typing import Callable, Mapping, Optional, Protocol
 
 import numpy as np
 
 import stars  # noqa: F401
 
-StoredEmbedding = Tuple[np.ndarray, np.ndarray, str]
+StoredEmbedding = tuple  # (h_gen_base, h_next_base, version[, latest_items])
 
 
 class UserEmbeddingStore(Protocol):
     def get(self, user_id: str) -> Optional[StoredEmbedding]:
-        """The user's (h_gen_base, h_next_base, version), or None when unknown."""
+        """The user's (h_gen_base, h_next_base, version[, latest_items]), or None when
+        unknown."""
 
 
 class InMemoryUserEmbeddingStore:
@@ -31,9 +34,10 @@ class InMemoryUserEmbeddingStore:
     def __init__(self, rows: Optional[Mapping[str, StoredEmbedding]] = None):
         self._rows = dict(rows or {})
 
-    def put(self, user_id: str, h_gen_base, h_next_base, version) -> None:
+    def put(self, user_id: str, h_gen_base, h_next_base, version, latest_items=()) -> None:
         self._rows[user_id] = (np.asarray(h_gen_base, np.float32),
-                               np.asarray(h_next_base, np.float32), str(version))
+                               np.asarray(h_next_base, np.float32), str(version),
+                               tuple(str(i) for i in latest_items))
 
     def get(self, user_id: str) -> Optional[StoredEmbedding]:
         return self._rows.get(user_id)
