@@ -166,7 +166,8 @@ class SuccessorSource(tf.keras.layers.Layer):
         order = tf.argsort(keys)
         sorted_keys, sorted_counts = tf.gather(keys, order), tf.gather(counts, order)
         found, slot = _lookup(answer_keys, sorted_keys)
-        answer_counts = tf.where(found, tf.gather(sorted_counts, slot), 0.0)
+        padded_counts = tf.concat([sorted_counts, tf.zeros([1], tf.float32)], 0)
+        answer_counts = tf.where(found, tf.gather(padded_counts, slot), 0.0)
         answer_total = (tf.reshape(tf.cast(index_scores, tf.float32), [-1]) +
                         gamma * tf.math.log1p(answer_counts))
         # Successors the index did not return, scored the index's way.

@@ -229,6 +229,9 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
     assert count.any()
     base = (h_next @ model.item_embeddings().numpy().T +
             float(model.item_trend.beta.numpy()) * model.item_trend.current().numpy())
+    # A batch without any successor (one request with an empty history) is the index alone.
+    alone = _as_lists(signatures["recommend"](**{k: v[1:] for k, v in eval(REQUEST).items()}))
+    assert alone["ni_ids"] == answer["ni_ids"][1:]
     # A stored embedding with its latest items stored beside it gets the same answer.
     after = _as_lists(signatures["search_after_items"](
         query_embeddings=tf.constant(h_next), history_item_ids=request["history_item_ids"]))

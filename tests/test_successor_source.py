@@ -219,3 +219,21 @@ def test_choose_weight_is_none_without_a_source_or_without_ni():
                                      [[h[-1], t[0]] for h, t in zip(histories, targets)])
     gi_only = VR.ValidationRanking(batches, histories, targets, ("gi",))
     assert SS.choose_weight(model, gi_only) is None
+
+
+def test_an_empty_table_changes_nothing():
+    """Training examples of one event each follow nothing: no entries, no term, and the
+    merge gives back the index's answer (as for any batch whose requests have no
+    successors, e.g. one request with an empty history)."""
+    table = SS.SuccessorTable.from_sequences([[0], [3], []], N)
+    assert len(table.successors) == 0
+    source = SS.SuccessorSource(table)
+    source.weight.assign(2.0)
+    assert not source(ITEMS, VALID).numpy().any()
+    scores = np.tile(np.arange(5, 0, -1, dtype=np.float32), (len(ITEMS), 1))
+    index_items = np.tile(np.arange(5), (len(ITEMS), 1))
+    got_scores, got_items = (x.numpy() for x in source.merge_top_k(
+        scores, index_items, np.zeros((len(ITEMS), 2), np.float32), np.zeros((N, 2), np.float32),
+        ITEMS, VALID, 3))
+    np.testing.assert_array_equal(got_items, index_items[:, :3])
+    np.testing.assert_array_equal(got_scores, scores[:, :3])
