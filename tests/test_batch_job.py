@@ -208,14 +208,17 @@ def test_job_with_the_pushed_stars_model(pushed_model, tmp_path):
     signature = load_serving_model(report["model_dir"]).signatures["user_embeddings"]
     dim = int(signature.structured_outputs["h_gen_base"].shape[-1])
     assert report["dim"] == dim and report["users_not_finite"] == 0
-    with_events = sorted(set(pd.read_csv(interactions, dtype=str)["user_id"]))
+    events = pd.read_csv(interactions, dtype=str)
+    with_events = sorted(set(events["user_id"]))
+    items_of = events.groupby("user_id")["item_id"].agg(set)
     store = EmbeddedStore(tmp_path / "store")
     entries = store.get_many(with_events)
     missing = [u for u, e in zip(with_events, entries) if e is None]
     assert not missing, f"users with interactions but no embedding: {missing[:5]}"
     for user, (h_gen, h_next, version, latest) in zip(with_events, entries):
         assert h_gen.shape == (dim,) and h_next.shape == (dim,)
-        assert 1 <= len(latest) <= job.LATEST_ITEMS, user
+        assert latest and len(latest) <= job.LATEST_ITEMS, user
+        assert set(latest) <= items_of[user], user     # the user's own items
         assert version == report["model_version"] == os.path.basename(report["model_dir"])
         assert np.isfinite(h_gen).all() and np.isfinite(h_next).all(), user
     assert report["stored"] >= len(with_events)

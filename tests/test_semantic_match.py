@@ -133,6 +133,18 @@ def _ranking_setup():
     return catalog, histories, targets
 
 
+def assert_best_of_grid(chosen, weights, variable):
+    """A post hoc weight's selection tried ``weights`` in order, kept the best validation
+    NDCG@10 (ties to the smaller), left it in ``variable``, and the best is above 0 (off);
+    returns (tried, best)."""
+    tried = chosen["tried"]
+    assert [t["weight"] for t in tried] == list(weights)
+    best = max(tried, key=lambda t: (t["val_ndcg@10"], -t["weight"]))
+    assert chosen["chosen"] == best["weight"] == float(variable.numpy())
+    assert chosen["chosen"] > 0 and best["val_ndcg@10"] > tried[0]["val_ndcg@10"]
+    return tried, best
+
+
 def test_choose_weight_keeps_the_best_validation_ndcg_and_matches_re_encoding():
     catalog, histories, targets = _ranking_setup()
     config = make_config("tiny", max_history=L, semantic_match=True)
@@ -140,13 +152,9 @@ def test_choose_weight_keeps_the_best_validation_ndcg_and_matches_re_encoding():
     batches = [_inputs(histories[s:s + 16], targets[s:s + 16]) for s in range(0, 64, 16)]
     ranking = VR.ValidationRanking(batches, histories, targets, ("gi", "ni"))
     ranking.set_model(model)
-    chosen = SM.choose_weight(model, ranking)
-    tried = chosen["tried"]
-    assert [t["weight"] for t in tried] == list(SM.WEIGHTS)
-    best = max(tried, key=lambda t: (t["val_ndcg@10"], -t["weight"]))
-    assert chosen["chosen"] == best["weight"] == float(model.semantic_match.weight.numpy())
     # An untrained model ranks by text alone better than by its random states.
-    assert chosen["chosen"] > 0 and best["val_ndcg@10"] > tried[0]["val_ndcg@10"]
+    tried, _ = assert_best_of_grid(SM.choose_weight(model, ranking), SM.WEIGHTS,
+                                   model.semantic_match.weight)
     # Scaling the encoded match part is the same as encoding at each weight.
     for t in tried[::3]:
         model.semantic_match.weight.assign(t["weight"])

@@ -13,7 +13,7 @@ from models import successor_source as SS
 from models import trainer
 from models.config import make_config
 from stars.evaluation import validation_ranking as VR
-from tests.test_semantic_match import _ranking_setup
+from tests.test_semantic_match import _ranking_setup, assert_best_of_grid
 from tests.test_stars_model import L, USER_VOCAB, _inputs, _model, _small_setup
 
 SEQUENCES = [[0, 1, 2, 3, 1], [2, 3, 4], [5, 5, 6, 0], [1, 0, 1, 7, 2, 3]]
@@ -186,12 +186,8 @@ def test_choose_weight_keeps_the_best_validation_ndcg_and_ranks_with_the_term():
     ranking = VR.ValidationRanking(batches, histories, targets, ("gi", "ni"))
     ranking.set_model(model)
     plain = ranking.scores()["ni"]
-    chosen = SS.choose_weight(model, ranking)
-    tried = chosen["tried"]
-    assert [t["weight"] for t in tried] == list(SS.WEIGHTS)
-    best = max(tried, key=lambda t: (t["val_ndcg@10"], -t["weight"]))
-    assert chosen["chosen"] == best["weight"] == float(model.successor_source.weight.numpy())
-    assert chosen["chosen"] > 0 and best["val_ndcg@10"] > tried[0]["val_ndcg@10"]
+    tried, best = assert_best_of_grid(SS.choose_weight(model, ranking), SS.WEIGHTS,
+                                      model.successor_source.weight)
     assert (tried[0]["val_hr@10"], tried[0]["val_ndcg@10"]) == (round(plain[0], 5),
                                                                 round(plain[1], 5))
     # The ranking's NI term is the model's own: its top 10 by the dense scores, brute force.
