@@ -108,6 +108,7 @@ class SuccessorSource(tf.keras.layers.Layer):
         self.successors = tf.Variable(table.successors, trainable=False, name="successors")
         self.counts = tf.Variable(table.counts, trainable=False, name="counts")
         self.weight = tf.Variable(0.0, trainable=False, name="successor_weight")
+        self.built = True   # every variable exists now; training never calls the layer
 
     def user_counts(self, items, valid):
         """(rows [M], items [M], counts [M]) int64, int64, float32: each request row's
