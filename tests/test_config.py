@@ -1,5 +1,5 @@
 """Model configuration: presets, ablation switches, a variant's tuning and overrides."""
-from models.config import ABLATIONS, PRESETS, VARIANT_TUNING, make_config
+from models.config import ABLATIONS, PRESETS, VARIANT_TUNING, make_config, variant_tuning
 
 
 def test_text_less_variants_keep_every_items_identity():
@@ -24,13 +24,17 @@ def test_projections_only_where_the_serving_width_needs_them():
 
 
 def test_variant_tuning_and_overrides_layer_over_the_ablation():
-    tuned = make_config("benchmark", "sasrec_id")
     stars_model = make_config("benchmark", "stars")
-    for field, value in VARIANT_TUNING["benchmark"]["sasrec_id"].items():
-        assert getattr(tuned, field) == value
-    assert tuned.scale_item_tokens and not stars_model.scale_item_tokens
-    # Only under the preset it was chosen for.
-    assert not make_config("cpu", "sasrec_id").scale_item_tokens
+    # The ID-only baseline and "- text" are both ID models: SASRec's √d and schedule.
+    for variant in ("sasrec_id", "stars_no_text"):
+        tuned = make_config("benchmark", variant)
+        for field, value in VARIANT_TUNING["benchmark"][variant].items():
+            assert getattr(tuned, field) == value
+        assert tuned.scale_item_tokens and not stars_model.scale_item_tokens
+        assert tuned.epochs == 20 != stars_model.epochs
+        # Only under the preset it was chosen for.
+        assert not make_config("cpu", variant).scale_item_tokens
+    assert variant_tuning("benchmark", "stars_no_tags") == {} == variant_tuning(None, "sasrec_id")
     # An override of a field the ablation also sets wins instead of clashing.
     assert make_config("benchmark", "sasrec_id", alpha=0.5, dropout=0.2).alpha == 0.5
     assert make_config("benchmark", "sasrec_id", dropout=0.2).dropout == 0.2

@@ -143,6 +143,32 @@ def test_ablation_checks_only_compare_runs_that_differ_by_the_ablation_alone():
     assert report == "n/a (not comparable: trained with other epochs)"
 
 
+def test_an_ablations_own_tuning_does_not_make_it_incomparable():
+    """"- text" runs with the ID models' tuning under the benchmark preset (its √d and
+    20 epochs): those fields are part of the ablation there, and nowhere else."""
+    from models.config import make_config, variant_tuning
+    import dataclasses
+
+    def entry(model, ndcg10, preset="benchmark", **fields):
+        config = dataclasses.asdict(make_config("benchmark", model, **fields))
+        return {"model": model, "variant": "ni",
+                "masked": {"hr@5": 0.1, "hr@10": 0.1, "ndcg@10": ndcg10},
+                "config": {**config, "training": {"preset": preset}}}
+    assert variant_tuning("benchmark", "stars_no_text")
+    target = "stars_no_text lowers NDCG@10 (stars minus ablation > 0)"
+    checks = {c["target"]: c for c in offline.target_checks(
+        [entry("stars", 0.05), entry("stars_no_text", 0.04)], "synth")}
+    assert checks[target]["reached"] and "note" not in checks[target]
+    # The same epochs on another ablation, or under a preset without that tuning, differ.
+    for ablated in (entry("stars_no_tags", 0.04, epochs=20),
+                    entry("stars_no_text", 0.04, preset="cpu")):
+        name = ablated["model"]
+        check = {c["target"]: c for c in offline.target_checks(
+            [entry("stars", 0.05), ablated], "synth")}[
+                f"{name} lowers NDCG@10 (stars minus ablation > 0)"]
+        assert check["reached"] is None and "epochs" in check["note"]
+
+
 def test_dropped_models_lose_their_earlier_entries(tmp_path):
     path = tmp_path / "q.json"
     protocol = {"num_items": 10, "test_examples": 3, "quick": True, "ks": [5, 10, 20]}

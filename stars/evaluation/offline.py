@@ -856,10 +856,13 @@ def _best(entries: List[dict], model: str) -> Optional[dict]:
 
 
 def settings_apart_from_ablation(stars_entry: dict, ablated_entry: dict, ablation: str) -> list:
-    """The ModelConfig fields (besides those the ablation switches) on which two result
-    entries differ: an ablation only measures its switch when nothing else moved."""
-    from models.config import ABLATIONS, completed
-    ignored = set(ABLATIONS.get(ablation, {})) | set(seed_means.PER_RUN_FIELDS)
+    """The ModelConfig fields (besides those the ablation switches, and the ablated
+    variant's own tuning under the preset it ran with) on which two result entries
+    differ: an ablation only measures its switch when nothing else moved."""
+    from models.config import ABLATIONS, completed, variant_tuning
+    preset = ((ablated_entry.get("config") or {}).get("training") or {}).get("preset")
+    ignored = (set(ABLATIONS.get(ablation, {})) | set(variant_tuning(preset, ablation))
+               | set(seed_means.PER_RUN_FIELDS))
     a, b = completed(stars_entry.get("config") or {}), completed(ablated_entry.get("config") or {})
     return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
 
