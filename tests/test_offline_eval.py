@@ -1,5 +1,6 @@
 """Offline quality benchmark (``stars.evaluation.offline``): the ranking helper, the
 results file, and the whole quick run on tiny synthetic data (e2e)."""
+import dataclasses
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 
 import stars  # noqa: F401
 from models import cold_items, semantic_match, successor_source
+from models.config import make_config, variant_tuning
 from stars.evaluation import offline
 from stars.evaluation import validation_ranking as VR
 
@@ -146,9 +148,6 @@ def test_ablation_checks_only_compare_runs_that_differ_by_the_ablation_alone():
 def test_an_ablations_own_tuning_does_not_make_it_incomparable():
     """"- text" runs with the ID models' tuning under the benchmark preset (its √d and
     20 epochs): those fields are part of the ablation there, and nowhere else."""
-    from models.config import make_config, variant_tuning
-    import dataclasses
-
     def entry(model, ndcg10, preset="benchmark", **fields):
         config = dataclasses.asdict(make_config("benchmark", model, **fields))
         return {"model": model, "variant": "ni",
