@@ -1,7 +1,7 @@
 """Training-speed benchmark (``make bench-training``): random vs length-bucketed batches.
 
     python -m benchmarks.training --pipeline out/beauty/eval/pipeline \
-        [--models sasrec_id,stars] [--epochs 2] [--out benchmarks/results/training_speed.json]
+        [--models sasrec_plain,stars] [--epochs 2] [--out benchmarks/results/training_speed.json]
 
 On the training split of a leave-one-out data half (what ``make bench-quality``
 builds), times ``StarsModel.train_step`` over whole epochs of the Trainer's input
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default="out/beauty/eval/pipeline",
                         help="a leave-one-out data half (make bench-quality builds one)")
-    parser.add_argument("--models", default="sasrec_id,stars")
+    parser.add_argument("--models", default="sasrec_plain,stars")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per layout")
     parser.add_argument("--out", default="benchmarks/results/training_speed.json")
     args = parser.parse_args(argv)

@@ -165,7 +165,7 @@ def _add_pipeline_options(parser) -> None:
     parser.add_argument("--preset", default="cpu", help="model size preset: paper | cpu | tiny")
     parser.add_argument("--variant", default="stars",
                         help="stars | stars_no_text | stars_no_tags | stars_no_context | "
-                             "stars_no_user | sasrec_id")
+                             "stars_no_user | sasrec_id | sasrec_plain")
     parser.add_argument("--model-overrides", default="",
                         help='JSON of model config fields, e.g. \'{"epochs": 5}\'')
     parser.add_argument("--context", default="auto", choices=CC.CHOICES,

@@ -34,8 +34,10 @@ def test_context_decision_reaches_stars_models_but_not_their_own_switches():
     assert CC.context_overrides("stars", False, None) == {"use_context": False}
     assert CC.context_overrides("stars_no_user", False, {"epochs": 3}) == {
         "epochs": 3, "use_context": False}
-    for variant in ("stars_no_context", "sasrec_id"):  # their ablation sets it
+    for variant in ("stars_no_context", "sasrec_plain"):  # their ablation sets it
         assert CC.context_overrides(variant, True, None) == {}
+    # The ID-only baseline is STARS without its semantic parts: it keeps the context.
+    assert CC.context_overrides("sasrec_id", False, None) == {"use_context": False}
     forced = {"stars": {"use_context": True}}  # the caller's explicit choice wins
     assert CC.context_overrides("stars", False, forced) == forced
     assert not make_config("tiny", **CC.context_overrides("stars", False, None)).use_context

@@ -105,7 +105,7 @@ def test_the_serving_space_appends_the_keys_and_the_ni_match_and_training_never_
                                rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("variant", ["stars_no_text", "sasrec_id"])
+@pytest.mark.parametrize("variant", ["stars_no_text", "sasrec_id", "sasrec_plain"])
 def test_models_without_text_have_no_match(variant):
     catalog, inputs = _small_setup()
     config = make_config("tiny", variant, max_history=L, semantic_match=True)

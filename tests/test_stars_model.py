@@ -383,7 +383,8 @@ def test_item_trend_needs_its_table_and_is_off_elsewhere():
     assert model.item_trend is None and model.item_prior(tf.constant([0])) is None
     assert make_config("benchmark").item_trend
     assert not make_config("benchmark", "stars_no_context").item_trend
-    assert not make_config("benchmark", "sasrec_id").item_trend
+    assert not make_config("benchmark", "sasrec_plain").item_trend
+    assert make_config("benchmark", "sasrec_id").item_trend
 
 
 def test_lambda_neg_and_lambda_aux_add_terms():
@@ -513,7 +514,7 @@ def test_mixed_precision_trains_with_float32_losses(overrides):
     assert h_next.shape[1] == model.item_embeddings().shape[1]  # the same serving space
 
 
-@pytest.mark.parametrize("variant", ["sasrec_id", "stars"])
+@pytest.mark.parametrize("variant", ["sasrec_id", "sasrec_plain", "stars"])
 def test_trainer_fit_runs_with_the_delta_callback(variant):
     """models.trainer.train (the Trainer's loop) from a fresh model: δ unfrozen at epoch 0
     for the ID-only variants (delta_frozen_epochs = 0), after epoch 1 for STARS."""

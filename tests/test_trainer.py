@@ -51,7 +51,8 @@ def test_eval_ranking_masks_whole_histories_and_holds_out_every_target():
                  for h in HISTORIES}
     assert [latest_of[tuple(h)] for h in ranking.history] == latest.tolist()
     assert ranking.variants == ("gi", "ni")
-    assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_id")).variants == ("ni",)
+    assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_id")).variants == ("gi", "ni")
+    assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_plain")).variants == ("ni",)
 
 
 def test_an_empty_eval_split_gives_no_ranking():

@@ -28,8 +28,10 @@ protocol of the sequential-recommendation literature (see
   examples whose target item has no training interaction (first seen after
   the user's training events -- in leave-one-out there is no global cut).
 * **Baselines**: ``popularity`` (training counts, the Transform's
-  ``item_popularity`` vocabulary), ``sasrec_id`` (STARS with every semantic
-  part off and a full-catalogue cross-entropy: an ID-only SASRec),
+  ``item_popularity`` vocabulary), ``sasrec_id`` (STARS with its semantic
+  parts, text and tags, off and a full-catalogue cross-entropy: an ID-only
+  SASRec-style model with STARS' other parts), ``sasrec_plain`` (SASRec as
+  published: item IDs and positions only),
   ``cooccurrence`` (that generator alone: items that followed the user's last
   three items in training sequences, popularity filling in -- no learning, so it
   also shows how far the validation and test targets differ by themselves),
@@ -80,10 +82,10 @@ COLD_K = 10
 SLICE_K = 5
 MAX_CATEGORY_SLICES = 50   # more categories than that (e.g. Beauty's attribute ids): no slice
 CANDIDATE_SET_BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 50), (51, None))
-MODEL_VARIANTS = ("stars", "sasrec_id", "stars_no_text", "stars_no_tags", "stars_no_context",
-                  "stars_no_user")
+MODEL_VARIANTS = ("stars", "sasrec_id", "sasrec_plain", "stars_no_text", "stars_no_tags",
+                  "stars_no_context", "stars_no_user")
 BASELINES = ("popularity", "cooccurrence", "lambdamart")
-ALL_MODELS = ("popularity", "cooccurrence", "stars", "sasrec_id", "lambdamart",
+ALL_MODELS = ("popularity", "cooccurrence", "stars", "sasrec_id", "sasrec_plain", "lambdamart",
               "stars_no_text", "stars_no_tags", "stars_no_context", "stars_no_user")
 # STARS with its second retrieval source (``models.successor_source``, what the ``cpu``
 # and ``paper`` presets serve): the NI scores plus γ · log(1 + the co-occurrence count
@@ -652,7 +654,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     successors = T.training_successors(examples, ctx.num_items) if second_source else None
     model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend, successors)
     # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
-    # on_epoch_begin(0) when delta_frozen_epochs = 0 (sasrec_id, stars_no_text), before
+    # on_epoch_begin(0) when delta_frozen_epochs = 0 (the ID-only models), before
     # any forward pass would have created it.
     model.item_embeddings(tf.constant([0]))
     model.items.build(None)
@@ -894,9 +896,13 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
                        **({"note": note} if note else {})})
     stars_e, sasrec = _best(entries, "stars"), _best(entries, "sasrec_id")
     lambdamart = _best(entries, "lambdamart")
-    if sasrec is not None and absolute:
-        for k, bar in SASREC_TARGET.items():
-            add(f"sasrec_id {k.upper()} (honest tuning)", sasrec["masked"][k], bar)
+    # The bar is the issue's ID-only baseline's; the published SASRec is held to it too,
+    # since the bar is what a plain SASRec with full softmax is said to reach.
+    for name in ("sasrec_id", "sasrec_plain"):
+        baseline = _best(entries, name)
+        if baseline is not None and absolute:
+            for k, bar in SASREC_TARGET.items():
+                add(f"{name} {k.upper()} (honest tuning)", baseline["masked"][k], bar)
     if stars_e is not None:
         m = stars_e["masked"]
         for k, bar in (STARS_TARGET.items() if absolute else ()):
