@@ -163,8 +163,9 @@ ABLATIONS = {
 
 # A variant's own tuning under one preset, chosen on that variant's validation target like
 # the preset itself (BUILD_NOTES.md).  The ID-only baselines are SASRec-style, so they get
-# SASRec's own layout: item tokens × √d at the encoder input and output embeddings tied to the input ones
-# (the preset's no serving projections; its token is δ itself, models.item_tokens).  Without
+# SASRec's own layout: item tokens × √d at the encoder input and output embeddings tied to
+# the input ones (the preset's no serving projections; its token is δ itself,
+# models.item_tokens).  Without
 # the √d its ID embedding starts far below the position encodings, and projections, even
 # started at the identity, read it out through a learned bilinear form: Beauty validation
 # NDCG@10 0.0538 → 0.0665 (√d, identity-started projections) → 0.0703 (tied; 20-epoch
