@@ -141,6 +141,8 @@ PRESETS = {
 # rank alone) would blank the item's identity instead: the text-less variants keep δ whole.
 TEXT_OFF = {"use_text": False, "delta_frozen_epochs": 0, "delta_lr_scale": 1.0,
             "delta_dropout": 0.0, "semantic_match": False}
+# No semantic part at all (the token is δ alone), trained with the full cross-entropy.
+ID_ONLY = {**TEXT_OFF, "use_tags": False, "alpha": 0.0, "full_softmax": True}
 ABLATIONS = {
     "stars": {},
     "stars_no_text": dict(TEXT_OFF),
@@ -152,11 +154,10 @@ ABLATIONS = {
     # full-catalogue cross-entropy.  Its other parts stay: the [USER] token where users
     # have features, h_gen beside h_next, calendar context, item trend, engagement and
     # recency encodings.  What STARS gains over it is what the semantic tokens bring.
-    "sasrec_id": {**TEXT_OFF, "use_tags": False, "alpha": 0.0, "full_softmax": True},
+    "sasrec_id": dict(ID_ONLY),
     # SASRec as published (Kang & McAuley 2018): item IDs and positions, next item only.
-    "sasrec_plain": {**TEXT_OFF, "use_tags": False, "use_context": False,
-                     "item_trend": False, "use_user_token": False, "use_engagement": False,
-                     "use_recency": False, "alpha": 0.0, "full_softmax": True,
+    "sasrec_plain": {**ID_ONLY, "use_context": False, "item_trend": False,
+                     "use_user_token": False, "use_engagement": False, "use_recency": False,
                      "lambda_gen": 0.0, "successor_source": False},
 }
 
