@@ -41,6 +41,7 @@ setup(
         "prometheus-client",
         "redis",
         "grpcio",
+        "pybreaker",  # circuit breakers around the sidecar's filter backend and user store
         "scipy",  # sparse co-occurrence counts (the cooccurrence and LambdaMART baselines)
         "lightgbm",  # the LambdaMART baseline of `stars eval`
     ],
@@ -48,7 +49,8 @@ setup(
     extras_require={
         # KubeflowV2DagRunner (pipeline/runners/vertex.py) needs kfp to compile and to run steps.
         "kfp": ["kfp", "kfp-pipeline-spec"],
-        "test": ["pytest", "kfp", "kfp-pipeline-spec"],
+        # noida-db: an independent Elasticsearch-API server for the backend's tests.
+        "test": ["pytest", "kfp", "kfp-pipeline-spec", "noida-db"],
     },
     entry_points={"console_scripts": ["stars=stars.cli:main"]},
 )

@@ -219,23 +219,112 @@ def test_refetch_failure_keeps_the_first_round(parts):
     result = rec.recommend(RecommendationRequest(k=10, user_id="known", timestamp=T,
                                                  filters=Filters(categories=("A",))))
     assert result.degraded_reasons == ["refetch_failed"] and result.fetch_rounds == 1
-    assert 0 < len(result.items) < 10 and all(i.source in ("gi", "ni") for i in result.items)
+    sources = [i.source for i in result.items]  # the first round, then popular items
+    assert len(sources) == 10 and 0 < result.backfilled < 10
+    assert sources == ["gi"] * (10 - result.backfilled) + ["popularity"] * result.backfilled
 
 
-@pytest.mark.parametrize("failure", ["open", "closed"])
+@pytest.mark.parametrize("failure", ["snapshot", "open", "closed"])
 def test_filter_backend_down(parts, failure):
     backend = RecordingFilterBackend(parts[0], down=True)
     rec, model, _ = make(parts, backend=backend, filter_failure=failure)
     request = RecommendationRequest(k=5, user_id="known", timestamp=T,
                                     filters=Filters(region="eu", exclude_ids=frozenset({"it0"})))
     result = rec.recommend(request)
+    assert len(backend.batches) == 1 and result.fetch_rounds == 1
+    if failure == "snapshot":  # the same rules, applied to the catalogue the sidecar holds
+        healthy, _, _ = make(parts)
+        want = healthy.recommend(request)
+        assert result.filter_status == "snapshot" and not result.degraded
+        assert [i.item_id for i in result.items] == [i.item_id for i in want.items]
+        assert all(parts[0].sold_in(i.item_id, "eu") for i in result.items)
+        return
     assert result.degraded and result.degraded_reasons == ["filter_unavailable"]
     assert result.filter_status == f"fail_{failure}"
-    assert len(backend.batches) == 1 and result.fetch_rounds == 1
     if failure == "open":  # unfiltered (odd items are not sold in 'eu'); exclusions hold
         assert [i.item_id for i in result.items] == ["it1", "it3", "it2", "it5", "it4"]
     else:
-        assert result.items == []
+        assert result.items == [] and result.short_answer
+
+
+def test_snapshot_is_the_default_and_needs_a_catalogue(parts):
+    assert RecommenderConfig().filter_failure == "snapshot"
+    with pytest.raises(ValueError, match="snapshot"):
+        Recommender(ModelClientTestDouble(), RecordingFilterBackend(parts[0]), None, None)
+    Recommender(ModelClientTestDouble(), RecordingFilterBackend(parts[0]), None, None,
+                snapshot=parts[0])  # an explicit snapshot without popularity is enough
+
+
+def test_failed_filter_backend_rests_then_is_probed_again(parts):
+    """The circuit breaker: one failure, then no calls for the cool-down (the snapshot
+    answers at once), then one probe; a healthy probe closes it."""
+    backend = RecordingFilterBackend(parts[0], down=True)
+    rec, _, _ = make(parts, backend=backend, backend_cooldown_s=0.2)
+    request = RecommendationRequest(k=5, user_id="known", timestamp=T,
+                                    filters=Filters(region="eu"))
+    assert rec.recommend(request).filter_status == "snapshot"
+    for _ in range(3):
+        assert rec.recommend(request).filter_status == "snapshot"
+    assert len(backend.batches) == 1  # resting: not asked
+    backend.down = False
+    time.sleep(0.25)
+    assert rec.recommend(request).filter_status == "ok"
+    assert len(backend.batches) == 2
+
+
+def test_failed_user_store_rests_after_one_failure(parts):
+    class BrokenStore:
+        calls = 0
+
+        def get(self, user_id):
+            BrokenStore.calls += 1
+            raise OSError("store down")
+    catalog, popularity, _ = parts
+    rec = Recommender(ModelClientTestDouble(), catalog, popularity, BrokenStore(),
+                      RecommenderConfig(backend_cooldown_s=30))
+    for _ in range(3):
+        result = rec.recommend(RecommendationRequest(k=3, user_id="known", events=EVENTS,
+                                                     timestamp=T))
+        assert result.user_embedding == "encoded" and len(result.items) == 3
+        assert result.degraded_reasons == ["user_store_unavailable"]
+    assert BrokenStore.calls == 1
+
+
+def test_backfill_to_k_when_the_index_is_used_up(parts):
+    """A served index returns a fixed top K; strict filters can leave fewer than k of
+    them.  Popular items passing the same filters fill the answer; ``short_answer`` only
+    when the catalogue itself has fewer than k such items."""
+    catalog, popularity, _ = parts
+    model = ModelClientTestDouble(served_k=12)
+    rec, _, _ = make(parts, model=model)
+    filters = Filters(categories=("A",), in_stock=True)  # every 4th item
+    result = rec.recommend(RecommendationRequest(k=8, user_id="known", timestamp=T,
+                                                 filters=filters))
+    from_index = [i for i in result.items if i.source != "popularity"]
+    assert len(result.items) == 8 and not result.short_answer and not result.degraded
+    assert result.backfilled == 8 - len(from_index) > 0
+    ids = [i.item_id for i in result.items]
+    assert len(set(ids)) == 8 and catalog.filter(ids, filters) == ids
+    assert ids[len(from_index):] == [i for i, _ in popularity.top(result.backfilled, Filters(
+        categories=("A",), in_stock=True, exclude_ids=frozenset(ids[:len(from_index)])))]
+    # 10 items in the whole catalogue pass: all 10, flagged short
+    narrow = Filters(categories=("A",), price_max=39.0)
+    result = rec.recommend(RecommendationRequest(k=20, user_id="known", timestamp=T,
+                                                 filters=narrow))
+    assert sorted(i.item_id for i in result.items) == sorted(f"it{i}" for i in range(0, 40, 4))
+    assert result.short_answer and result.to_json()["short_answer"] is True
+
+
+def test_non_finite_scores_are_a_model_failure(parts):
+    class NanModel(ModelClientTestDouble):
+        def _answer(self, variants, k, version):
+            answer = super()._answer(variants, k, version)
+            answer.scores = {v: [float("nan")] * len(s) for v, s in answer.scores.items()}
+            return answer
+    rec, _, _ = make(parts, model=NanModel())
+    result = rec.recommend(RecommendationRequest(k=3, user_id="known", timestamp=T))
+    assert result.degraded_reasons == ["model_unavailable"]
+    assert [i.source for i in result.items] == ["popularity"] * 3
 
 
 def test_stale_stored_embedding(parts):

@@ -31,8 +31,8 @@ import stars  # noqa: F401
 from serving.sidecar.filters import parse_filters
 from serving.sidecar.model_client import Event
 from serving.sidecar.recommender import MODES, RecommendationRequest, Recommender
-from serving.sidecar.validation import (RequestError, check_object, get_int, get_string,
-                                        type_name)
+from serving.sidecar.validation import (RequestError, check_object, get_int, get_number,
+                                        get_string, type_name)
 from stars.data.contract import EVENT_TYPES, _EVENT_ALIASES
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ REQUEST_FIELDS = ("user_id", "events", "k", "mode", "filters", "context", "user_
 EVENT_FIELDS = ("item_id", "event_type", "timestamp")
 CONTEXT_FIELDS = ("timestamp", "signals")
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01
+MAX_FEATURE = 1e9  # |numeric user feature|: finite and float32-safe after normalisation
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05,
                    0.075, 0.1, 0.25, 0.5, 1.0)
 
@@ -139,9 +140,12 @@ def _user_features(value, config: ApiConfig) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float, str)):
             raise RequestError(f"'{field}' must be a number or a string, got {type_name(v)}",
                                field)
-        if isinstance(v, str) and len(v) > 256:
-            raise RequestError(f"'{field}' is longer than 256 characters", field)
-        out[name] = float(v) if isinstance(v, (int, float)) else v
+        if isinstance(v, str):
+            if len(v) > 256:
+                raise RequestError(f"'{field}' is longer than 256 characters", field)
+            out[name] = v
+        else:
+            out[name] = get_number({"v": v}, "v", field, -MAX_FEATURE, MAX_FEATURE)
     return out
 
 

@@ -71,7 +71,8 @@ def build_app(args):
         overfetch=args.overfetch, growth=args.growth, max_fetch=args.max_fetch,
         model_timeout_s=args.model_timeout_ms / 1000.0,
         filter_timeout_s=args.filter_timeout_ms / 1000.0, budget_s=args.budget_ms / 1000.0,
-        filter_failure=args.filter_failure)
+        filter_failure=args.filter_failure,
+        backend_cooldown_s=args.backend_cooldown_ms / 1000.0)
     names = tuple(n.strip() for n in args.signal_names.split(",") if n.strip())
     api = ApiConfig(max_k=args.max_k, max_events=args.max_events,
                     max_body_bytes=args.max_body_bytes, signal_names=names,
@@ -114,9 +115,15 @@ def add_serve_sidecar_parser(serve_subparsers):
                    help="item counts: Transform 'item_popularity' vocabulary or item_id,count CSV")
     p.add_argument("--filter-backend", default="embedded", choices=["embedded", "elasticsearch"])
     _add_es_options(p, hosts_required=False)
-    p.add_argument("--filter-failure", default="open", choices=["open", "closed"],
-                   help="when the filter backend is down: serve unfiltered (open) or only "
-                        "already-filtered items (closed)")
+    p.add_argument("--filter-failure", default="snapshot",
+                   choices=["snapshot", "closed", "open"],
+                   help="when the filter backend is down or slow: apply the filters to the "
+                        "catalogue snapshot of --data-dir (snapshot, the default), serve only "
+                        "already-filtered items (closed), or serve unfiltered candidates "
+                        "(open: breaks stock and region rules; degraded)")
+    p.add_argument("--backend-cooldown-ms", type=float, default=500.0,
+                   help="after a failure, the filter backend and the user store are not "
+                        "asked again for this long (circuit breaker)")
     p.add_argument("--user-store", default="",
                    help="the batch job's user-embedding store: embedded:PATH or "
                         "redis://host:port/db (none: every user is encoded from events)")

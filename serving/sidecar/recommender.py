@@ -23,11 +23,22 @@
 5. **Re-fetch** with ``growth`` times more candidates while fewer than ``k`` survive,
    up to ``max_fetch`` and until the index has no more (``Candidates.exhausted``).
 
-Failures never raise: the model server down or slow (per-call deadline, and a budget
-for the whole request) gives the popularity fallback with ``degraded: true``; the
-filter backend down gives ``fail_open`` (unfiltered candidates, exclusions still
-applied) or ``fail_closed`` (only already-filtered items, possibly none), both
-marked degraded; a failing user store is treated as a miss and marked.
+6. **Backfill**: when the index has no more candidates (it returns a fixed top K) and
+   fewer than ``k`` passed, the popular items that pass the same filters fill the
+   answer (``source: popularity``, counted in ``backfilled``); ``short_answer`` says
+   fewer than ``k`` items exist for these filters at all.
+
+Failures never raise, and a business rule is never skipped silently: the model server
+down or slow (per-call deadline, and a budget for the whole request) gives the
+popularity fallback with ``degraded: true``.  The filter backend down or slow gives,
+by default, the same filters applied to the catalogue snapshot the sidecar holds
+(``filter_status: snapshot``: the rules are applied, against the catalogue as of the
+last load); ``closed`` (only already-filtered items, possibly none) and ``open``
+(unfiltered candidates, exclusions still applied) are explicit opt-ins, both marked
+degraded.  A failing user store is treated as a miss and marked.  The filter backend
+and the user store sit behind circuit breakers (``pybreaker``): after a failure they are
+not called for ``backend_cooldown_s``, so an outage costs one timeout per cool-down,
+not one per request.
 """
 from __future__ import annotations
 
@@ -40,10 +51,12 @@ import time
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import pybreaker
 
 import stars  # noqa: F401
 
-from serving.sidecar.filters import FilterBackend, Filters, FilterUnavailable
+from serving.sidecar.filters import (EmbeddedFilterBackend, FilterBackend, Filters,
+                                     FilterUnavailable)
 from serving.sidecar.model_client import (Candidates, Event, ModelClient, ModelContext,
                                           ModelTimeout, ModelUnavailable, ModelVersionNotFound)
 from serving.sidecar.popularity import Popularity
@@ -53,7 +66,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("next", "general", "rr")
 MODE_VARIANTS = {"next": ("ni",), "general": ("gi",), "rr": ("gi", "ni")}
-FILTER_FAILURE_MODES = ("open", "closed")
+FILTER_FAILURE_MODES = ("snapshot", "closed", "open")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +100,9 @@ class Recommendation:
     model_version: Optional[str] = None
     degraded: bool = False
     degraded_reasons: List[str] = dataclasses.field(default_factory=list)
-    filter_status: str = "skipped"  # ok | skipped | local | fail_open | fail_closed
+    filter_status: str = "skipped"  # ok | skipped | local | snapshot | fail_open | fail_closed
+    backfilled: int = 0       # popular items that filled the answer up to k
+    short_answer: bool = False  # fewer than k items returned
     fetch_rounds: int = 0
     candidates_checked: int = 0
     latency_ms: Dict[str, float] = dataclasses.field(default_factory=dict)
@@ -102,7 +117,8 @@ class Recommendation:
                 "model_version": self.model_version, "user_embedding": self.user_embedding,
                 "cold_start": self.cold_start, "degraded": self.degraded,
                 "degraded_reasons": list(self.degraded_reasons),
-                "filter_status": self.filter_status,
+                "filter_status": self.filter_status, "backfilled": self.backfilled,
+                "short_answer": self.short_answer,
                 "fetch": {"rounds": self.fetch_rounds,
                           "candidates_checked": self.candidates_checked},
                 "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}
@@ -116,7 +132,8 @@ class RecommenderConfig:
     model_timeout_s: float = 0.05   # per model call
     filter_timeout_s: float = 0.05  # per filter call
     budget_s: float = 0.2         # the whole flow
-    filter_failure: str = "open"  # "open" | "closed" when the filter backend is down
+    filter_failure: str = "snapshot"  # snapshot | closed | open when the backend is down
+    backend_cooldown_s: float = 0.5   # a failed filter backend / user store rests this long
     context_cache_size: int = 4096
 
     def __post_init__(self):
@@ -190,9 +207,22 @@ class Recommender:
     def __init__(self, model: ModelClient, filter_backend: FilterBackend,
                  popularity: Optional[Popularity] = None,
                  user_store: Optional[UserEmbeddingStore] = None,
-                 config: RecommenderConfig = RecommenderConfig()):
+                 config: RecommenderConfig = RecommenderConfig(),
+                 snapshot: Optional[EmbeddedFilterBackend] = None):
         self.model, self.filter_backend = model, filter_backend
         self.popularity, self.user_store, self.config = popularity, user_store, config
+        # The catalogue the filters fall back to: the popularity ranking's own catalogue.
+        self.snapshot = snapshot or (popularity.catalog if popularity is not None else None)
+        if config.filter_failure == "snapshot" and self.snapshot is None \
+                and not isinstance(filter_backend, EmbeddedFilterBackend):
+            raise ValueError("filter_failure 'snapshot' needs the catalogue snapshot "
+                             "(give popularity or snapshot), or choose 'closed' / 'open'")
+        self.filter_breaker = pybreaker.CircuitBreaker(
+            fail_max=1, reset_timeout=config.backend_cooldown_s, name="filter",
+            throw_new_error_on_trip=False)
+        self.store_breaker = pybreaker.CircuitBreaker(
+            fail_max=1, reset_timeout=config.backend_cooldown_s, name="user_store",
+            throw_new_error_on_trip=False)
         self._offsets: "collections.OrderedDict" = collections.OrderedDict()
         self._offsets_lock = threading.Lock()
         self._last_version: Optional[str] = None  # newest version seen unpinned
@@ -220,6 +250,7 @@ class Recommender:
             self._fallback(request, clock, result)
         else:  # a cold user without events: popular items, not a failure
             self._popular(request, clock, result)
+        result.short_answer = len(result.items) < request.k
         result.latency_ms = clock.finish()
         return result
 
@@ -229,7 +260,10 @@ class Recommender:
             return None
         since = time.perf_counter()
         try:
-            return self.user_store.get(request.user_id)
+            return self.store_breaker.call(self.user_store.get, request.user_id)
+        except pybreaker.CircuitBreakerError:  # resting after a failure: a marked miss
+            result.degrade("user_store_unavailable")
+            return None
         except Exception as e:  # a store outage must not fail the request
             log.warning("user store failed for %r: %s", request.user_id, e)
             result.degrade("user_store_unavailable")
@@ -322,7 +356,6 @@ class Recommender:
         cfg, k, filters = self.config, request.k, request.filters
         size = min(cfg.max_fetch, math.ceil(k * cfg.overfetch) + len(filters.exclude_ids))
         allowed: Dict[str, bool] = {}
-        filter_down = False
         variants = MODE_VARIANTS[request.mode]
         merged: List[RecommendedItem] = []
         while True:
@@ -345,6 +378,14 @@ class Recommender:
                 result.degrade("refetch_failed")
                 break
             clock.add("model", since)
+            if not all(math.isfinite(x) for v in candidates.scores.values() for x in v):
+                # A model that answers NaN or infinite scores has no ranking to give.
+                log.warning("model answered non-finite scores, popularity fallback")
+                if result.fetch_rounds == 0:
+                    result.degrade("model_unavailable")
+                    return self._fallback(request, clock, result)
+                result.degrade("refetch_failed")
+                break
             result.fetch_rounds += 1
             result.model_version = candidates.model_version or result.model_version
             if candidates.model_version and not getattr(fetch, "pinned", False):
@@ -354,31 +395,60 @@ class Recommender:
             fresh = list(dict.fromkeys(fresh))
             for item_id in fresh:
                 allowed[item_id] = item_id not in filters.exclude_ids
-            if fresh and filters.has_catalog_constraints and not filter_down:
+            if fresh and filters.has_catalog_constraints:
                 checked = [i for i in fresh if allowed[i]]
-                since = time.perf_counter()
-                try:
-                    passing = set(self.filter_backend.filter(
-                        checked, filters,
-                        timeout_s=min(cfg.filter_timeout_s, max(clock.remaining(), 0.0))))
-                    result.filter_status = "ok"
-                except FilterUnavailable as e:
-                    log.warning("filter backend failed (fail-%s): %s", cfg.filter_failure, e)
-                    filter_down = True
-                    result.degrade("filter_unavailable")
-                    result.filter_status = f"fail_{cfg.filter_failure}"
-                    passing = set(checked) if cfg.filter_failure == "open" else set()
-                finally:
-                    clock.add("filter", since)
+                passing = self._filter(checked, filters, clock, result)
                 for item_id in checked:
                     allowed[item_id] = item_id in passing
             result.candidates_checked = len(allowed)
             merged = self._merge(request, candidates, allowed)
             if (len(merged) >= k or candidates.exhausted or size >= cfg.max_fetch
-                    or (filter_down and cfg.filter_failure == "closed")):
+                    or result.filter_status == "fail_closed"):
                 break
             size = min(cfg.max_fetch, math.ceil(size * cfg.growth))
         result.items = merged
+        if len(merged) < k and result.filter_status != "fail_closed":
+            self._backfill(request, clock, result)
+
+    def _filter(self, ids: List[str], filters: Filters, clock, result) -> set:
+        """The ids of ``ids`` that pass ``filters``: from the filter backend, or -- when it
+        is down, slow or resting after a failure -- as ``filter_failure`` says."""
+        cfg = self.config
+        since = time.perf_counter()
+        try:
+            if result.filter_status not in ("ok", "skipped"):
+                raise FilterUnavailable("failed earlier in this request")
+            passing = set(self.filter_breaker.call(
+                self.filter_backend.filter, ids, filters,
+                timeout_s=min(cfg.filter_timeout_s, max(clock.remaining(), 0.0))))
+            result.filter_status = "ok"
+            return passing
+        except (FilterUnavailable, pybreaker.CircuitBreakerError) as e:
+            if isinstance(e, FilterUnavailable) and result.filter_status in ("ok", "skipped"):
+                log.warning("filter backend %s unavailable (%s): %s", self.filter_backend.name,
+                            cfg.filter_failure, e)
+            if cfg.filter_failure == "snapshot" and self.snapshot is not None:
+                result.filter_status = "snapshot"  # the rules hold: applied in-process
+                return set(self.snapshot.filter(ids, filters))
+            result.degrade("filter_unavailable")
+            result.filter_status = f"fail_{cfg.filter_failure}"
+            return set(ids) if cfg.filter_failure == "open" else set()
+        finally:
+            clock.add("filter", since)
+
+    def _backfill(self, request, clock, result) -> None:
+        """Fill the answer up to ``k`` with the popular items that pass the request's filters
+        (the index returns a fixed top K; strict filters can use it up)."""
+        if self.popularity is None:
+            return
+        since = time.perf_counter()
+        taken = frozenset(i.item_id for i in result.items)
+        filters = dataclasses.replace(request.filters,
+                                      exclude_ids=request.filters.exclude_ids | taken)
+        extra = self.popularity.top(request.k - len(result.items), filters)
+        result.items = result.items + [RecommendedItem(i, s, "popularity") for i, s in extra]
+        result.backfilled = len(extra)
+        clock.add("popularity", since)
 
     @staticmethod
     def _merge(request, candidates: Candidates, allowed: Mapping[str, bool]):

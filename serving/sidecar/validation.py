@@ -96,7 +96,12 @@ def get_number(obj: Mapping, key: str, field: str, minimum: float = -math.inf,
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RequestError(f"'{field}' must be a number, got {type_name(value)}", field)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer literal with hundreds of digits
+        raise RequestError(f"'{field}' must be a finite number between {minimum:g} and "
+                           f"{maximum:g}, got an integer of {len(str(value))} digits",
+                           field) from None
     if not math.isfinite(value) or not minimum <= value <= maximum:
         raise RequestError(f"'{field}' must be a finite number between {minimum:g} and "
                            f"{maximum:g}, got {value!r}", field)

@@ -1,0 +1,79 @@
+"""An independent Elasticsearch-API server for the tests: ``noida-db`` (PyPI, MIT), a
+single binary that speaks the Elasticsearch 8 REST API to the official client.
+
+It is not Elasticsearch (no Elasticsearch binary runs on these machines), but it was not
+written here, so the backend's tests run against it as well as against
+``ElasticsearchTestDouble``: a query or an indexing step that only our own double
+accepts fails here.  Started on loopback in a temporary data directory, like the Redis
+tests' ``redis-server``.
+"""
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def _binary() -> Path:
+    import noida_db  # the test extra pins it
+    # the real server, not the console-script wrapper (which would orphan it on SIGTERM)
+    return Path(noida_db.__file__).with_name("noida-db")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class IndependentElasticsearch:
+    """``noida-db`` serving the Elasticsearch API on ``url`` until ``stop()``."""
+
+    def __init__(self, ready_timeout_s: float = 20.0):
+        self._data = tempfile.TemporaryDirectory(prefix="noida-es-")
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [str(_binary()), "start", "--data-dir", self._data.name, "--host", "127.0.0.1",
+             "--only", "elasticsearch", "--elasticsearch-port", str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode(errors="replace")
+                self._data.cleanup()
+                raise RuntimeError(f"noida-db exited with {self.process.returncode}: {output}")
+            try:
+                with urllib.request.urlopen(self.url + "/_cluster/health", timeout=0.5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"noida-db did not answer within {ready_timeout_s} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """SIGTERM (a node going away), then the data directory is removed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process.stdout.close()
+        self._data.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+__all__ = ["IndependentElasticsearch"]
