@@ -42,6 +42,11 @@ setup(
         "redis",
         "grpcio",
         "pybreaker",  # circuit breakers around the sidecar's filter backend and user store
+        "uvicorn",  # the sidecar's HTTP server (with httptools and uvloop)
+        "httptools",
+        "uvloop",
+        "starlette",  # the sidecar's request / response types
+        "anyio",
         "scipy",  # sparse co-occurrence counts (the cooccurrence and LambdaMART baselines)
         "lightgbm",  # the LambdaMART baseline of `stars eval`
     ],

@@ -365,7 +365,8 @@ def bench_size(size: str, args) -> dict:
     from models.serving import load_serving_model, recall_against_brute_force
     from serving.batch.job import resolve_model_dir
     from serving.model_server.server import serve
-    from serving.sidecar.api import RECOMMENDATIONS_PATH, make_server
+    from serving.sidecar.api import RECOMMENDATIONS_PATH
+    from serving.sidecar.server import make_server
     from serving.sidecar.cli import build_app
     from serving.sidecar.filters import Filters
     from serving.sidecar.model_client import (Event, ModelContext, SignatureInfo,

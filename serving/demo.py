@@ -85,7 +85,7 @@ def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "s
         popularity_counts: str = "") -> dict:
     from serving.batch import job
     from serving.model_server.server import serve
-    from serving.sidecar.api import make_server
+    from serving.sidecar.server import make_server
     from serving.sidecar.cli import build_app
     from stars.cli import build_parser
 

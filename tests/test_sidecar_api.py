@@ -8,13 +8,15 @@ import json  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
+import time  # noqa: E402
 
 import jsonschema  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from serving.sidecar.api import (OPENAPI_PATH, ROUTES, ApiConfig, SidecarApp,  # noqa: E402
-                                 make_server, parse_request)
+                                 parse_request)
+from serving.sidecar.server import HttpConfig, make_server  # noqa: E402
 from serving.sidecar.model_client import ModelUnavailable  # noqa: E402
 from serving.sidecar.popularity import Popularity  # noqa: E402
 from serving.sidecar.recommender import Recommender, RecommenderConfig  # noqa: E402
@@ -32,7 +34,7 @@ def schema(name):
 
 
 class Sidecar:
-    def __init__(self, api_config=ApiConfig(), **config):
+    def __init__(self, api_config=ApiConfig(), http=HttpConfig(), **config):
         catalog = catalog_backend()
         self.model = ModelClientTestDouble()
         self.backend = RecordingFilterBackend(catalog)
@@ -42,7 +44,7 @@ class Sidecar:
                                   Popularity(catalog, {"it7": 5.0}), store,
                                   RecommenderConfig(**config))
         self.app = SidecarApp(recommender, api_config, clock=lambda: T)
-        self.server = make_server(self.app, "127.0.0.1", 0)
+        self.server = make_server(self.app, "127.0.0.1", 0, http)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
@@ -178,6 +180,30 @@ def test_bad_requests_are_4xx_with_clear_messages(sidecar, body, status, code, f
     assert answer["error"].get("field") == field
 
 
+def _raw_exchange(port, data: bytes, timeout=5.0, shut_write=False) -> str:
+    """Sends raw bytes on a new connection; everything answered until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if shut_write:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and not shut_write:
+                head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+                length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")]
+                if length and len(rest) >= length[0]:
+                    break
+    return b"".join(chunks).decode(errors="replace")
+
+
 def test_transport_level_errors(sidecar):
     small = Sidecar(ApiConfig(max_body_bytes=1024))
     try:
@@ -185,34 +211,112 @@ def test_transport_level_errors(sidecar):
         status, body, response = small.call("POST", "/v1/recommendations", raw=big.encode())
         assert status == 413 and body["error"]["code"] == "payload_too_large"
         assert "at most 1024" in body["error"]["message"]
-        assert response.getheader("Connection") != "close"  # drained: reusable
-        huge = b"{" + b" " * (20 * 1024) + b"}"
-        status, body, response = small.call("POST", "/v1/recommendations", raw=huge)
-        assert status == 413 and response.getheader("Connection") == "close"
+        assert response.getheader("Connection") == "close"  # not read: not reusable
+        # a chunked body is counted while it streams
+        chunk = b"{" + b" " * 700 + b"\n"
+        answer = _raw_exchange(small.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                               b"Content-Type: application/json\r\n"
+                               b"Transfer-Encoding: chunked\r\n\r\n"
+                               + (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2
+                               + b"1\r\n}\r\n0\r\n\r\n")
+        assert answer.startswith("HTTP/1.1 413") and "more than 1024 bytes" in answer
     finally:
         small.stop()
     status, body, _ = sidecar.call("POST", "/v1/recommendations", raw=b'{"user_id": "u"}',
-                                   headers={"Content-Type": "text/plain"})
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 415 and "application/json" in body["error"]["message"]
+    assert "curl" in body["error"]["message"]
     status, body, response = sidecar.call("GET", "/v1/recommendations")
     assert status == 405 and response.getheader("Allow") == "POST"
     status, body, _ = sidecar.call("GET", "/v2/anything")
     assert status == 404 and body["error"]["code"] == "not_found"
-    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
-        answer = sock.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 411") and "chunked bodies are not accepted" in answer
-    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = sock.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 411") and "Content-Length is required" in answer
-    with socket.create_connection(("127.0.0.1", sidecar.port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 100\r\n\r\n{\"user_id\": ")
-        sock.shutdown(socket.SHUT_WR)  # the client gives up half-way
-        answer = sock.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 400") and "ended after 12 of 100 bytes" in answer
+    good = json.dumps(GOOD).encode()
+    answer = _raw_exchange(sidecar.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n"
+                           + b"%x\r\n" % len(good) + good + b"\r\n0\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 200") and '"items"' in answer  # chunked is fine
+    answer = _raw_exchange(sidecar.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith("HTTP/1.1 411") and "Content-Length" in answer
+    # a client that gives up half-way gets no answer, and the server counts it, no 500
+    answer = _raw_exchange(sidecar.port, b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 100\r\n\r\n{\"user_id\": ", shut_write=True)
+    assert answer == ""
+    assert sidecar.call("GET", "/healthz")[0] == 200
+    assert 'status="500"' not in sidecar.call("GET", "/metrics")[1].decode()
+
+
+def test_slow_clients_are_cut_off():
+    """A client that trickles its headers (slowloris) is disconnected after the head
+    deadline; one that trickles its body gets 408 after the body deadline.  Neither
+    holds the server: a normal request is answered meanwhile."""
+    s = Sidecar(ApiConfig(body_timeout_s=0.4), HttpConfig(head_timeout_s=0.4))
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as head, \
+                socket.create_connection(("127.0.0.1", s.port), timeout=5) as body:
+            head.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n")
+            body.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{")
+            assert s.call("POST", "/v1/recommendations", GOOD)[0] == 200
+            started = time.monotonic()
+            head.sendall(b"X-Slow: 1\r\n")  # a byte now and then does not extend it
+            assert head.recv(65536) == b""  # closed, nothing answered
+            assert time.monotonic() - started < 1.0
+            answer = body.recv(65536).decode()
+            assert answer.startswith("HTTP/1.1 408") and "within 0.4 s" in answer
+    finally:
+        s.stop()
+
+
+def test_overload_is_shed_with_429_and_retry_after():
+    """Beyond ``max_inflight`` recommendations in progress, the next is refused at once."""
+    s = Sidecar(ApiConfig(max_inflight=2, threads=2), budget_s=5.0, model_timeout_s=5.0)
+    s.model.delay_s = 0.5
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            s.call("POST", "/v1/recommendations", GOOD))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # both in progress
+        started = time.monotonic()
+        status, body, response = s.call("POST", "/v1/recommendations", GOOD)
+        assert status == 429 and response.getheader("Retry-After") == "1"
+        assert body["error"]["code"] == "overloaded" and time.monotonic() - started < 0.2
+        for t in threads:
+            t.join()
+        assert sorted(r[0] for r in results) == [200, 200]
+        assert "stars_sidecar_shed_total 1.0" in s.call("GET", "/metrics")[1].decode()
+    finally:
+        s.stop()
+
+
+def test_budget_counts_from_arrival():
+    """A request that waited for a thread past its budget gets the cheap answer at once
+    (popularity, ``budget_exhausted``), not a full flow after its deadline."""
+    s = Sidecar(ApiConfig(threads=1), budget_s=0.3)
+    store = s.app.recommender.user_store
+
+    class SlowStore:  # holds the only thread past the second request's budget
+        def get(self, user_id):
+            time.sleep(0.45 if user_id == "slow" else 0.0)
+            return store.get(user_id)
+    s.app.recommender.user_store = SlowStore()
+    try:
+        results = []
+        first = threading.Thread(target=lambda: results.append(
+            s.call("POST", "/v1/recommendations", {**GOOD, "user_id": "slow"})))
+        first.start()
+        time.sleep(0.05)
+        started = time.monotonic()
+        status, body, _ = s.call("POST", "/v1/recommendations", GOOD)
+        waited = time.monotonic() - started
+        first.join()
+        assert status == 200 and body["degraded_reasons"] == ["budget_exhausted"]
+        assert [i["source"] for i in body["items"]] == ["popularity"] * 5
+        assert waited < 0.3 + 0.45 + 0.1
+    finally:
+        s.stop()
 
 
 def test_fuzzed_requests_never_give_500(sidecar):

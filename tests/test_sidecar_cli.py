@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 from serving.sidecar.cli import add_serve_sidecar_parser, build_app  # noqa: E402
 from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend  # noqa: E402
 from serving.sidecar.filters import EmbeddedFilterBackend  # noqa: E402
+from serving.sidecar.validation import RequestError  # noqa: E402
 from tests.elasticsearch_test_double import ElasticsearchTestDouble  # noqa: E402
 from tests.fixtures import write_small_dataset  # noqa: E402
 
@@ -42,9 +43,10 @@ def _parse(*argv):
 
 
 def _post(app, body):
-    raw = json.dumps(body).encode()
-    status, _, payload = app.handle("POST", "/v1/recommendations",
-                                    {"Content-Length": str(len(raw))}, lambda n: raw[:n])
+    try:
+        status, _, payload = app.recommendations(json.dumps(body).encode(), time.perf_counter())
+    except RequestError as e:
+        return e.status, e.to_json()
     return status, json.loads(payload)
 
 
@@ -82,33 +84,61 @@ def test_build_app_elasticsearch_and_batch_store(data_dir, tmp_path):
                          "--user-store-factory", "nonsense"))
 
 
-def test_serve_sidecar_command_serves_and_stops_on_sigterm(data_dir):
+def _get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, workers):
+    """The command as a user runs it: it serves; on SIGTERM /readyz turns 503 (draining)
+    while requests are still answered, then it stops cleanly.  With two workers the
+    metrics are summed over both processes."""
     port = _free_port()
     code = ("import sys, argparse, stars; from serving.sidecar.cli import add_serve_sidecar_parser;"
             "p = argparse.ArgumentParser(); add_serve_sidecar_parser(p.add_subparsers());"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "sidecar", "--data-dir", str(data_dir), "--host",
-         "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{_free_port()}"],
+         "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{_free_port()}",
+         "--model-timeout-ms", "50", "--workers", str(workers), "--drain-ms", "1500"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    body = json.dumps({"events": [{"item_id": "i1"}], "k": 2}).encode()
+
+    def recommend():
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/recommendations", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.loads(r.read()) == {"status": "ok"}
-                    break
+                assert _get(port, "/healthz") == (200, b'{"status":"ok"}')
+                break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read()
                 assert time.time() < deadline
                 time.sleep(0.2)
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
-            raise AssertionError("ready without a model server")
-        except urllib.error.HTTPError as e:
-            assert e.code == 503
+        status, ready = _get(port, "/readyz")
+        assert status == 503 and json.loads(ready)["checks"]["draining"] is False
+        for _ in range(6):
+            status, answer = recommend()
+            assert status == 200 and answer["degraded_reasons"] == ["model_unavailable"]
+        if workers == 2:  # spread over the workers, summed in every worker's /metrics
+            metrics = _get(port, "/metrics")[1].decode()
+            assert 'stars_sidecar_requests_total{endpoint="recommendations",status="200"} 6.0' \
+                in metrics
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        time.sleep(0.5)
+        status, ready = _get(port, "/readyz")
+        assert status == 503 and json.loads(ready)["checks"]["draining"] is True
+        assert recommend()[0] == 200  # still served while draining
+        assert proc.wait(timeout=30) == 0
         assert json.loads(proc.stdout.read())["catalogue_items"] == 9
     finally:
         if proc.poll() is None:

@@ -498,7 +498,8 @@ def test_both_clients_against_the_model_server(served):
 
 @pytest.mark.e2e
 def test_the_sidecar_over_the_model_server(served):
-    from serving.sidecar.api import SidecarApp, make_server
+    from serving.sidecar.api import SidecarApp
+    from serving.sidecar.server import make_server
     from serving.sidecar.filters import EmbeddedFilterBackend
     from serving.sidecar.popularity import Popularity
     from serving.sidecar.recommender import Recommender, RecommenderConfig

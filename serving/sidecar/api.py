@@ -1,18 +1,18 @@
-"""The sidecar's HTTP JSON API (``openapi.yaml`` is its contract).
+"""The sidecar's API without a transport (``openapi.yaml`` is its contract; the HTTP
+layer is ``asgi.py``, the server ``server.py``).
 
 * ``POST /v1/recommendations``: a request as in the spec -> ids, scores, which
   embedding produced each, model version, degraded flags, latency per hop;
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (the model server answers
-  with an available version; the filter backend's state is reported, and required
-  only with ``require_filter_ready``), ``GET /metrics`` (Prometheus text format),
-  ``GET /openapi.yaml``.
+  with an available version and the process is not draining; every backend's state is
+  reported, the filter backend's required only with ``require_filter_ready``),
+  ``GET /metrics`` (Prometheus text format), ``GET /openapi.yaml``.
 
 Bad input is always a 4xx with ``{"error": {"code", "message", "field"}}``: malformed
-JSON or UTF-8 (400), unknown fields (400), out-of-range values (400), a body over
-``max_body_bytes`` (413; a huge one is not read and the connection closed), no ``Content-Length`` (411), a non-JSON content
-type (415), unknown paths (404) and methods (405).  ``k``, the events, filters and
-user features are bounded.  An unexpected exception is logged and answered 500
-(counted in the metrics); the tests feed malformed input to prove it does not happen.
+JSON or UTF-8 (400), unknown fields (400), out-of-range or non-finite values (400).
+``k``, the events, filters and user features are bounded.  An unexpected exception is
+logged and answered 500 (counted in the metrics); the tests feed malformed input to
+prove it does not happen.
 """
 from __future__ import annotations
 
@@ -21,9 +21,7 @@ import datetime
 import json
 import logging
 import os
-import socket
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, Optional, Tuple
 
 import stars  # noqa: F401
@@ -54,6 +52,9 @@ class ApiConfig:
     default_k: int = 10
     max_events: int = 200
     max_body_bytes: int = 64 * 1024
+    body_timeout_s: float = 5.0    # the whole body must arrive within this
+    max_inflight: int = 64         # recommendations in progress per process; more get 429
+    threads: int = 16              # recommendation flows run at once per process
     max_user_features: int = 64
     signal_names: Tuple[str, ...] = ("event", "weather", "promotion", "extra")
     default_mode: str = "rr"
@@ -212,13 +213,24 @@ class Metrics:
                                registry=self.registry)
         self.degraded = Counter("stars_sidecar_degraded", "degraded answers by reason",
                                 ["reason"], registry=self.registry)
+        self.short_answers = Counter("stars_sidecar_short_answers",
+                                     "answers with fewer than k items", registry=self.registry)
+        self.shed = Counter("stars_sidecar_shed", "requests refused with 429 (overload)",
+                            registry=self.registry)
         self.fetch_rounds = Counter("stars_sidecar_fetch_rounds",
                                     "candidate fetch rounds (over-fetch + re-fetches)",
                                     registry=self.registry)
 
     def render(self) -> Tuple[bytes, str]:
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        """This process's metrics; with several worker processes
+        (``PROMETHEUS_MULTIPROC_DIR`` set, see ``server.py``) every worker's, summed."""
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        registry = self.registry
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client.multiprocess import MultiProcessCollector
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 # ---------------------------------------------------------------------------- app
@@ -226,14 +238,14 @@ class Metrics:
 Response = Tuple[int, Dict[str, str], bytes]
 
 
-def _json(status: int, body, extra: Optional[Dict[str, str]] = None) -> Response:
+def json_response(status: int, body, extra: Optional[Dict[str, str]] = None) -> Response:
     headers = {"Content-Type": "application/json"}
     headers.update(extra or {})
     return status, headers, json.dumps(body, separators=(",", ":")).encode()
 
 
-def _error(e: RequestError, extra=None) -> Response:
-    return _json(e.status, e.to_json(), extra)
+def error_response(e: RequestError, extra: Optional[Dict[str, str]] = None) -> Response:
+    return json_response(e.status, e.to_json(), extra)
 
 
 ROUTES = {RECOMMENDATIONS_PATH: ("recommendations", ("POST",)),
@@ -242,11 +254,7 @@ ROUTES = {RECOMMENDATIONS_PATH: ("recommendations", ("POST",)),
 
 
 class SidecarApp:
-    """The API without a socket: ``handle(method, path, headers, read_body)`` -> response.
-
-    ``read_body(n)`` reads ``n`` bytes of the body; it is only called once the size
-    checks passed.
-    """
+    """What the endpoints answer, given a decoded transport (``asgi.py`` routes to it)."""
 
     def __init__(self, recommender: Recommender, config: ApiConfig = ApiConfig(),
                  clock: Callable[[], float] = time.time):
@@ -254,180 +262,63 @@ class SidecarApp:
         self.metrics = Metrics()
         try:
             with open(OPENAPI_PATH, "rb") as f:
-                self._openapi: Optional[bytes] = f.read()
+                self.openapi: Optional[bytes] = f.read()
         except OSError:  # an install without package data: the API still works
             log.warning("%s not found; GET /openapi.yaml will answer 404", OPENAPI_PATH)
-            self._openapi = None
+            self.openapi = None
 
-    def handle(self, method: str, path: str, headers, read_body) -> Response:
-        started = time.perf_counter()
-        path = path.split("?", 1)[0]
-        endpoint, methods = ROUTES.get(path, ("unknown", ()))
-        try:
-            if endpoint == "unknown":
-                response = _error(RequestError(f"no such path {path!r}; the API is POST "
-                                               f"{RECOMMENDATIONS_PATH}", status=404,
-                                               code="not_found"))
-            elif method not in methods:
-                response = _error(RequestError(f"{method} is not allowed on {path}; use "
-                                               f"{', '.join(methods)}", status=405,
-                                               code="method_not_allowed"),
-                                  {"Allow": ", ".join(methods)})
-            elif endpoint == "recommendations":
-                response = self._recommendations(headers, read_body, started)
-            elif endpoint == "healthz":
-                response = _json(200, {"status": "ok"})
-            elif endpoint == "readyz":
-                response = self._readyz()
-            elif endpoint == "metrics":
-                data, ctype = self.metrics.render()
-                response = 200, {"Content-Type": ctype}, data
-            elif self._openapi is None:
-                response = _error(RequestError("the OpenAPI document is not installed",
-                                               status=404, code="not_found"))
-            else:
-                response = 200, {"Content-Type": "application/yaml"}, self._openapi
-        except RequestError as e:
-            response = _error(e, {"Connection": "close"} if e.status == 411 or e.close else None)
-        except Exception:  # never expected; logged and counted
-            log.exception("unhandled error on %s %s", method, path)
-            response = _json(500, {"error": {"code": "internal",
-                                             "message": "internal error (logged)"}})
-        self.metrics.requests.labels(endpoint, str(response[0])).inc()
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
-        return response
-
-    def _body(self, headers, read_body) -> bytes:
-        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
-            raise RequestError("chunked bodies are not accepted; send Content-Length",
-                               status=411, code="length_required")
-        length = headers.get("Content-Length")
-        if length is None:
-            raise RequestError("Content-Length is required", status=411,
-                               code="length_required")
-        try:
-            size = int(length)
-            if size < 0:
-                raise ValueError
-        except ValueError:
-            raise RequestError(f"bad Content-Length {length!r}") from None
-        if size > self.config.max_body_bytes:
-            error = RequestError(f"the body has {size} bytes; at most "
-                                 f"{self.config.max_body_bytes} are accepted",
-                                 status=413, code="payload_too_large")
-            if size <= 16 * self.config.max_body_bytes:
-                try:
-                    read_body(size)  # drained: the connection stays usable
-                except OSError:
-                    error.close = True
-            else:
-                error.close = True  # not read: the connection cannot be reused
-            raise error
-        ctype = (headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
-        if ctype != "application/json" and not ctype.endswith("+json"):
-            self._read_exactly(read_body, size)  # keep the connection usable
-            raise RequestError(f"Content-Type must be application/json, got {ctype!r}",
-                               status=415, code="unsupported_media_type")
-        return self._read_exactly(read_body, size)
-
-    @staticmethod
-    def _read_exactly(read_body, size: int) -> bytes:
-        try:
-            data = read_body(size)
-        except OSError as e:  # the client stalled past the socket timeout, or went away
-            error = RequestError(f"the body could not be read ({type(e).__name__})")
-            error.close = True
-            raise error from None
-        if len(data) < size:
-            error = RequestError(f"the body ended after {len(data)} of {size} bytes")
-            error.close = True
-            raise error
-        return data
-
-    def _recommendations(self, headers, read_body, started: float) -> Response:
-        raw = self._body(headers, read_body)
+    def recommendations(self, raw: bytes, arrival: float) -> Response:
+        """``raw``: the JSON body; ``arrival``: ``time.perf_counter()`` when the request
+        arrived -- the request's budget counts from there, queueing included."""
         request = parse_request(decode_json(raw), self.config, now=int(self.clock()))
         parsed = time.perf_counter()
-        result = self.recommender.recommend(request)
+        result = self.recommender.recommend(request, started=arrival)
         body = result.to_json()
-        body["latency_ms"] = {"parse": round((parsed - started) * 1000, 3),
-                              **body["latency_ms"],
-                              "total": round((time.perf_counter() - started) * 1000, 3)}
+        body["latency_ms"] = {"parse": round((parsed - arrival) * 1000, 3),
+                              **body["latency_ms"]}
         m = self.metrics
         m.answers.labels(result.user_embedding, result.filter_status,
                          str(result.degraded).lower()).inc()
         for reason in result.degraded_reasons:
             m.degraded.labels(reason).inc()
+        if result.short_answer:
+            m.short_answers.inc()
         m.fetch_rounds.inc(result.fetch_rounds)
         for hop, ms in result.latency_ms.items():
             if hop != "total":
                 m.hops.labels(hop).observe(ms / 1000.0)
-        return _json(200, body)
+        return json_response(200, body)
 
-    def _readyz(self) -> Response:
-        checks, ready = {}, True
+    def readyz(self, draining: bool = False) -> Response:
+        """Ready: the model server has an available version and the process is not draining.
+        Every backend's state is reported; the filter backend is required only with
+        ``require_filter_ready`` (the catalogue snapshot answers while it is down)."""
+        checks, ready = {}, not draining
+        checks["draining"] = draining
+        rec = self.recommender
         try:
-            version = self.recommender.model.model_version(timeout_s=self.config.ready_timeout_s)
+            version = rec.model.model_version(timeout_s=self.config.ready_timeout_s)
             checks["model"] = {"ok": version is not None, "version": version}
         except Exception as e:  # any failure of the probe is "not ready"
             checks["model"] = {"ok": False, "error": str(e)[:200]}
         ready &= checks["model"]["ok"]
         try:
-            filter_ok = bool(self.recommender.filter_backend.ready())
+            filter_ok = bool(rec.filter_backend.ready())
         except Exception:
             filter_ok = False
-        checks["filter"] = {"ok": filter_ok, "backend": self.recommender.filter_backend.name,
+        checks["filter"] = {"ok": filter_ok, "backend": rec.filter_backend.name,
+                            "breaker": rec.filter_breaker.current_state,
+                            "failure_mode": rec.config.filter_failure,
                             "required": self.config.require_filter_ready}
         if self.config.require_filter_ready:
             ready &= filter_ok
-        checks["popularity"] = {"ok": self.recommender.popularity is not None}
-        return _json(200 if ready else 503,
-                     {"status": "ready" if ready else "not_ready", "checks": checks})
+        if rec.user_store is not None:
+            checks["user_store"] = {"ok": rec.store_breaker.current_state != "open",
+                                    "breaker": rec.store_breaker.current_state}
+        checks["popularity"] = {"ok": rec.popularity is not None}
+        return json_response(200 if ready else 503,
+                             {"status": "ready" if ready else "not_ready", "checks": checks})
 
 
-# ---------------------------------------------------------------------------- HTTP
-
-def make_handler(app: SidecarApp):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        wbufsize = -1  # headers and body in one write (no Nagle/delayed-ACK stall)
-        timeout = 30   # a client that stops sending does not hold a thread forever
-        server_version = "stars-sidecar"
-
-        def setup(self):
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, *args):
-            pass
-
-        def _serve(self):
-            status, headers, body = app.handle(self.command, self.path, self.headers,
-                                               self.rfile.read)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-            if headers.get("Connection") == "close":
-                self.close_connection = True
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _serve
-
-    return Handler
-
-
-class SidecarServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-
-def make_server(app: SidecarApp, host: str = "0.0.0.0", port: int = 8080) -> SidecarServer:
-    return SidecarServer((host, port), make_handler(app))
-
-
-__all__ = ["ApiConfig", "SidecarApp", "SidecarServer", "make_server", "parse_request",
-           "decode_json", "Metrics", "RECOMMENDATIONS_PATH", "OPENAPI_PATH"]
+__all__ = ["ApiConfig", "SidecarApp", "parse_request", "decode_json", "Metrics", "ROUTES",
+           "RECOMMENDATIONS_PATH", "OPENAPI_PATH", "json_response", "error_response"]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 
 import stars  # noqa: F401
 
@@ -76,28 +74,31 @@ def build_app(args):
     names = tuple(n.strip() for n in args.signal_names.split(",") if n.strip())
     api = ApiConfig(max_k=args.max_k, max_events=args.max_events,
                     max_body_bytes=args.max_body_bytes, signal_names=names,
-                    require_filter_ready=args.require_filter_ready)
+                    require_filter_ready=args.require_filter_ready,
+                    body_timeout_s=args.body_timeout_ms / 1000.0,
+                    max_inflight=args.max_inflight, threads=args.threads)
     return SidecarApp(Recommender(model, backend, popularity, store, config), api)
 
 
-def _serve_sidecar(args) -> int:
-    from serving.sidecar.api import make_server
-    app = build_app(args)
-    server = make_server(app, args.host, args.port)
-    host, port = server.server_address[:2]
-    _print({"sidecar": f"http://{host}:{port}", "model": args.model_url,
-            "filter_backend": args.filter_backend,
-            "catalogue_items": len(app.recommender.popularity.catalog)})
+def http_config(args):
+    from serving.sidecar.server import HttpConfig
+    return HttpConfig(head_timeout_s=args.head_timeout_ms / 1000.0,
+                      keep_alive_s=args.keep_alive_ms / 1000.0,
+                      max_connections=args.max_connections,
+                      graceful_timeout_s=args.graceful_timeout_ms / 1000.0,
+                      drain_s=args.drain_ms / 1000.0, workers=args.workers)
 
-    def stop(*_):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+
+def _serve_sidecar(args) -> int:
+    from serving.sidecar.server import run
+    http = http_config(args)
+    app = build_app(args)  # also checks the arguments before any worker starts
+    _print({"sidecar": f"http://{args.host}:{args.port}", "model": args.model_url,
+            "filter_backend": args.filter_backend, "filter_failure": args.filter_failure,
+            "workers": http.workers,
+            "catalogue_items": len(app.recommender.popularity.catalog)})
+    plain = {k: v for k, v in vars(args).items() if k != "func"}
+    run(app if http.workers <= 1 else None, plain, args.host, args.port, http)
     return 0
 
 
@@ -142,6 +143,26 @@ def add_serve_sidecar_parser(serve_subparsers):
                    help="names of the model's context_signals slots, in order")
     p.add_argument("--require-filter-ready", action="store_true",
                    help="/readyz fails while the filter backend is down")
+    p.add_argument("--max-inflight", type=int, default=64,
+                   help="recommendations in progress per process; more are refused at once "
+                        "with 429 + Retry-After (load shedding)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="recommendation flows running at once per process")
+    p.add_argument("--workers", type=int, default=1,
+                   help="sidecar processes sharing the port (uvicorn's supervisor)")
+    p.add_argument("--head-timeout-ms", type=float, default=5000.0,
+                   help="a request's line and headers must arrive within this")
+    p.add_argument("--body-timeout-ms", type=float, default=5000.0,
+                   help="a request's body must arrive within this (408 otherwise)")
+    p.add_argument("--keep-alive-ms", type=float, default=5000.0,
+                   help="idle keep-alive connections are closed after this")
+    p.add_argument("--max-connections", type=int, default=1024,
+                   help="open connections + requests per process (503 beyond)")
+    p.add_argument("--drain-ms", type=float, default=1000.0,
+                   help="on SIGTERM, /readyz is 503 this long before the server stops "
+                        "accepting")
+    p.add_argument("--graceful-timeout-ms", type=float, default=10000.0,
+                   help="then in-flight requests get this long to finish")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=_serve_sidecar)
@@ -179,4 +200,5 @@ def add_index_items_parser(index_subparsers):
     return p
 
 
-__all__ = ["add_serve_sidecar_parser", "add_index_items_parser", "build_app"]
+__all__ = ["add_serve_sidecar_parser", "add_index_items_parser", "build_app",
+           "http_config"]

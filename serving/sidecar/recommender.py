@@ -187,8 +187,8 @@ def interleave_round_robin(first: Sequence[Tuple[str, float]],
 class _Clock:
     """Per-hop latency accumulator and the request deadline."""
 
-    def __init__(self, budget_s: float):
-        self.start = time.perf_counter()
+    def __init__(self, budget_s: float, start: Optional[float] = None):
+        self.start = time.perf_counter() if start is None else start
         self.deadline = self.start + budget_s
         self.hops: Dict[str, float] = {}
 
@@ -228,10 +228,19 @@ class Recommender:
         self._last_version: Optional[str] = None  # newest version seen unpinned
 
     # ------------------------------------------------------------------ public
-    def recommend(self, request: RecommendationRequest) -> Recommendation:
-        clock = _Clock(self.config.budget_s)
+    def recommend(self, request: RecommendationRequest,
+                  started: Optional[float] = None) -> Recommendation:
+        """The answer to ``request``; its budget counts from ``started``
+        (``time.perf_counter()`` at arrival, so time spent queueing counts; default now)."""
+        clock = _Clock(self.config.budget_s, started)
         result = Recommendation(items=[], mode=request.mode, user_embedding="none",
                                 cold_start=True)
+        if clock.remaining() <= 0:  # it waited its whole budget in a queue: the cheap answer
+            result.degrade("budget_exhausted")
+            self._fallback(request, clock, result)
+            result.short_answer = len(result.items) < request.k
+            result.latency_ms = clock.finish()
+            return result
         stored = self._stored_embedding(request, clock, result)
         fetch, problem = None, None
         if stored is not None:
