@@ -143,3 +143,52 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_hung_redis_costs_one_timeout_then_the_store_rests(data_dir, tmp_path):
+    """A user store that hangs (SIGSTOP: connections open, no answers) costs a request the
+    store's socket timeout once; then the breaker rests it, and known users are encoded
+    from their events (marked) at once.  When Redis answers again, the stored path is
+    back after the cool-down."""
+    from serving.batch.redis_store import RedisStore
+    from tests.redis_server import RedisServer
+    redis_server = RedisServer(tmp_path)
+    try:
+        store = RedisStore.from_url(redis_server.url)
+        writer = store.begin_refresh(model_version="")
+        writer.put("u1", [1.0] * 4, [0.5] * 4)
+        writer.commit()
+        args = _parse("--data-dir", str(data_dir), "--model-url",
+                      f"http://127.0.0.1:{_free_port()}", "--model-timeout-ms", "20",
+                      "--user-store", redis_server.url, "--user-store-timeout-ms", "50",
+                      "--backend-cooldown-ms", "300")
+        app = build_app(args)
+        assert "socket_timeout=0.05" in app.recommender.user_store.url
+        request = {"user_id": "u1", "events": [{"item_id": "i1"}], "k": 2}
+        status, body = _post(app, request)
+        assert status == 200 and "user_store_unavailable" not in body["degraded_reasons"]
+        assert not body["cold_start"]  # found in the store (the model is down: popularity)
+        redis_server.pause()
+        timings = []
+        for _ in range(4):
+            started = time.perf_counter()
+            status, body = _post(app, request)
+            timings.append(time.perf_counter() - started)
+            assert status == 200 and "user_store_unavailable" in body["degraded_reasons"]
+        assert timings[0] < 0.5 and max(timings[1:]) < 0.04  # one timeout, then resting
+        assert json.loads(app.readyz()[2])["checks"]["user_store"]["breaker"] == "open"
+        redis_server.resume()
+        time.sleep(0.35)
+        status, body = _post(app, request)
+        assert "user_store_unavailable" not in body["degraded_reasons"] and not body["cold_start"]
+    finally:
+        redis_server.stop()
+
+
+def test_socket_timeouts_are_added_to_redis_urls_only():
+    from serving.sidecar.cli import with_socket_timeouts
+    assert with_socket_timeouts("redis://h:6379/0", 50) == \
+        "redis://h:6379/0?socket_timeout=0.05&socket_connect_timeout=0.05"
+    assert with_socket_timeouts("redis://h/0?socket_timeout=2", 50) == \
+        "redis://h/0?socket_timeout=2&socket_connect_timeout=0.05"
+    assert with_socket_timeouts("embedded:/tmp/x", 50) == "embedded:/tmp/x"

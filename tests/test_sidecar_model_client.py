@@ -250,12 +250,12 @@ class TFServingGrpcTestDouble(prediction_service_pb2_grpc.PredictionServiceServi
     """TestDouble of TF Serving's gRPC services (not a model): answers ``search`` with
     ids ``g<n>`` and reports version 4 (or the pinned one); version 9 is NOT_FOUND."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.requests, self.delay_s = [], 0.0
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self, self.server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         self.server.start()
 
     def Predict(self, request, context):
@@ -339,6 +339,35 @@ def test_grpc_client_versions_deadlines_and_errors():
         client.search({"gi": [1, 2, 3]}, 2, timeout_s=0.5)
     assert ("UNAVAILABLE" in str(e.value) or "CANCELLED" in str(e.value)) and \
         not isinstance(e.value, ModelTimeout)
+
+
+def test_grpc_client_uses_a_restarted_server_within_half_a_second():
+    """gRPC's default reconnect backoff (1 s, growing to 120 s) would ignore a restarted
+    model server for seconds after an outage of a second or two; the client's reconnect
+    settings retry the connection every 100-250 ms."""
+    double = TFServingGrpcTestDouble()
+    port = double.port
+    client = make_model_client(f"grpc://127.0.0.1:{port}", "stars", 0.1)
+    assert client.model_version() == "4"
+    double.stop()
+    down_until = time.monotonic() + 1.5
+    while time.monotonic() < down_until:  # calls during the outage fail fast
+        with pytest.raises(ModelUnavailable):
+            client.model_version(timeout_s=0.1)
+        time.sleep(0.05)
+    double = TFServingGrpcTestDouble(port)
+    try:
+        restarted = time.monotonic()
+        while True:
+            try:
+                assert client.model_version(timeout_s=0.1) == "4"
+                break
+            except ModelUnavailable:
+                assert time.monotonic() - restarted < 5.0
+                time.sleep(0.02)
+        assert time.monotonic() - restarted < 0.5
+    finally:
+        double.stop()
 
 
 # ---------------------------------------------------------------------------- e2e

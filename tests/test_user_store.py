@@ -5,10 +5,6 @@ binary is missing they FAIL (CI installs it) unless STARS_ALLOW_NO_REDIS=1.
 """
 import stars  # noqa: F401
 
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
@@ -19,54 +15,17 @@ from serving.batch import store as store_lib  # noqa: E402
 from serving.batch.embedded_store import EmbeddedStore  # noqa: E402
 from serving.batch.store import (StoreError, UserEmbeddingReader, UserEmbeddingStore,  # noqa: E402
                                  decode, encode)
+from tests.redis_server import RedisServer  # noqa: E402
 
 DIM = 4
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A throw-away redis-server on 127.0.0.1 (no persistence); its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = ("redis-server is not installed: the Redis store tests need Debian's "
-                   "redis-server (apt-get install -y redis-server; .ci/run installs it)")
-        if os.environ.get("STARS_ALLOW_NO_REDIS") == "1":
-            pytest.skip(message + " [skipped: STARS_ALLOW_NO_REDIS=1]")
-        pytest.fail(message)
-    import redis
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(workdir), "--protected-mode", "yes", "--daemonize", "no"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.time() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                out = proc.stdout.read().decode(errors="replace")
-                pytest.fail(f"redis-server did not start on port {port}:\n{out}")
-            time.sleep(0.05)
-    client.close()
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(params=["embedded", "redis"])

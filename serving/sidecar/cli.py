@@ -43,6 +43,19 @@ def _add_es_options(parser, hosts_required: bool) -> None:
     parser.add_argument("--es-ca-certs", default="", help="CA bundle for https")
 
 
+def with_socket_timeouts(location: str, timeout_ms: float) -> str:
+    """A Redis URL with connect and socket timeouts (unless it names its own): a hung
+    Redis then costs a request ``timeout_ms``, not as long as it hangs."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    if not location.startswith(("redis://", "rediss://", "unix://")):
+        return location
+    parts = urlsplit(location)
+    query = dict(parse_qsl(parts.query))
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        query.setdefault(name, f"{timeout_ms / 1000.0:g}")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def build_app(args):
     """The SidecarApp for parsed ``serve sidecar`` arguments (no socket opened)."""
     from serving.sidecar.api import ApiConfig, SidecarApp
@@ -62,8 +75,9 @@ def build_app(args):
                                              timeout_s=args.filter_timeout_ms / 1000.0)
     else:
         backend = catalog
-    store = load_user_store(args.user_store_factory, args.user_store) if args.user_store \
-        else None
+    store = load_user_store(args.user_store_factory,
+                            with_socket_timeouts(args.user_store, args.user_store_timeout_ms)) \
+        if args.user_store else None
     model = make_model_client(args.model_url, args.model_name, args.model_timeout_ms / 1000.0)
     config = RecommenderConfig(
         overfetch=args.overfetch, growth=args.growth, max_fetch=args.max_fetch,
@@ -130,6 +144,9 @@ def add_serve_sidecar_parser(serve_subparsers):
                         "redis://host:port/db (none: every user is encoded from events)")
     p.add_argument("--user-store-factory", default="serving.batch.store:open_store",
                    help="module:callable that opens --user-store")
+    p.add_argument("--user-store-timeout-ms", type=float, default=50.0,
+                   help="connect and socket timeout of a redis:// user store (a URL's own "
+                        "socket_timeout / socket_connect_timeout win)")
     p.add_argument("--model-timeout-ms", type=float, default=50.0)
     p.add_argument("--filter-timeout-ms", type=float, default=50.0)
     p.add_argument("--budget-ms", type=float, default=200.0, help="whole-request budget")
@@ -201,4 +218,4 @@ def add_index_items_parser(index_subparsers):
 
 
 __all__ = ["add_serve_sidecar_parser", "add_index_items_parser", "build_app",
-           "http_config"]
+           "http_config", "with_socket_timeouts"]

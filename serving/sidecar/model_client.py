@@ -465,6 +465,14 @@ def tensor_values(proto) -> np.ndarray:
     return array.reshape(shape)
 
 
+# gRPC's default reconnect backoff starts at 1 s and grows to 120 s: a restarted model
+# server would be ignored for seconds to minutes.  Retry the connection every 100-250 ms
+# instead (each failed call still fails fast, within its deadline).
+RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
+                     ("grpc.min_reconnect_backoff_ms", 100),
+                     ("grpc.max_reconnect_backoff_ms", 250))
+
+
 class GrpcModelClient(_BaseClient):
     """TF Serving's gRPC API (``PredictionService.Predict`` / ``GetModelMetadata``,
     ``ModelService.GetModelStatus``) with a deadline on every call."""
@@ -481,7 +489,7 @@ class GrpcModelClient(_BaseClient):
         limit = max_message_mb * 1024 * 1024
         self.channel = channel or grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", limit),
-                             ("grpc.max_send_message_length", limit)])
+                             ("grpc.max_send_message_length", limit), *RECONNECT_OPTIONS])
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
 
