@@ -371,7 +371,7 @@ def bench_size(size: str, args) -> dict:
     from serving.sidecar.filters import Filters
     from serving.sidecar.model_client import (Event, ModelContext, SignatureInfo,
                                               make_model_client, recommend_inputs)
-    from stars.cli import _latest_popularity, build_parser
+    from stars.cli import build_parser
 
     size_started = time.time()
     preset = _synth_preset(size)
@@ -412,9 +412,9 @@ def bench_size(size: str, args) -> dict:
             "serve", "sidecar", "--data-dir", str(data_dir),
             "--model-url", f"grpc://127.0.0.1:{server.grpc_port}", "--model-name", MODEL_NAME,
             "--user-store", store, "--host", "127.0.0.1", "--port", "0",
-            "--model-timeout-ms", "2000", "--budget-ms", "5000",
-            "--popularity-counts", _latest_popularity(config)])
+            "--model-timeout-ms", "2000", "--budget-ms", "5000"])
         app = build_app(sidecar_args)
+        app.popularity_source.refresh()  # the ranking that ships with the model
         sidecar = make_server(app, "127.0.0.1", 0)
         threading.Thread(target=sidecar.serve_forever, daemon=True).start()
         recommender = app.recommender

@@ -138,6 +138,15 @@ class ServingModule(tf.Module):
             self.trend_weight = tf.constant(float(model.item_trend.beta.numpy()))
             indexed = tf.concat([embeddings, model.item_trend.current()[:, None]], axis=1)
         self.index = make_index(index_kind, indexed, tf.constant(list(item_ids)), self.k)
+        # The popularity ranking the sidecar falls back to, shipped with the model: the
+        # training prior p_j (models.popularity), most popular first (catalogue order breaks
+        # ties), so a fallback answer belongs to the same release as the model's.
+        prior = np.exp(np.asarray(model.log_p.numpy(), np.float64))
+        order = np.argsort(-prior, kind="stable")
+        self.popular_item_ids = tf.Variable(tf.constant([item_ids[i] for i in order]),
+                                            trainable=False, name="popular_item_ids")
+        self.popular_prior = tf.Variable(prior[order].astype(np.float32), trainable=False,
+                                         name="popular_prior")
         # NI's second source, merged after the search (only when selection kept it).
         source = getattr(model, "successor_source", None)
         self.successor_source = (source if source is not None and
@@ -293,6 +302,15 @@ class ServingModule(tf.Module):
             return {"embeddings": vectors * tf.cast(found, vectors.dtype)[:, None],
                     "found": found}
 
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, "limit")])
+        def popular_items(limit):
+            """The ``limit`` most popular items (the largest limit of the batch), per row."""
+            n = tf.minimum(tf.cast(tf.reduce_max(limit), tf.int32),
+                           tf.size(self.popular_prior))
+            rows = tf.shape(limit)[0]
+            return {"ids": tf.tile(self.popular_item_ids[None, :n], [rows, 1]),
+                    "prior": tf.tile(self.popular_prior[None, :n], [rows, 1])}
+
         recommend_concrete = recommend.get_concrete_function()
         return {"serving_default": recommend_concrete, "recommend": recommend_concrete,
                 "recommend_with_context": flat(recommend_with_context_fn).get_concrete_function(),
@@ -300,7 +318,8 @@ class ServingModule(tf.Module):
                 "item_embeddings": item_embeddings.get_concrete_function(),
                 "context_offset": context_offset.get_concrete_function(),
                 "search": search.get_concrete_function(),
-                "search_after_items": search_after_items.get_concrete_function()}
+                "search_after_items": search_after_items.get_concrete_function(),
+                "popular_items": popular_items.get_concrete_function()}
 
 
 def save_serving_model(module: ServingModule, export_dir: str, item_ids=None) -> str:
@@ -351,7 +370,8 @@ def warmup_requests(module: "ServingModule", item_ids) -> list:
             ("search", {"query_embeddings": np.zeros([1, dim], np.float32)}),
             ("search_after_items", {"query_embeddings": np.zeros([1, dim], np.float32),
                                     "history_item_ids": items}),
-            ("item_embeddings", {"item_ids": items[0]})]
+            ("item_embeddings", {"item_ids": items[0]}),
+            ("popular_items", {"limit": np.array([10], np.int64)})]
 
 
 def write_warmup(export_dir: str, requests) -> str:

@@ -81,8 +81,7 @@ def _catalogue(data_dir: str) -> dict:
     return out
 
 
-def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars",
-        popularity_counts: str = "") -> dict:
+def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars") -> dict:
     from serving.batch import job
     from serving.model_server.server import serve
     from serving.sidecar.server import make_server
@@ -120,9 +119,13 @@ def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "s
             "serve", "sidecar", "--data-dir", data_dir,
             "--model-url", f"grpc://127.0.0.1:{server.grpc_port}", "--model-name", model_name,
             "--user-store", store, "--host", "127.0.0.1", "--port", "0",
-            "--model-timeout-ms", "2000", "--budget-ms", "5000",
-            "--popularity-counts", popularity_counts])
-        sidecar = make_server(build_app(args), "127.0.0.1", 0)
+            "--model-timeout-ms", "2000", "--budget-ms", "5000"])
+        app = build_app(args)
+        app.popularity_source.refresh()  # the fallback ranking that ships with the model
+        report["popularity_source"] = app.recommender.popularity.source
+        print(f"== sidecar fallback ranking: {len(app.recommender.popularity.ranking)} items, "
+              f"from {report['popularity_source']}")
+        sidecar = make_server(app, "127.0.0.1", 0)
         threading.Thread(target=sidecar.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{sidecar.server_address[1]}/v1/recommendations"
         catalogue = _catalogue(data_dir)

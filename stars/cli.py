@@ -136,20 +136,8 @@ def _demo(args) -> int:
         return code
     from serving import demo
     demo.run(data_dir, os.path.join(config.serving_base, config.model_name),
-             os.path.join(args.out, "serving"), popularity_counts=_latest_popularity(config))
+             os.path.join(args.out, "serving"))
     return 0
-
-
-def _latest_popularity(config) -> str:
-    """The training popularity counts (Transform's frequency vocabulary) of the latest run."""
-    import glob
-    graphs = sorted(glob.glob(os.path.join(config.pipeline_root, "Transform", "transform_graph",
-                                           "*")), key=os.path.getmtime)
-    if not graphs:
-        return ""
-    import tensorflow_transform as tft
-    from models import features as F
-    return tft.TFTransformOutput(graphs[-1]).vocabulary_file_by_name(F.POPULARITY_VOCAB)
 
 
 def _add_pipeline_options(parser) -> None:

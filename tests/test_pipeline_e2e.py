@@ -242,4 +242,10 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
         expected = np.argsort(-full)[:TOP_K]
         assert answer["ni_ids"][row] == [str(catalog.item_ids[i]) for i in expected]
         np.testing.assert_allclose(answer["ni_scores"][row], full[expected], atol=2e-3)
+    # The popularity ranking shipped with the model: the training prior, most popular first.
+    popular = signatures["popular_items"](limit=tf.constant([7, 3], tf.int64))
+    prior = np.exp(model.log_p.numpy().astype(np.float64))
+    order = np.argsort(-prior, kind="stable")[:7]
+    assert _as_lists(popular)["ids"] == [[str(catalog.item_ids[i]) for i in order]] * 2
+    np.testing.assert_allclose(popular["prior"].numpy()[0], prior[order], rtol=1e-6)
 

@@ -3,15 +3,14 @@ gRPC), batch user embeddings, sidecar with filters; every answer checked, all sh
 import pytest
 
 from serving import demo
-from stars import cli
 
 pytestmark = pytest.mark.e2e
 
 
 def test_serving_demo_answers_respect_filters(pushed_model, tmp_path, capsys):
     config, model_base = pushed_model
-    report = demo.run(config.data_dir, model_base, str(tmp_path / "serving"),
-                      popularity_counts=cli._latest_popularity(config))
+    report = demo.run(config.data_dir, model_base, str(tmp_path / "serving"))
+    assert report["popularity_source"].startswith("model version ")
     assert report["rest_ni_top5"] == report["grpc_ni_top5"] and len(report["rest_ni_top5"]) == 5
     known = report["known user, rr, region+stock filters"]
     assert known["items"] and not known["degraded"]

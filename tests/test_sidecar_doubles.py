@@ -69,6 +69,15 @@ class ModelClientTestDouble:
             raise self.fail
         return max(self.versions)
 
+    def popular_items(self, limit, timeout_s=None):
+        """Version v ranks every v-th item first (so versions differ), then the rest."""
+        self._enter("popular_items", timeout_s, limit=limit)
+        version = max(self.versions)
+        step = int(version)
+        ids = self.rankings["gi"]
+        ranked = ids[::step] + [i for n, i in enumerate(ids) if n % step]
+        return [(i, float(len(ranked) - n)) for n, i in enumerate(ranked[:limit])], version
+
     def names(self):
         return [c[0] for c in self.calls]
 

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from serving.sidecar.filters import Filters  # noqa: E402
 from serving.sidecar.model_client import Event, ModelUnavailable  # noqa: E402
-from serving.sidecar.popularity import Popularity  # noqa: E402
+from serving.sidecar.popularity import ModelPopularity, Popularity  # noqa: E402
 from serving.sidecar.recommender import (RecommendationRequest, Recommender,  # noqa: E402
                                          RecommenderConfig, interleave_round_robin)
 from serving.sidecar.user_store import InMemoryUserEmbeddingStore  # noqa: E402
@@ -401,3 +401,27 @@ def test_no_popularity_means_empty_degraded_answer(parts):
     result = rec.recommend(RecommendationRequest(k=3, events=EVENTS, timestamp=T))
     assert result.items == [] and set(result.degraded_reasons) == {"model_unavailable",
                                                                    "no_fallback"}
+
+
+def test_model_popularity_follows_the_served_version():
+    """The ranking ships with the model: read at start, kept while the version is the same,
+    re-read when it changes; the catalogue order stands in until the first answer, and a
+    known ranking is kept while the model server is down."""
+    catalog = catalog_backend()
+    model = ModelClientTestDouble(versions=("7",))
+    model.fail = ModelUnavailable("UNAVAILABLE: starting")
+    recommender = Recommender(model, catalog, Popularity(catalog))
+    source = ModelPopularity(recommender, model, catalog)
+    assert not source.refresh() and "starting" in source.error
+    assert recommender.popularity.source == "catalogue order"
+    assert [i for i, _ in recommender.popularity.top(2)] == ["it0", "it1"]
+    model.fail = None
+    assert source.refresh() and source.error is None
+    assert recommender.popularity.source == "model version 7"
+    assert [i for i, _ in recommender.popularity.top(3)] == ["it0", "it7", "it14"]
+    assert source.refresh() and model.names().count("popular_items") == 1  # same version
+    model.versions = {"9"}
+    assert source.refresh() and recommender.popularity.source == "model version 9"
+    assert [i for i, _ in recommender.popularity.top(3)] == ["it0", "it9", "it18"]
+    model.fail = ModelUnavailable("UNAVAILABLE: down")
+    assert not source.refresh() and recommender.popularity.source == "model version 9"

@@ -259,6 +259,7 @@ class SidecarApp:
     def __init__(self, recommender: Recommender, config: ApiConfig = ApiConfig(),
                  clock: Callable[[], float] = time.time):
         self.recommender, self.config, self.clock = recommender, config, clock
+        self.popularity_source = None  # a ModelPopularity keeping the ranking current
         self.metrics = Metrics()
         try:
             with open(OPENAPI_PATH, "rb") as f:
@@ -315,7 +316,10 @@ class SidecarApp:
         if rec.user_store is not None:
             checks["user_store"] = {"ok": rec.store_breaker.current_state != "open",
                                     "breaker": rec.store_breaker.current_state}
-        checks["popularity"] = {"ok": rec.popularity is not None}
+        checks["popularity"] = {"ok": rec.popularity is not None,
+                                "source": getattr(rec.popularity, "source", None)}
+        if self.popularity_source is not None and self.popularity_source.error:
+            checks["popularity"]["error"] = self.popularity_source.error
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "checks": checks})
 

@@ -62,7 +62,7 @@ def build_app(args):
     from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend
     from serving.sidecar.filters import EmbeddedFilterBackend
     from serving.sidecar.model_client import make_model_client
-    from serving.sidecar.popularity import Popularity
+    from serving.sidecar.popularity import ModelPopularity, Popularity
     from serving.sidecar.recommender import Recommender, RecommenderConfig
     from serving.sidecar.user_store import load_user_store
 
@@ -91,7 +91,11 @@ def build_app(args):
                     require_filter_ready=args.require_filter_ready,
                     body_timeout_s=args.body_timeout_ms / 1000.0,
                     max_inflight=args.max_inflight, threads=args.threads)
-    return SidecarApp(Recommender(model, backend, popularity, store, config), api)
+    app = SidecarApp(Recommender(model, backend, popularity, store, config), api)
+    if not args.popularity_counts:  # the ranking that ships with the served model
+        app.popularity_source = ModelPopularity(app.recommender, model, catalog,
+                                                refresh_s=args.popularity_refresh_s).start()
+    return app
 
 
 def http_config(args):
@@ -127,7 +131,11 @@ def add_serve_sidecar_parser(serve_subparsers):
                    help="grpc://HOST:PORT (TF Serving gRPC) or http://HOST:PORT (REST)")
     p.add_argument("--model-name", default="stars")
     p.add_argument("--popularity-counts", default="",
-                   help="item counts: Transform 'item_popularity' vocabulary or item_id,count CSV")
+                   help="item counts: Transform 'item_popularity' vocabulary or item_id,count "
+                        "CSV (default: the served model's own ranking, its popular_items "
+                        "signature, reloaded when the served version changes)")
+    p.add_argument("--popularity-refresh-s", type=float, default=30.0,
+                   help="how often the served version is checked for a new ranking")
     p.add_argument("--filter-backend", default="embedded", choices=["embedded", "elasticsearch"])
     _add_es_options(p, hosts_required=False)
     p.add_argument("--filter-failure", default="snapshot",

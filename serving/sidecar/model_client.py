@@ -178,11 +178,14 @@ def recommend_inputs(events: Sequence[Event], context: ModelContext,
 
 
 def _clean(ids, scores) -> Tuple[List[str], List[float]]:
-    """Drops padding ("" ids, non-finite scores) from one row."""
+    """Drops padding ("" ids, infinite scores) from one row; a NaN score is no ranking at
+    all (ValueError)."""
     out_ids, out_scores = [], []
     for i, s in zip(ids, scores):
         i = i.decode() if isinstance(i, bytes) else str(i)
         s = float(s)
+        if math.isnan(s):
+            raise ValueError(f"NaN score for {i!r}")
         if i and math.isfinite(s):
             out_ids.append(i)
             out_scores.append(s)
@@ -301,6 +304,17 @@ class _BaseClient:
 
     def model_version(self, timeout_s=None) -> Optional[str]:
         return self._status(self._timeout(timeout_s))
+
+    def popular_items(self, limit: int, timeout_s=None):
+        """The model's popularity ranking (its ``popular_items`` signature): up to ``limit``
+        (ids, prior) pairs, most popular first, and the version that answered."""
+        outputs, version = self._predict("popular_items", {"limit": ("int64", [int(limit)])},
+                                         self._timeout(timeout_s), None)
+        try:
+            ids, prior = _clean(outputs["ids"][0], outputs["prior"][0])
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise ModelUnavailable(f"unexpected popular_items answer ({e})") from e
+        return list(zip(ids, prior)), version
 
     # transport hooks
     def _predict(self, signature: str, inputs: dict, timeout: float,
