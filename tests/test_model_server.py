@@ -299,6 +299,37 @@ def test_oversized_requests_are_refused(server, channel):
                  {"signature_name": "ids", "instances": [1]}) == (200, {"predictions": [1]})
 
 
+def test_row_cap_and_slow_clients(exports, tmp_path):
+    """Requests of more than ``max_batch_rows`` rows are refused on both APIs; a REST
+    client that trickles its request is cut off at the read deadline (others are served
+    meanwhile), while an idle keep-alive connection is not."""
+    base = _base_with(tmp_path, exports, 1)
+    with serve(str(base), NAME, rest_port=0, grpc_port=0, poll_seconds=0, host="127.0.0.1",
+               max_batch_rows=10, rest_read_timeout_s=0.5) as running:
+        code, payload = _http(running, "POST", f"/v1/models/{NAME}:predict",
+                              {"signature_name": "ids", "instances": list(range(11))})
+        assert code == 400 and "11 rows; at most 10" in payload["error"]
+        assert _http(running, "POST", f"/v1/models/{NAME}:predict",
+                     {"signature_name": "ids", "instances": list(range(10))})[0] == 200
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            code, details = _grpc_error(stub.Predict, _predict_request(
+                signature="ids", n=np.arange(11, dtype=np.int64)))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 10" in details
+        with socket.create_connection(("127.0.0.1", running.rest_port), timeout=5) as slow, \
+                socket.create_connection(("127.0.0.1", running.rest_port), timeout=5) as idle:
+            slow.sendall(b"POST /v1/models/toy:predict HTTP/1.1\r\n")
+            started = time.monotonic()
+            assert _http(running, "GET", f"/v1/models/{NAME}")[0] == 200  # not blocked
+            time.sleep(0.3)
+            slow.sendall(b"Host: x\r\n")  # a byte now and then does not extend it
+            assert slow.recv(1024) == b""  # cut off, nothing answered
+            assert time.monotonic() - started < 1.5
+            time.sleep(0.3)  # idle for longer than the read deadline: still usable
+            idle.sendall(f"GET /v1/models/{NAME} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert idle.recv(65536).startswith(b"HTTP/1.1 200")
+
+
 # ------------------------------------------------------------------------------ versions
 def test_hot_swap_without_failed_requests(exports, tmp_path):
     base = _base_with(tmp_path, exports, 1)

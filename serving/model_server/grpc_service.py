@@ -11,6 +11,7 @@ from __future__ import annotations
 import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
 
 import logging
+from typing import Optional
 from concurrent import futures
 
 import grpc
@@ -46,8 +47,9 @@ class _Servables:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, versions):
+    def __init__(self, versions, max_rows: Optional[int] = None):
         self.servables = _Servables(versions)
+        self.max_rows = max_rows
 
     def Predict(self, request, context):
         try:
@@ -57,7 +59,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                       for name, proto in request.inputs.items()}
             with self.servables.handle(request.model_spec) as servable:
                 key, outputs = predict.run_predict(servable, request.model_spec.signature_name,
-                                                   inputs, request.output_filter)
+                                                   inputs, request.output_filter, self.max_rows)
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = servable.name
                 response.model_spec.version.value = servable.version
@@ -104,16 +106,19 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def create_grpc_server(versions, address: str, max_message_bytes: int,
-                       max_workers: int = 8) -> tuple[grpc.Server, int]:
-    """A started-ready (not started) gRPC server with both services; returns it and its port."""
+                       max_workers: int = 8, max_rows: Optional[int] = None,
+                       max_concurrent_rpcs: Optional[int] = None) -> tuple[grpc.Server, int]:
+    """A started-ready (not started) gRPC server with both services; returns it and its port.
+    Beyond ``max_concurrent_rpcs`` calls in progress or queued, a call is refused at once
+    (RESOURCE_EXHAUSTED) instead of queueing past its caller's deadline."""
     options = [("grpc.max_receive_message_length", max_message_bytes),
                ("grpc.max_send_message_length", -1),
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="grpc"),
-                         options=options)
+                         options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(versions), server)
+        PredictionService(versions, max_rows), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(versions), server)
     port = server.add_insecure_port(address)
     if port == 0:

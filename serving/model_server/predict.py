@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -93,9 +93,22 @@ def select_outputs(signature, output_filter: Iterable[str]) -> list[str]:
     return names
 
 
+def check_rows(inputs: Mapping[str, np.ndarray], max_rows: Optional[int]) -> None:
+    """A request's rows (the inputs' first dimension) are capped: one request must not hold
+    the server for longer than any other caller would wait."""
+    if not max_rows:
+        return
+    rows = max((a.shape[0] for a in inputs.values() if np.ndim(a) >= 1), default=0)
+    if rows > max_rows:
+        raise errors.invalid_argument(f"The request has {rows} rows; at most {max_rows} are "
+                                      "accepted per request (--max-batch-rows): split it")
+
+
 def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Iterable[str] = ()) -> tuple[str, dict]:
+                output_filter: Iterable[str] = (),
+                max_rows: Optional[int] = None) -> tuple[str, dict]:
     """Runs a signature; returns ``(signature key, {output alias: array})``."""
+    check_rows(inputs, max_rows)
     key, signature = find_signature(servable, signature_name)
     check_inputs(signature, inputs)
     wanted = select_outputs(signature, output_filter)
@@ -114,5 +127,5 @@ def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
         raise errors.from_exception(e) from None
 
 
-__all__ = ["DEFAULT_SIGNATURE", "find_signature", "check_inputs", "select_outputs",
-           "run_predict"]
+__all__ = ["DEFAULT_SIGNATURE", "find_signature", "check_inputs", "check_rows",
+           "select_outputs", "run_predict"]

@@ -16,6 +16,7 @@ import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
 import json
 import logging
 import re
+import socket
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,8 +58,8 @@ def _parse_json(body: bytes):
 class RestApi:
     """Request routing and TF Serving semantics, independent of the HTTP plumbing."""
 
-    def __init__(self, versions):
-        self.versions = versions
+    def __init__(self, versions, max_rows: Optional[int] = None):
+        self.versions, self.max_rows = versions, max_rows
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         try:
@@ -116,7 +117,7 @@ class RestApi:
                 raise errors.invalid_argument(
                     f'Serving signature name: "{key}" not found in signature def')
             inputs, fmt = tensors.request_to_arrays(document, signature.inputs)
-            _, outputs = predict.run_predict(servable, key, inputs)
+            _, outputs = predict.run_predict(servable, key, inputs, max_rows=self.max_rows)
         return tensors.outputs_to_json(outputs, fmt)
 
     def metadata(self, name: str, version: Optional[int], label: Optional[str]) -> dict:
@@ -134,13 +135,41 @@ def _version(text: Optional[str]) -> Optional[int]:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """One connection.  Between requests it may stay idle for ``idle_timeout_s``; once a
+    request's first byte has arrived, its head and body must arrive within
+    ``read_timeout_s`` or the connection is cut: a client that sends a byte now and then
+    does not hold a thread for ever."""
     protocol_version = "HTTP/1.1"
     wbufsize = -1  # headers and body in one write: no Nagle/delayed-ACK stall (~40 ms)
     server_version = "stars-model-server"
-    timeout = 60  # an idle keep-alive connection is closed after this many seconds
 
     def log_message(self, fmt, *args):  # noqa: D401 - quiet by default
         log.debug("%s - %s", self.address_string(), fmt % args)
+
+    def handle_one_request(self) -> None:
+        try:
+            self.connection.settimeout(self.server.idle_timeout_s)
+            if not self.rfile.peek(1):  # the client closed the connection
+                self.close_connection = True
+                return
+        except OSError:  # idle past the keep-alive timeout
+            self.close_connection = True
+            return
+        self._watchdog = threading.Timer(self.server.read_timeout_s, self._cut_off)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._watchdog.cancel()
+
+    def _cut_off(self) -> None:
+        """The request did not arrive in time: unblock the read and drop the connection."""
+        log.info("REST: %s sent too slowly; connection closed", self.address_string())
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def _read_body(self) -> bytes:
         limit = self.server.max_request_bytes
@@ -205,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             try:
                 body = self._read_body()
+                self._watchdog.cancel()  # read in time; the predict has no read deadline
             except BodyTooLarge as e:
                 limit = server.max_request_bytes
                 self._drain(e.args[0])
@@ -234,10 +264,13 @@ class RestServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address, versions, max_request_bytes: int):
+    def __init__(self, address, versions, max_request_bytes: int,
+                 max_rows: Optional[int] = None, read_timeout_s: float = 10.0,
+                 idle_timeout_s: float = 60.0):
         super().__init__(address, _Handler)
-        self.api = RestApi(versions)
+        self.api = RestApi(versions, max_rows)
         self.max_request_bytes = max_request_bytes
+        self.read_timeout_s, self.idle_timeout_s = read_timeout_s, idle_timeout_s
         self._state = threading.Condition()
         self._in_flight = 0
         self._stopping = False

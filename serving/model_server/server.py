@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 NATIVE_BINARY = "tensorflow_model_server"
 DEFAULT_MAX_REQUEST_MB = 32.0
+DEFAULT_MAX_BATCH_ROWS = 4096
+DEFAULT_REST_READ_TIMEOUT_S = 10.0
+DEFAULT_GRPC_MAX_CONCURRENT_RPCS = 256
 
 
 class ModelServer:
@@ -74,14 +77,22 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
           grpc_port: Optional[int] = 8500, poll_seconds: float = 1.0, *,
           host: str = "0.0.0.0", max_request_mb: float = DEFAULT_MAX_REQUEST_MB,
           num_latest: int = 1, specific_versions: Optional[Iterable[int]] = None,
-          max_load_retries: int = 3, grpc_workers: int = 8, loader=None) -> ModelServer:
+          max_load_retries: int = 3, grpc_workers: int = 8, loader=None,
+          max_batch_rows: Optional[int] = DEFAULT_MAX_BATCH_ROWS,
+          rest_read_timeout_s: float = DEFAULT_REST_READ_TIMEOUT_S,
+          grpc_max_concurrent_rpcs: Optional[int] = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
+          ) -> ModelServer:
     """Loads the model base path (``<base>/<version>/`` SavedModels) and serves it.
 
     ``rest_port``/``grpc_port``: 0 = any free port (see ``.rest_port``/``.grpc_port``), None =
     that API disabled.  ``poll_seconds``: how often new versions are looked for (<= 0: only at
     start).  Version policy: the ``num_latest`` highest versions (TF Serving's default
     ``latest 1``) or the ``specific_versions``.  Requests over ``max_request_mb`` are refused
-    (HTTP 413 / gRPC RESOURCE_EXHAUSTED).  Returns once the initial versions are loaded.
+    (HTTP 413 / gRPC RESOURCE_EXHAUSTED), and so are requests of more than
+    ``max_batch_rows`` rows (400 / INVALID_ARGUMENT).  A REST request's head and body must
+    arrive within ``rest_read_timeout_s``; beyond ``grpc_max_concurrent_rpcs`` gRPC calls in
+    progress a call is refused at once (RESOURCE_EXHAUSTED).  Returns once the initial
+    versions are loaded.
     """
     from serving.model_server.grpc_service import create_grpc_server
     from serving.model_server.rest import RestServer
@@ -100,10 +111,12 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
         if grpc_port is not None:
             address = f"[{host}]:{grpc_port}" if ":" in host else \
                 f"{host or '0.0.0.0'}:{grpc_port}"
-            grpc_server, bound_grpc = create_grpc_server(versions, address, max_bytes,
-                                                         max_workers=grpc_workers)
+            grpc_server, bound_grpc = create_grpc_server(
+                versions, address, max_bytes, max_workers=grpc_workers, max_rows=max_batch_rows,
+                max_concurrent_rpcs=grpc_max_concurrent_rpcs)
         if rest_port is not None:
-            rest_server = RestServer((host or "0.0.0.0", rest_port), versions, max_bytes)
+            rest_server = RestServer((host or "0.0.0.0", rest_port), versions, max_bytes,
+                                     max_rows=max_batch_rows, read_timeout_s=rest_read_timeout_s)
     except BaseException:
         if rest_server is not None:
             rest_server.server_close()
@@ -139,6 +152,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="comma-separated versions to serve (TF Serving's 'specific' policy)")
     parser.add_argument("--max-request-mb", dest="max_request_mb", type=float,
                         default=DEFAULT_MAX_REQUEST_MB, help="largest request accepted (ours only)")
+    parser.add_argument("--max-batch-rows", dest="max_batch_rows", type=int,
+                        default=DEFAULT_MAX_BATCH_ROWS,
+                        help="most rows one request may carry (400 beyond; ours only)")
+    parser.add_argument("--rest-read-timeout-ms", dest="rest_read_timeout_ms", type=float,
+                        default=DEFAULT_REST_READ_TIMEOUT_S * 1000,
+                        help="a REST request's head and body must arrive within this "
+                             "(ours only)")
+    parser.add_argument("--grpc-max-concurrent-rpcs", dest="grpc_max_concurrent_rpcs",
+                        type=int, default=DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
+                        help="gRPC calls in progress before new ones are refused with "
+                             "RESOURCE_EXHAUSTED (ours only)")
     parser.add_argument("--max-load-retries", dest="max_load_retries", type=int, default=3)
     parser.add_argument("--grpc-workers", dest="grpc_workers", type=int, default=8)
     parser.add_argument("--no-native", dest="no_native", action="store_true",
@@ -203,7 +227,10 @@ def run(args) -> int:
                    poll_seconds=args.poll_seconds, host=args.host,
                    max_request_mb=args.max_request_mb, num_latest=args.num_latest,
                    specific_versions=_specific(args.versions) or None,
-                   max_load_retries=args.max_load_retries, grpc_workers=args.grpc_workers)
+                   max_load_retries=args.max_load_retries, grpc_workers=args.grpc_workers,
+                   max_batch_rows=args.max_batch_rows,
+                   rest_read_timeout_s=args.rest_read_timeout_ms / 1000.0,
+                   grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
