@@ -1,5 +1,5 @@
-"""A throw-away ``redis-server`` on loopback for the tests (Debian's package; ``.ci/run``
-installs it): no persistence, its own port and directory."""
+"""A throw-away ``redis-server`` on loopback for the tests and the reliability benchmark
+(Debian's package; ``.ci/run`` installs it): no persistence, its own port and directory."""
 import os
 import shutil
 import signal
@@ -26,9 +26,7 @@ class RedisServer:
     def __init__(self, workdir):
         binary = shutil.which("redis-server")
         if binary is None:
-            if os.environ.get("STARS_ALLOW_NO_REDIS") == "1":
-                pytest.skip(MISSING + " [skipped: STARS_ALLOW_NO_REDIS=1]")
-            pytest.fail(MISSING)
+            raise FileNotFoundError(MISSING)
         import redis
         port = _free_port()
         self.process = subprocess.Popen(
@@ -46,7 +44,7 @@ class RedisServer:
                 if self.process.poll() is not None or time.time() > deadline:
                     self.process.kill()
                     out = self.process.stdout.read().decode(errors="replace")
-                    pytest.fail(f"redis-server did not start on port {port}:\n{out}")
+                    raise RuntimeError(f"redis-server did not start on port {port}:\n{out}")
                 time.sleep(0.05)
         client.close()
 
@@ -67,4 +65,15 @@ class RedisServer:
         self.process.stdout.close()
 
 
-__all__ = ["RedisServer"]
+def start_or_skip(workdir) -> RedisServer:
+    """For tests: a started server; without the binary, fail (or skip with
+    ``STARS_ALLOW_NO_REDIS=1``)."""
+    try:
+        return RedisServer(workdir)
+    except FileNotFoundError:
+        if os.environ.get("STARS_ALLOW_NO_REDIS") == "1":
+            pytest.skip(MISSING + " [skipped: STARS_ALLOW_NO_REDIS=1]")
+        pytest.fail(MISSING)
+
+
+__all__ = ["RedisServer", "start_or_skip"]

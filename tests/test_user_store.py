@@ -15,7 +15,7 @@ from serving.batch import store as store_lib  # noqa: E402
 from serving.batch.embedded_store import EmbeddedStore  # noqa: E402
 from serving.batch.store import (StoreError, UserEmbeddingReader, UserEmbeddingStore,  # noqa: E402
                                  decode, encode)
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import start_or_skip  # noqa: E402
 
 DIM = 4
 
@@ -23,7 +23,7 @@ DIM = 4
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A throw-away redis-server on 127.0.0.1 (no persistence); its URL."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = start_or_skip(tmp_path_factory.mktemp("redis"))
     yield server.url
     server.stop()
 

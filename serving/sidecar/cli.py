@@ -104,7 +104,8 @@ def http_config(args):
                       keep_alive_s=args.keep_alive_ms / 1000.0,
                       max_connections=args.max_connections,
                       graceful_timeout_s=args.graceful_timeout_ms / 1000.0,
-                      drain_s=args.drain_ms / 1000.0, workers=args.workers)
+                      drain_s=args.drain_ms / 1000.0, workers=args.workers,
+                      reuse_port=args.reuse_port)
 
 
 def _serve_sidecar(args) -> int:
@@ -188,6 +189,9 @@ def add_serve_sidecar_parser(serve_subparsers):
                         "accepting")
     p.add_argument("--graceful-timeout-ms", type=float, default=10000.0,
                    help="then in-flight requests get this long to finish")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="SO_REUSEPORT: a new sidecar may listen on the port before the old "
+                        "one drains (restarts on one host without refused connections)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=_serve_sidecar)

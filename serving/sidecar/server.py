@@ -46,6 +46,7 @@ class HttpConfig:
     graceful_timeout_s: float = 10.0   # in-flight requests get this long after SIGTERM
     drain_s: float = 1.0               # readiness is red this long before that
     workers: int = 1
+    reuse_port: bool = False           # SO_REUSEPORT: several sidecars may share the port
 
 
 class HeadDeadlineProtocol(HttpToolsProtocol):
@@ -104,7 +105,7 @@ class SidecarServer:
     def __init__(self, app: SidecarApp, host: str = "127.0.0.1", port: int = 0,
                  http: HttpConfig = HttpConfig()):
         self.asgi = SidecarASGI(app, drain_s=http.drain_s)
-        self.socket = socket.create_server((host, port), reuse_port=False, backlog=2048)
+        self.socket = listen(host, port, http.reuse_port)
         self.server = uvicorn.Server(uvicorn_config(self.asgi, http))
         self._stopped = threading.Event()
 
@@ -148,24 +149,31 @@ def run(app: Optional[SidecarApp], args: dict, host: str, port: int, http: HttpC
     parsed command line, JSON-serialisable values).  A drained SIGTERM exits with 0."""
     # uvicorn re-raises the signal it stopped on once it is done; that is a clean exit here
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    if http.workers <= 1:
-        config = uvicorn_config(SidecarASGI(app, drain_s=http.drain_s), http, host=host,
-                                port=port)
-        uvicorn.Server(config).run()
-        return
-    from uvicorn.supervisors import Multiprocess
-    os.environ[ARGS_ENV] = json.dumps(args)
-    metrics_dir = tempfile.TemporaryDirectory(prefix="stars-sidecar-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name
-    config = uvicorn_config("serving.sidecar.server:app_from_environment", http, host=host,
-                            port=port, factory=True, workers=http.workers)
-    sock = config.bind_socket()
+    sock = listen(host, port, http.reuse_port)
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        if http.workers <= 1:
+            config = uvicorn_config(SidecarASGI(app, drain_s=http.drain_s), http)
+            uvicorn.Server(config).run(sockets=[sock])
+            return
+        from uvicorn.supervisors import Multiprocess
+        os.environ[ARGS_ENV] = json.dumps(args)
+        with tempfile.TemporaryDirectory(prefix="stars-sidecar-metrics-") as metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            config = uvicorn_config("serving.sidecar.server:app_from_environment", http,
+                                    factory=True, workers=http.workers)
+            Multiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
-        metrics_dir.cleanup()
 
 
-__all__ = ["HttpConfig", "HeadDeadlineProtocol", "SidecarServer", "make_server", "run",
+def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """The listening socket.  With ``reuse_port`` a new sidecar can listen on the port
+    before the old one drains (a restart on one host without refused connections)."""
+    sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                else socket.AF_INET, backlog=2048, reuse_port=reuse_port)
+    sock.set_inheritable(True)  # handed to the worker processes
+    return sock
+
+
+__all__ = ["HttpConfig", "HeadDeadlineProtocol", "SidecarServer", "make_server", "run", "listen",
            "app_from_environment", "uvicorn_config"]
