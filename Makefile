@@ -82,3 +82,18 @@ BENCH_TRAINING_ARGS ?=
 
 bench-training: $(STAMP)
 	$(BIN)/python -m benchmarks.training --pipeline $(BENCH_OUT)/pipeline $(BENCH_TRAINING_ARGS)
+
+# Reliability benchmark (benchmarks/README.md): the serving stack as separate processes --
+# `stars serve model` on the demo's model, redis-server, noida-db (an Elasticsearch-API
+# server), `stars serve sidecar` with its production settings -- under closed-loop load
+# (concurrency 1/8/32/64), an open-loop capacity search and a fault matrix, every answer
+# checked against the catalogue -> benchmarks/results/reliability.{json,md}.  Needs
+# `make demo` first (or runs `stars demo --no-serving`) and Debian's redis-server.
+# BENCH_RELIABILITY_ARGS='--requests 300 --rates 100,300 --out out/bench-reliability/quick.json'
+BENCH_RELIABILITY_ARGS ?=
+
+.PHONY: bench-reliability
+
+bench-reliability: $(STAMP)
+	@command -v redis-server >/dev/null || { echo "bench-reliability: needs redis-server (apt-get install -y redis-server)"; exit 2; }
+	$(BIN)/python -m benchmarks.reliability $(BENCH_RELIABILITY_ARGS)

@@ -33,18 +33,27 @@ class IndependentElasticsearch:
     """``noida-db`` serving the Elasticsearch API on ``url`` until ``stop()``."""
 
     def __init__(self, ready_timeout_s: float = 20.0):
-        self._data = tempfile.TemporaryDirectory(prefix="noida-es-")
+        self._work = tempfile.TemporaryDirectory(prefix="noida-es-")
+        self.data_dir = os.path.join(self._work.name, "data")
+        self.log_file = os.path.join(self._work.name, "noida.log")
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [str(_binary()), "start", "--data-dir", self._data.name, "--host", "127.0.0.1",
-             "--only", "elasticsearch", "--elasticsearch-port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + ready_timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self.process = None
+        self._start()
+
+    def _start(self) -> None:
+        with open(self.log_file, "ab") as log:  # a file: a full pipe would stall the server
+            self.process = subprocess.Popen(
+                [str(_binary()), "start", "--data-dir", self.data_dir, "--host", "127.0.0.1",
+                 "--only", "elasticsearch", "--elasticsearch-port", str(self.port)],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.ready_timeout_s
         while True:
             if self.process.poll() is not None:
-                output = self.process.stdout.read().decode(errors="replace")
-                self._data.cleanup()
+                with open(self.log_file, errors="replace") as log:
+                    output = log.read()
+                self._work.cleanup()
                 raise RuntimeError(f"noida-db exited with {self.process.returncode}: {output}")
             try:
                 with urllib.request.urlopen(self.url + "/_cluster/health", timeout=0.5) as r:
@@ -54,8 +63,17 @@ class IndependentElasticsearch:
                 pass
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"noida-db did not answer within {ready_timeout_s} s")
+                raise RuntimeError(f"noida-db did not answer within {self.ready_timeout_s} s")
             time.sleep(0.05)
+
+    def kill(self) -> None:
+        """The node dies (SIGKILL); its data directory stays for :meth:`restart`."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Starts it again on the same port over the same data (what it had saved)."""
+        self._start()
 
     def stop(self) -> None:
         """SIGTERM (a node going away), then the data directory is removed."""
@@ -66,8 +84,7 @@ class IndependentElasticsearch:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.process.stdout.close()
-        self._data.cleanup()
+        self._work.cleanup()
 
     def __enter__(self):
         return self

@@ -1,0 +1,169 @@
+"""Load generation against the sidecar, with every answer checked (the reliability
+benchmark's client).
+
+* :func:`closed_loop`: ``concurrency`` clients, each sending its next request when the
+  last one is answered (a fixed number of clients);
+* :func:`open_loop`: requests sent at a fixed arrival rate whatever the answers do (a
+  fixed rate of users); latency counts from the scheduled send time, so a stalled
+  server is not hidden by clients that wait (no coordinated omission).
+
+Each answer is checked against the catalogue (:class:`AnswerCheck`): every returned item
+must exist, pass the request's filters (the sidecar's own filter semantics,
+``serving.sidecar.filters``) and not be excluded; fewer than ``k`` items must carry
+``short_answer``.  :func:`summarize` turns the outcomes into one benchmark row.
+
+The client is ``httpx`` (async, keep-alive connections, one per concurrent request).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import List, Optional, Sequence
+
+import httpx
+import numpy as np
+
+from serving.sidecar.filters import EmbeddedFilterBackend, parse_filters
+
+
+@dataclasses.dataclass
+class Outcome:
+    sent: float          # time.monotonic() when it was (due to be) sent
+    latency_ms: float
+    status: Optional[int] = None  # None: no HTTP answer (connection error or timeout)
+    error: str = ""
+    degraded: bool = False
+    violations: int = 0   # returned items that break the request's filters
+    short: bool = False   # fewer than k items
+    unflagged_short: bool = False
+    filter_status: str = ""
+
+
+class AnswerCheck:
+    """Checks answers against the catalogue with the sidecar's filter semantics."""
+
+    def __init__(self, catalog: EmbeddedFilterBackend):
+        self.catalog = catalog
+
+    def __call__(self, request: dict, answer: dict, outcome: Outcome) -> None:
+        filters = parse_filters(request.get("filters"))
+        ids = [item["item_id"] for item in answer.get("items", ())]
+        allowed = set(self.catalog.filter(ids, filters))  # drops unknown, excluded, repeats
+        outcome.violations = sum(1 for i in ids if i not in allowed) + (len(ids) - len(set(ids)))
+        outcome.degraded = bool(answer.get("degraded"))
+        outcome.short = len(ids) < int(request.get("k", 10))
+        outcome.unflagged_short = outcome.short and not answer.get("short_answer")
+        outcome.filter_status = answer.get("filter_status", "")
+
+
+async def _send(client: httpx.AsyncClient, url: str, body: dict, sent: float,
+                check: AnswerCheck) -> Outcome:
+    outcome = Outcome(sent=sent, latency_ms=0.0)
+    try:
+        response = await client.post(url, json=body)
+        outcome.status = response.status_code
+        if response.status_code == 200:
+            check(body, response.json(), outcome)
+    except httpx.HTTPError as e:
+        outcome.error = type(e).__name__
+    outcome.latency_ms = (time.monotonic() - sent) * 1000.0
+    return outcome
+
+
+def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(
+        max_connections=connections, max_keepalive_connections=connections))
+
+
+async def closed_loop(url: str, bodies: Sequence[dict], check: AnswerCheck, concurrency: int,
+                      requests: int, timeout_s: float = 5.0) -> List[Outcome]:
+    """``requests`` requests from ``concurrency`` clients; ``bodies`` are used in turn."""
+    outcomes: List[Outcome] = []
+    counter = iter(range(requests))
+
+    async def client_loop(client):
+        for n in counter:
+            outcomes.append(await _send(client, url, bodies[n % len(bodies)], time.monotonic(),
+                                        check))
+
+    async with _client(concurrency, timeout_s) as client:
+        await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
+    return outcomes
+
+
+async def open_loop(url: str, bodies: Sequence[dict], check: AnswerCheck, rate: float,
+                    duration_s: Optional[float] = None, stop: Optional[asyncio.Event] = None,
+                    timeout_s: float = 5.0, max_outstanding: int = 512,
+                    outcomes: Optional[List[Outcome]] = None) -> List[Outcome]:
+    """Requests at ``rate`` per second (evenly spaced) for ``duration_s``, or until
+    ``stop`` is set; then waits for the answers.  A request that would exceed
+    ``max_outstanding`` in flight is counted as a client-side drop (``error:
+    "client_overflow"``): the server is not keeping up at all.  Outcomes are appended to
+    ``outcomes`` as they come (given or new) and returned."""
+    outcomes = [] if outcomes is None else outcomes
+    tasks = set()
+    total = float("inf") if duration_s is None else int(rate * duration_s)
+
+    def done(task):
+        tasks.discard(task)
+        outcomes.append(task.result())
+    async with _client(max_outstanding, timeout_s) as client:
+        start = time.monotonic()
+        n = 0
+        while n < total and not (stop is not None and stop.is_set()):
+            due = start + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if len(tasks) >= max_outstanding:
+                outcomes.append(Outcome(sent=due, latency_ms=0.0, error="client_overflow"))
+            else:
+                task = asyncio.create_task(_send(client, url, bodies[n % len(bodies)], due,
+                                                 check))
+                tasks.add(task)
+                task.add_done_callback(done)
+            n += 1
+        while tasks:
+            await asyncio.sleep(0.01)
+    return outcomes
+
+
+def summarize(outcomes: Sequence[Outcome], wall_s: Optional[float] = None) -> dict:
+    """One row: counts, shares and latency percentiles (ms) of ``outcomes``."""
+    n = len(outcomes)
+    answered = [o for o in outcomes if o.status == 200]
+    latencies = np.asarray([o.latency_ms for o in outcomes if o.status is not None], np.float64)
+    if wall_s is None and outcomes:
+        first = min(o.sent for o in outcomes)
+        wall_s = max(o.sent + o.latency_ms / 1000.0 for o in outcomes) - first
+    pct = (lambda q: round(float(np.percentile(latencies, q)), 1)) if latencies.size else \
+        (lambda q: None)
+    return {
+        "requests": n,
+        "http_5xx": sum(1 for o in outcomes if o.status is not None and o.status >= 500),
+        "http_429": sum(1 for o in outcomes if o.status == 429),
+        "http_other": sum(1 for o in outcomes if o.status is not None and o.status not in (200, 429)
+                          and o.status < 500),
+        "connection_errors": sum(1 for o in outcomes if o.status is None),
+        "filter_violations": sum(1 for o in answered if o.violations),
+        "degraded_share": round(sum(o.degraded for o in answered) / len(answered), 4)
+        if answered else None,
+        "short_answers": sum(o.short for o in answered),
+        "unflagged_short_answers": sum(o.unflagged_short for o in answered),
+        "snapshot_filtered": sum(o.filter_status == "snapshot" for o in answered),
+        "rps": round(n / wall_s, 1) if wall_s else None,
+        "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+        "max_ms": round(float(latencies.max()), 1) if latencies.size else None,
+    }
+
+
+def recovery_s(outcomes: Sequence[Outcome], fault_end: float) -> float:
+    """Seconds from ``fault_end`` to the send time of the last bad answer after it (an
+    error, a 5xx or 429, a degraded answer or one breaking a filter); 0 when none."""
+    bad = [o.sent for o in outcomes if o.sent >= fault_end and (
+        o.status != 200 or o.degraded or o.violations)]
+    return round(max(bad) - fault_end, 2) if bad else 0.0
+
+
+__all__ = ["Outcome", "AnswerCheck", "closed_loop", "open_loop", "summarize", "recovery_s"]
