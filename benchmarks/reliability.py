@@ -114,7 +114,10 @@ class Stack:
         self.model = self._spawn("model_server", [
             STARS, "serve", "model", "--no-native", "--model-base-path", self.model_base,
             "--model-name", MODEL_NAME, "--port", str(self.grpc_port),
-            "--rest-api-port", str(self.rest_port), "--host", "127.0.0.1"])
+            "--rest-api-port", str(self.rest_port), "--host", "127.0.0.1",
+            # a push keeps the previous version loaded: the stored embeddings (pinned to the
+            # version that made them) stay usable until the batch job has refreshed them
+            "--num-latest", "2"])
         return _wait(lambda: self.model_versions(), "model server", process=self.model)
 
     # -- sidecar
@@ -326,7 +329,8 @@ def faults(stack: Stack, bodies, check, rate: float, hold_s: float) -> List[dict
 def _floor_child(model_dir: str, queries_file: str, out_file: str, calls: int) -> None:
     import stars  # noqa: F401
     import tensorflow as tf
-    search = tf.saved_model.load(model_dir).signatures["search"]
+    from models.serving import load_serving_model  # registers the ScaNN ops
+    search = load_serving_model(model_dir).signatures["search"]
     queries = np.load(queries_file)
     for q in queries[:20]:  # warm-up
         search(query_embeddings=tf.constant(q[None]))

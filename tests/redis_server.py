@@ -28,6 +28,7 @@ class RedisServer:
         if binary is None:
             raise FileNotFoundError(MISSING)
         import redis
+        os.makedirs(workdir, exist_ok=True)
         port = _free_port()
         self.process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",

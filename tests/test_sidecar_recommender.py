@@ -3,6 +3,7 @@ embeddings, cold start, over-fetch and re-fetch, round-robin merging, and the de
 paths (model down or slow, filter backend down, stale stored embeddings)."""
 import stars  # noqa: F401
 
+import dataclasses  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
 
@@ -425,3 +426,19 @@ def test_model_popularity_follows_the_served_version():
     assert [i for i, _ in recommender.popularity.top(3)] == ["it0", "it9", "it18"]
     model.fail = ModelUnavailable("UNAVAILABLE: down")
     assert not source.refresh() and recommender.popularity.source == "model version 9"
+
+
+def test_version_retired_between_cached_offset_and_search(parts):
+    """The offset of version 7 is cached; then 7 is retired (a push with latest-1): the
+    search says NOT_FOUND for the pinned version.  That is the stored embedding being
+    unusable (not a model outage): the events are encoded when the request has some."""
+    rec, model, _ = make(parts)
+    request = RecommendationRequest(k=3, user_id="known", timestamp=T)
+    assert rec.recommend(request).user_embedding == "stored"
+    model.versions = {"8"}
+    with_events = rec.recommend(dataclasses.replace(request, events=EVENTS))
+    assert with_events.user_embedding == "encoded" and not with_events.degraded
+    assert with_events.model_version == "8" and len(with_events.items) == 3
+    without = rec.recommend(request)
+    assert without.degraded_reasons == ["stored_embedding_unusable"]
+    assert [i.source for i in without.items] == ["popularity"] * 3

@@ -144,6 +144,19 @@ class RecommenderConfig:
             raise ValueError("need overfetch >= 1, growth > 1, max_fetch >= 1")
 
 
+_LOG_EVERY_S = 10.0
+_last_logged: Dict[str, float] = {}
+
+
+def _log_failure(message: str, error) -> None:
+    """A backend failure, logged at most once per ``_LOG_EVERY_S`` per kind of message (an
+    outage fails every request; the metrics count them all)."""
+    now = time.monotonic()
+    if now - _last_logged.get(message, -math.inf) >= _LOG_EVERY_S:
+        _last_logged[message] = now
+        log.warning(message, error)
+
+
 def served_version(stored_version) -> Optional[str]:
     """The model version to pin for a stored embedding: TF Serving versions are integers;
     anything else (e.g. a store generation id) cannot be pinned, and the current model
@@ -274,7 +287,7 @@ class Recommender:
             result.degrade("user_store_unavailable")
             return None
         except Exception as e:  # a store outage must not fail the request
-            log.warning("user store failed for %r: %s", request.user_id, e)
+            _log_failure("user store failed: %s", e)
             result.degrade("user_store_unavailable")
             return None
         finally:
@@ -334,7 +347,7 @@ class Recommender:
                      version, e)
             return None, "stored_embedding_unusable"
         except ModelUnavailable as e:
-            log.warning("model call failed, popularity fallback: %s", e)
+            _log_failure("model call failed, popularity fallback: %s", e)
             return None, "model_unavailable"
         offset = np.asarray(offset, np.float32).reshape(-1)
         if offset.shape != h_gen.shape:  # embeddings of a model with another dimension
@@ -377,11 +390,26 @@ class Recommender:
             since = time.perf_counter()
             try:
                 candidates = fetch(size, min(cfg.model_timeout_s, remaining))
+            except ModelVersionNotFound as e:
+                # The stored embedding's version was retired between its offset and its
+                # search (the offset was cached): as when the offset call says so.
+                clock.add("model", since)
+                if result.fetch_rounds == 0 and getattr(fetch, "pinned", False):
+                    log.info("stored embedding of %r unusable: %s", request.user_id, e)
+                    if request.events:
+                        fetch, result.user_embedding = self._encode_fetcher(request), "encoded"
+                        continue
+                    result.degrade("stored_embedding_unusable")
+                    return self._fallback(request, clock, result)
+                result.degrade("refetch_failed" if result.fetch_rounds else "model_unavailable")
+                if result.fetch_rounds == 0:
+                    return self._fallback(request, clock, result)
+                break
             except ModelUnavailable as e:
                 clock.add("model", since)
                 reason = "model_timeout" if isinstance(e, ModelTimeout) else "model_unavailable"
                 if result.fetch_rounds == 0:
-                    log.warning("model call failed, popularity fallback: %s", e)
+                    _log_failure("model call failed, popularity fallback: %s", e)
                     result.degrade(reason)
                     return self._fallback(request, clock, result)
                 result.degrade("refetch_failed")
@@ -434,8 +462,8 @@ class Recommender:
             return passing
         except (FilterUnavailable, pybreaker.CircuitBreakerError) as e:
             if isinstance(e, FilterUnavailable) and result.filter_status in ("ok", "skipped"):
-                log.warning("filter backend %s unavailable (%s): %s", self.filter_backend.name,
-                            cfg.filter_failure, e)
+                _log_failure(f"filter backend {self.filter_backend.name} unavailable "
+                             f"({cfg.filter_failure}): %s", e)
             if cfg.filter_failure == "snapshot" and self.snapshot is not None:
                 result.filter_status = "snapshot"  # the rules hold: applied in-process
                 return set(self.snapshot.filter(ids, filters))
