@@ -330,6 +330,33 @@ def test_row_cap_and_slow_clients(exports, tmp_path):
             assert idle.recv(65536).startswith(b"HTTP/1.1 200")
 
 
+def test_batching_server_answers_each_caller_its_own_rows(exports, tmp_path):
+    """With --enable_batching, concurrent gRPC and REST calls are merged, and each caller
+    gets exactly its own answer."""
+    from concurrent.futures import ThreadPoolExecutor
+    from serving.model_server.batching import BatchingParameters
+    base = _base_with(tmp_path, exports, 1)
+    with serve(str(base), NAME, rest_port=0, grpc_port=0, poll_seconds=0, host="127.0.0.1",
+               batching=BatchingParameters(max_batch_size=16, batch_timeout_micros=20_000,
+                                           num_batch_threads=1)) as running, \
+            grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as ch:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+
+        def grpc_call(n):
+            response = stub.Predict(_predict_request(
+                signature="ids", n=np.array([n, n + 1000], np.int64)), timeout=30)
+            return tf.make_ndarray(response.outputs["out"]).tolist()
+
+        def rest_call(n):
+            return _http(running, "POST", f"/v1/models/{NAME}:predict",
+                         {"signature_name": "ids", "instances": [n]})[1]["predictions"]
+        with ThreadPoolExecutor(12) as pool:
+            got = list(pool.map(grpc_call, range(12)))
+            assert got == [[n, n + 1000] for n in range(12)]
+            assert list(pool.map(rest_call, range(12))) == [[n] for n in range(12)]
+        assert running.batcher.batches < running.batcher.batched_calls == 24
+
+
 # ------------------------------------------------------------------------------ versions
 def test_hot_swap_without_failed_requests(exports, tmp_path):
     base = _base_with(tmp_path, exports, 1)

@@ -31,7 +31,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from serving.sidecar.model_client import (Event, GrpcModelClient, ModelContext,  # noqa: E402
                                           ModelTimeout, ModelUnavailable, ModelVersionNotFound,
                                           RestModelClient, SignatureInfo, make_model_client,
-                                          recommend_inputs, tensor_proto, tensor_values)
+                                          padded_length, recommend_inputs, tensor_proto,
+                                          tensor_values)
 
 T = 1_700_000_000
 WITH_CONTEXT_DEFS = {
@@ -171,7 +172,8 @@ def test_rest_search_merges_the_latest_items_only_where_the_model_serves_it(rest
     assert rest.requests[-1] == ("POST", "/v1/models/stars/versions/2:predict", {
         "signature_name": "search_after_items",
         "inputs": {"query_embeddings": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
-                   "history_item_ids": [["", ""], ["a", "b"]]}})
+                   # padded to the batch job's 8 items: one shape for every call
+                   "history_item_ids": [[""] * 8, ["a", "b"] + [""] * 6]}})
     assert got.ids["ni"][0] == "after-v2-0" and got.ids["gi"][0] == "v2-0"
     client.search(queries, 3)                        # nothing stored: the index alone
     assert rest.requests[-1][2]["signature_name"] == "search"
@@ -204,9 +206,11 @@ def test_rest_recommend_uses_metadata_for_context_inputs(rest):
     assert got.ids == {"gi": ["a", "b"], "ni": ["c", "a", "d"]}  # padding dropped
     body = rest.requests[-1][2]
     assert body["signature_name"] == "recommend_with_context"
-    assert body["inputs"] == {
-        "history_item_ids": [["i1", "i2"]], "history_event_types": [["view", "purchase"]],
-        "history_timestamps": [[T - 5, T - 1]], "request_timestamp": [T], "region": ["us"],
+    assert body["inputs"] == {  # histories padded to 8, 16, 32, ... ("" = no event)
+        "history_item_ids": [["i1", "i2"] + [""] * 6],
+        "history_event_types": [["view", "purchase"] + [""] * 6],
+        "history_timestamps": [[T - 5, T - 1] + [0] * 6], "request_timestamp": [T],
+        "region": ["us"],
         "context_signals": [[1.0, 0.0, 0.0, 0.0]], "user_num_age": [31.0],
         "user_cat_domain": ["x.org"]}
     offset, version = client.context_offset(T, (0.0, 1.0))
@@ -220,7 +224,8 @@ def test_recommend_inputs_defaults():
     assert info == SignatureInfo(True, 4, ("age",), ("domain",), 3)
     name, inputs = recommend_inputs([], ModelContext(T), info)
     assert name == "recommend_with_context"
-    assert inputs["history_item_ids"] == ("string", [[""]])
+    assert inputs["history_item_ids"] == ("string", [[""] * 8])
+    assert [padded_length(n) for n in (0, 1, 8, 9, 16, 17, 200)] == [8, 8, 8, 16, 16, 32, 256]
     assert math.isnan(inputs["user_num_age"][1][0]) and inputs["user_cat_domain"][1] == [""]
     name, inputs = recommend_inputs([Event("a")], ModelContext(T), SignatureInfo())
     assert name == "recommend" and set(inputs) == {
@@ -398,11 +403,16 @@ class FakeStarsModule(tf.Module):
         return tf.gather(self.ids, index), scores
 
     def _encode(self, item_ids):
+        """As the STARS model reads a history: "" (padding) and unknown ids are no event,
+        wherever they are; h_next is the latest known event's."""
         index = self.lookup.lookup(item_ids)
-        found = tf.cast(index >= 0, tf.float32)[..., None]
+        known = index >= 0
+        found = tf.cast(known, tf.float32)[..., None]
         vectors = tf.gather(self.embeddings, tf.maximum(index, 0)) * found
         gen = tf.reduce_sum(vectors, 1) / tf.maximum(tf.reduce_sum(found, 1), 1.0)
-        return gen, vectors[:, -1]
+        positions = tf.range(tf.shape(index)[1])[None, :]
+        latest = tf.reduce_max(tf.where(known, positions, 0), axis=1)
+        return gen, tf.gather(vectors, latest, batch_dims=1)
 
     def signatures(self):
         history = [tf.TensorSpec([None, None], tf.string, "history_item_ids"),

@@ -47,9 +47,9 @@ class _Servables:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, versions, max_rows: Optional[int] = None):
+    def __init__(self, versions, max_rows: Optional[int] = None, batcher=None):
         self.servables = _Servables(versions)
-        self.max_rows = max_rows
+        self.max_rows, self.batcher = max_rows, batcher
 
     def Predict(self, request, context):
         try:
@@ -59,7 +59,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                       for name, proto in request.inputs.items()}
             with self.servables.handle(request.model_spec) as servable:
                 key, outputs = predict.run_predict(servable, request.model_spec.signature_name,
-                                                   inputs, request.output_filter, self.max_rows)
+                                                   inputs, request.output_filter, self.max_rows,
+                                                   self.batcher)
                 response = predict_pb2.PredictResponse()
                 response.model_spec.name = servable.name
                 response.model_spec.version.value = servable.version
@@ -107,7 +108,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 def create_grpc_server(versions, address: str, max_message_bytes: int,
                        max_workers: int = 8, max_rows: Optional[int] = None,
-                       max_concurrent_rpcs: Optional[int] = None) -> tuple[grpc.Server, int]:
+                       max_concurrent_rpcs: Optional[int] = None,
+                       batcher=None) -> tuple[grpc.Server, int]:
     """A started-ready (not started) gRPC server with both services; returns it and its port.
     Beyond ``max_concurrent_rpcs`` calls in progress or queued, a call is refused at once
     (RESOURCE_EXHAUSTED) instead of queueing past its caller's deadline."""
@@ -118,7 +120,7 @@ def create_grpc_server(versions, address: str, max_message_bytes: int,
                                                     thread_name_prefix="grpc"),
                          options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(versions, max_rows), server)
+        PredictionService(versions, max_rows, batcher), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(versions), server)
     port = server.add_insecure_port(address)
     if port == 0:

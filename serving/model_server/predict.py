@@ -105,9 +105,10 @@ def check_rows(inputs: Mapping[str, np.ndarray], max_rows: Optional[int]) -> Non
 
 
 def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Iterable[str] = (),
-                max_rows: Optional[int] = None) -> tuple[str, dict]:
-    """Runs a signature; returns ``(signature key, {output alias: array})``."""
+                output_filter: Iterable[str] = (), max_rows: Optional[int] = None,
+                batcher=None) -> tuple[str, dict]:
+    """Runs a signature; returns ``(signature key, {output alias: array})``.  With a
+    ``batcher`` (``batching.Batcher``) the call may run merged with concurrent ones."""
     check_rows(inputs, max_rows)
     key, signature = find_signature(servable, signature_name)
     check_inputs(signature, inputs)
@@ -116,11 +117,16 @@ def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
     function = servable.signature(key)
     if function is None:  # unloaded under us: cannot happen while the handle is held
         raise errors.ServingError(errors.Code.UNAVAILABLE, "Servable is being unloaded")
-    try:
+
+    def call(arrays: Mapping[str, np.ndarray]) -> dict:
         feeds = {name: tf.constant(array, dtype=tf.dtypes.as_dtype(signature.inputs[name].dtype))
-                 for name, array in inputs.items()}
+                 for name, array in arrays.items()}
         result = function(**feeds)
-        return key, {alias: np.asarray(result[alias].numpy()) for alias in wanted}
+        return {alias: np.asarray(result[alias].numpy()) for alias in wanted}
+    try:
+        if batcher is None:
+            return key, call(inputs)
+        return key, batcher.run((id(servable), key, tuple(wanted)), inputs, call)
     except errors.ServingError:
         raise
     except Exception as e:  # noqa: BLE001 - TF errors keep their code; the rest is mapped

@@ -58,8 +58,8 @@ def _parse_json(body: bytes):
 class RestApi:
     """Request routing and TF Serving semantics, independent of the HTTP plumbing."""
 
-    def __init__(self, versions, max_rows: Optional[int] = None):
-        self.versions, self.max_rows = versions, max_rows
+    def __init__(self, versions, max_rows: Optional[int] = None, batcher=None):
+        self.versions, self.max_rows, self.batcher = versions, max_rows, batcher
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
         try:
@@ -117,7 +117,8 @@ class RestApi:
                 raise errors.invalid_argument(
                     f'Serving signature name: "{key}" not found in signature def')
             inputs, fmt = tensors.request_to_arrays(document, signature.inputs)
-            _, outputs = predict.run_predict(servable, key, inputs, max_rows=self.max_rows)
+            _, outputs = predict.run_predict(servable, key, inputs, max_rows=self.max_rows,
+                                             batcher=self.batcher)
         return tensors.outputs_to_json(outputs, fmt)
 
     def metadata(self, name: str, version: Optional[int], label: Optional[str]) -> dict:
@@ -266,9 +267,9 @@ class RestServer(ThreadingHTTPServer):
 
     def __init__(self, address, versions, max_request_bytes: int,
                  max_rows: Optional[int] = None, read_timeout_s: float = 10.0,
-                 idle_timeout_s: float = 60.0):
+                 idle_timeout_s: float = 60.0, batcher=None):
         super().__init__(address, _Handler)
-        self.api = RestApi(versions, max_rows)
+        self.api = RestApi(versions, max_rows, batcher)
         self.max_request_bytes = max_request_bytes
         self.read_timeout_s, self.idle_timeout_s = read_timeout_s, idle_timeout_s
         self._state = threading.Condition()

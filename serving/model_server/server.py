@@ -33,8 +33,9 @@ class ModelServer:
     (the ``ModelVersions``), ``stop()``, ``wait()``; also a context manager."""
 
     def __init__(self, model_name: str, model_base_path: str, versions, rest_server,
-                 grpc_server, grpc_port: Optional[int]):
+                 grpc_server, grpc_port: Optional[int], batcher=None):
         self.model_name = model_name
+        self.batcher = batcher
         self.model_base_path = model_base_path
         self.versions = versions
         self.rest_server = rest_server
@@ -55,6 +56,8 @@ class ModelServer:
                 if self.grpc_server is not None:
                     self.grpc_server.stop(grace).wait(grace + 1)
             finally:
+                if self.batcher is not None:
+                    self.batcher.stop()
                 self.versions.stop(grace)
                 self._stopped.set()
 
@@ -80,8 +83,8 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
           max_load_retries: int = 3, grpc_workers: int = 8, loader=None,
           max_batch_rows: Optional[int] = DEFAULT_MAX_BATCH_ROWS,
           rest_read_timeout_s: float = DEFAULT_REST_READ_TIMEOUT_S,
-          grpc_max_concurrent_rpcs: Optional[int] = DEFAULT_GRPC_MAX_CONCURRENT_RPCS
-          ) -> ModelServer:
+          grpc_max_concurrent_rpcs: Optional[int] = DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
+          batching=None) -> ModelServer:
     """Loads the model base path (``<base>/<version>/`` SavedModels) and serves it.
 
     ``rest_port``/``grpc_port``: 0 = any free port (see ``.rest_port``/``.grpc_port``), None =
@@ -91,8 +94,9 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
     (HTTP 413 / gRPC RESOURCE_EXHAUSTED), and so are requests of more than
     ``max_batch_rows`` rows (400 / INVALID_ARGUMENT).  A REST request's head and body must
     arrive within ``rest_read_timeout_s``; beyond ``grpc_max_concurrent_rpcs`` gRPC calls in
-    progress a call is refused at once (RESOURCE_EXHAUSTED).  Returns once the initial
-    versions are loaded.
+    progress a call is refused at once (RESOURCE_EXHAUSTED).  ``batching``
+    (``batching.BatchingParameters``): concurrent calls are merged (TF Serving's
+    ``--enable_batching``).  Returns once the initial versions are loaded.
     """
     from serving.model_server.grpc_service import create_grpc_server
     from serving.model_server.rest import RestServer
@@ -106,6 +110,8 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
                              max_load_retries=max_load_retries,
                              loader=loader or load_saved_model)
     versions.start()
+    from serving.model_server.batching import Batcher
+    batcher = Batcher(batching) if batching is not None else None
     rest_server = grpc_server = bound_grpc = None
     try:
         if grpc_port is not None:
@@ -113,13 +119,16 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
                 f"{host or '0.0.0.0'}:{grpc_port}"
             grpc_server, bound_grpc = create_grpc_server(
                 versions, address, max_bytes, max_workers=grpc_workers, max_rows=max_batch_rows,
-                max_concurrent_rpcs=grpc_max_concurrent_rpcs)
+                max_concurrent_rpcs=grpc_max_concurrent_rpcs, batcher=batcher)
         if rest_port is not None:
             rest_server = RestServer((host or "0.0.0.0", rest_port), versions, max_bytes,
-                                     max_rows=max_batch_rows, read_timeout_s=rest_read_timeout_s)
+                                     max_rows=max_batch_rows, read_timeout_s=rest_read_timeout_s,
+                                     batcher=batcher)
     except BaseException:
         if rest_server is not None:
             rest_server.server_close()
+        if batcher is not None:
+            batcher.stop()
         versions.stop()
         raise
     if grpc_server is not None:
@@ -127,7 +136,7 @@ def serve(model_base_path: str, model_name: str, rest_port: Optional[int] = 8501
     if rest_server is not None:
         rest_server.start()
     server = ModelServer(model_name, versions.base_path, versions, rest_server, grpc_server,
-                         bound_grpc)
+                         bound_grpc, batcher)
     log.info("serving %s from %s: gRPC %s, REST %s, versions %s", model_name,
              versions.base_path, bound_grpc, server.rest_port, versions.serving_versions())
     return server
@@ -163,6 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         type=int, default=DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
                         help="gRPC calls in progress before new ones are refused with "
                              "RESOURCE_EXHAUSTED (ours only)")
+    parser.add_argument("--enable-batching", "--enable_batching", dest="enable_batching",
+                        action="store_true",
+                        help="merge concurrent calls of a signature (TF Serving's flag)")
+    parser.add_argument("--batching-parameters-file", "--batching_parameters_file",
+                        dest="batching_parameters_file", default="",
+                        help="TF Serving's BatchingParameters text proto (with batching)")
     parser.add_argument("--max-load-retries", dest="max_load_retries", type=int, default=3)
     parser.add_argument("--grpc-workers", dest="grpc_workers", type=int, default=8)
     parser.add_argument("--no-native", dest="no_native", action="store_true",
@@ -170,6 +185,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tensorflow-model-server", dest="native_binary",
                         default=NATIVE_BINARY, help="name or path of the native server")
     return parser
+
+
+def _batching(args):
+    if not args.enable_batching:
+        if args.batching_parameters_file:
+            raise ValueError("--batching_parameters_file needs --enable_batching")
+        return None
+    from serving.model_server.batching import BatchingParameters
+    if args.batching_parameters_file:
+        return BatchingParameters.from_file(args.batching_parameters_file)
+    return BatchingParameters()
 
 
 def _specific(text: str) -> list[int]:
@@ -209,6 +235,11 @@ def native_argv(binary: str, args) -> list[str]:
     # TF Serving's flag is whole seconds; 0 would mean "poll once".
     poll = args.poll_seconds
     argv.append(f"--file_system_poll_wait_seconds={max(1, int(round(poll))) if poll > 0 else 0}")
+    if getattr(args, "enable_batching", False):
+        argv.append("--enable_batching=true")
+        if args.batching_parameters_file:
+            argv.append(f"--batching_parameters_file="
+                        f"{os.path.abspath(args.batching_parameters_file)}")
     return argv
 
 
@@ -230,7 +261,8 @@ def run(args) -> int:
                    max_load_retries=args.max_load_retries, grpc_workers=args.grpc_workers,
                    max_batch_rows=args.max_batch_rows,
                    rest_read_timeout_s=args.rest_read_timeout_ms / 1000.0,
-                   grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs)
+                   grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+                   batching=_batching(args))
     stop = threading.Event()
 
     def on_signal(signum, _frame):

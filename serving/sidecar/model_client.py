@@ -150,15 +150,25 @@ def _signals(signals: Sequence[float], width: int) -> List[float]:
     return values + [0.0] * (width - len(values))
 
 
+LATEST_ITEMS_WIDTH = 8  # the batch job keeps a user's last 8 items
+
+
+def padded_length(n: int, smallest: int = 8) -> int:
+    """The history length a call is padded to: the next power of two (at least
+    ``smallest``).  The model ignores "" items; calls of equal shapes can be merged by a
+    batching model server (TF Serving's batching only merges equal shapes)."""
+    return max(smallest, 1 << max(0, n - 1).bit_length())
+
+
 def recommend_inputs(events: Sequence[Event], context: ModelContext,
                      info: SignatureInfo) -> Tuple[str, dict]:
-    """(signature name, inputs) for the encode path; inputs: name -> (dtype, nested list)."""
-    if events:
-        ids = [[e.item_id for e in events]]
-        types = [[e.event_type for e in events]]
-        stamps = [[int(e.timestamp) for e in events]]
-    else:  # an empty history: the model answers from [USER] and the context
-        ids, types, stamps = [[""]], [[""]], [[0]]
+    """(signature name, inputs) for the encode path; inputs: name -> (dtype, nested list).
+    The history is padded with "" items to :func:`padded_length` (an empty history is
+    all padding: the model answers from [USER] and the context)."""
+    pad = padded_length(len(events)) - len(events)
+    ids = [[e.item_id for e in events] + [""] * pad]
+    types = [[e.event_type for e in events] + [""] * pad]
+    stamps = [[int(e.timestamp) for e in events] + [0] * pad]
     inputs = {"history_item_ids": ("string", ids), "history_event_types": ("string", types),
               "history_timestamps": ("int64", stamps),
               "request_timestamp": ("int64", [int(context.timestamp)])}
@@ -256,8 +266,11 @@ class _BaseClient:
         signature, inputs = "search", {"query_embeddings": ("float", matrix)}
         if latest_items and "ni" in variants and self.signature_info(timeout).search_after_items:
             signature = "search_after_items"
+            latest = list(latest_items)[-LATEST_ITEMS_WIDTH:]
+            width = max(LATEST_ITEMS_WIDTH, len(latest))  # one shape for every call
             inputs["history_item_ids"] = ("string", [
-                list(latest_items) if v == "ni" else [""] * len(latest_items) for v in variants])
+                latest + [""] * (width - len(latest)) if v == "ni" else [""] * width
+                for v in variants])
         remaining = lambda: self._timeout(timeout - (time.perf_counter() - started))
         try:
             outputs, got_version = self._predict(signature, inputs, remaining(), version)
