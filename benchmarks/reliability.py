@@ -91,14 +91,16 @@ def _wait(check, what: str, timeout_s: float = 180.0, process=None) -> float:
 class Stack:
     """The processes of the serving stack, started and stopped together."""
 
-    def __init__(self, data_dir: str, model_base: str, work: Path, sidecar_args: List[str]):
+    def __init__(self, data_dir: str, model_base: str, work: Path, sidecar_args: List[str],
+                 model_args: List[str] = ()):
         self.data_dir, self.model_base, self.work = data_dir, model_base, work
-        self.sidecar_args = sidecar_args
+        self.sidecar_args, self.model_args = sidecar_args, list(model_args)
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.grpc_port, self.rest_port, self.port = _free_port(), _free_port(), _free_port()
         self.model = self.sidecar = None
         self.redis = self.es = None
+        self.filter_backend = "elasticsearch"
 
     def _spawn(self, name: str, argv: List[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
@@ -117,21 +119,44 @@ class Stack:
             "--rest-api-port", str(self.rest_port), "--host", "127.0.0.1",
             # a push keeps the previous version loaded: the stored embeddings (pinned to the
             # version that made them) stay usable until the batch job has refreshed them
-            "--num-latest", "2"])
+            "--num-latest", "2", *self.model_args])
         return _wait(lambda: self.model_versions(), "model server", process=self.model)
 
     # -- sidecar
     def sidecar_command(self) -> List[str]:
+        backend = (["--filter-backend", "elasticsearch", "--es-hosts", self.es.url]
+                   if self.filter_backend == "elasticsearch" else [])
         return [STARS, "serve", "sidecar", "--data-dir", self.data_dir, "--host", "127.0.0.1",
                 "--port", str(self.port), "--model-url", f"grpc://127.0.0.1:{self.grpc_port}",
-                "--user-store", self.redis.url, "--filter-backend", "elasticsearch",
-                "--es-hosts", self.es.url, "--reuse-port", *self.sidecar_args]
+                "--user-store", self.redis.url, *backend, "--reuse-port", *self.sidecar_args]
 
     def start_sidecar(self) -> subprocess.Popen:
         process = self._spawn("sidecar", self.sidecar_command())
         _wait(lambda: _get_json(f"{self.url}/readyz")["status"] == "ready", "sidecar",
               process=process)
         return process
+
+    def switch_sidecar(self, filter_backend: str) -> None:
+        """A new sidecar with another filter backend on the port, then the old one drains."""
+        self.filter_backend = filter_backend
+        old, self.sidecar = self.sidecar, self.start_sidecar()
+        old.send_signal(signal.SIGTERM)
+        old.wait(60)
+
+    def cpu_seconds(self) -> Dict[str, float]:
+        """CPU time (user + system) of each process so far."""
+        pids = {"sidecar": self.sidecar.pid, "model_server": self.model.pid,
+                "filter_backend": self.es.process.pid, "redis": self.redis.process.pid,
+                "load_generator": os.getpid()}
+        out = {}
+        for name, pid in pids.items():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:
+                out[name] = float("nan")
+        return out
 
     @property
     def url(self) -> str:
@@ -215,21 +240,28 @@ def load_rows(stack: Stack, bodies, check, requests: int) -> List[dict]:
     url = f"{stack.url}/v1/recommendations"
     for concurrency in (1, 8, 32, 64):
         _run(closed_loop(url, bodies, check, concurrency, min(200, requests)))  # warm-up
-        started = time.monotonic()
+        started, cpu = time.monotonic(), stack.cpu_seconds()
         outcomes = _run(closed_loop(url, bodies, check, concurrency, requests))
         row = {"concurrency": concurrency,
-               **summarize(outcomes, wall_s=time.monotonic() - started)}
+               **summarize(outcomes, wall_s=time.monotonic() - started),
+               "cpu_ms_per_request": _cpu_per_request(cpu, stack.cpu_seconds(), requests)}
         print(f"   load c={concurrency}: {row}", flush=True)
         rows.append(row)
     return rows
+
+
+def _cpu_per_request(before: Dict[str, float], after: Dict[str, float], requests: int):
+    return {name: round((after[name] - before[name]) * 1000.0 / requests, 2) for name in after}
 
 
 def capacity(stack: Stack, bodies, check, rates: List[float], step_s: float) -> dict:
     url = f"{stack.url}/v1/recommendations"
     steps, best, failures = [], None, 0
     for rate in rates:
+        cpu = stack.cpu_seconds()
         row = {"rate": rate, **summarize(_run(open_loop(url, bodies, check, rate, step_s)),
                                          wall_s=step_s)}
+        row["cpu_ms_per_request"] = _cpu_per_request(cpu, stack.cpu_seconds(), row["requests"])
         ok = (row["p99_ms"] is not None and row["p99_ms"] < TARGETS["p99_ms"]
               and (row["degraded_share"] or 0.0) < TARGETS["degraded_share"]
               and row["http_5xx"] == row["connection_errors"] == row["filter_violations"] == 0
@@ -452,6 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-calls", type=int, default=2000)
     p.add_argument("--sidecar-arg", action="append", default=[],
                    help="extra `stars serve sidecar` arguments (repeat)")
+    p.add_argument("--model-arg", action="append", default=["--enable-batching"],
+                   help="extra `stars serve model` arguments (repeat; default: batching on)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -469,7 +503,7 @@ def main(argv=None) -> int:
     catalog = EmbeddedFilterBackend.from_catalog(data_dir)
     check = AnswerCheck(catalog)
     bodies = request_bodies(data_dir, catalog, args.users, args.seed)
-    stack = Stack(data_dir, str(model_base.resolve()), work, args.sidecar_arg)
+    stack = Stack(data_dir, str(model_base.resolve()), work, args.sidecar_arg, args.model_arg)
     document = {"date": datetime.date.today().isoformat(),
                 "command": "make bench-reliability" + (
                     f" BENCH_RELIABILITY_ARGS='{' '.join(argv or sys.argv[1:])}'"
@@ -478,17 +512,23 @@ def main(argv=None) -> int:
     try:
         print("== starting the stack", flush=True)
         document["startup"] = stack.start()
-        document["settings"] = {"sidecar": stack.sidecar_command()[3:], "k": K,
+        document["settings"] = {"sidecar": stack.sidecar_command()[3:],
+                                "model_server": ["--num-latest", "2", *args.model_arg], "k": K,
                                 "requests_per_load_row": args.requests,
                                 "fault_rate": args.fault_rate, "fault_hold_s": args.fault_hold_s,
                                 "capacity_step_s": args.step_s, "bodies": len(bodies),
                                 "catalogue_items": len(catalog)}
         print("== load", flush=True)
         document["load"] = load_rows(stack, bodies, check, args.requests)
-        print("== capacity", flush=True)
+        # The capacity target is defined on the embedded filter backend (the catalogue in
+        # the sidecar's memory); the other phases run on Elasticsearch.
+        print("== capacity (embedded filter backend)", flush=True)
+        stack.switch_sidecar("embedded")
         document["capacity"] = capacity(stack, bodies, check,
                                         [float(r) for r in args.rates.split(",")], args.step_s)
+        document["capacity"]["filter_backend"] = "embedded"
         document["capacity_rps"] = document["capacity"]["capacity_rps"]
+        stack.switch_sidecar("elasticsearch")
         print("== faults", flush=True)
         document["faults"] = faults(stack, bodies, check, args.fault_rate, args.fault_hold_s)
         print("== floor", flush=True)

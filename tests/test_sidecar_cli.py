@@ -138,7 +138,10 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
         while not json.loads(_get(port, "/readyz")[1])["checks"]["draining"]:
             assert time.monotonic() - signalled < 1.0
             time.sleep(0.05)
-        assert recommend()[0] == 200  # still served while draining
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/recommendations", body,
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:  # still served while draining,
+            assert r.status == 200 and r.headers["Connection"] == "close"  # not kept alive
         assert proc.wait(timeout=30) == 0
         assert json.loads(proc.stdout.read())["catalogue_items"] == 9
     finally:

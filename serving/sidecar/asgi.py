@@ -14,8 +14,9 @@ What it adds to the transport-free API:
   ``threads`` threads (their backend clients block), and each request's budget counts
   from its arrival here, so time spent queueing for a thread is part of it;
 * drain: on SIGTERM, ``/readyz`` turns 503 at once while requests are still served for
-  ``drain_s`` (the load balancer stops sending), then the server stops accepting and
-  finishes what is in flight (uvicorn's graceful shutdown).
+  ``drain_s`` (the load balancer stops sending), each answer closing its connection (so a
+  keep-alive client reconnects, to the next process, instead of racing the close); then
+  the server stops accepting and finishes what is in flight (uvicorn's graceful shutdown).
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class SidecarASGI:
             response = json_response(500, {"error": {"code": "internal",
                                                      "message": "internal error (logged)"}})
         status, headers, body = response
+        if self.draining.is_set():  # clients reconnect (to the next process) before we stop
+            headers = {**headers, "Connection": "close"}
         self.app.metrics.requests.labels(endpoint, str(status)).inc()
         self.app.metrics.latency.labels(endpoint).observe(time.perf_counter() - arrival)
         await StarletteResponse(body if method != "HEAD" else b"", status_code=status,
