@@ -17,6 +17,7 @@ The client is ``httpx`` (async, keep-alive connections, one per concurrent reque
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from typing import List, Optional, Sequence
@@ -152,10 +153,23 @@ def summarize(outcomes: Sequence[Outcome], wall_s: Optional[float] = None) -> di
         "short_answers": sum(o.short for o in answered),
         "unflagged_short_answers": sum(o.unflagged_short for o in answered),
         "snapshot_filtered": sum(o.filter_status == "snapshot" for o in answered),
+        "errors": dict(collections.Counter(o.error for o in outcomes if o.error)),
         "rps": round(n / wall_s, 1) if wall_s else None,
         "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
         "max_ms": round(float(latencies.max()), 1) if latencies.size else None,
     }
+
+
+def timeline(outcomes: Sequence[Outcome], start: float, step_s: float = 0.5) -> List[dict]:
+    """Per ``step_s`` from ``start``: requests sent, and how many were bad (no answer, 5xx,
+    429, degraded or breaking a filter)."""
+    buckets: dict = {}
+    for o in outcomes:
+        slot = int((o.sent - start) // step_s)
+        entry = buckets.setdefault(slot, {"t": round(slot * step_s, 2), "requests": 0, "bad": 0})
+        entry["requests"] += 1
+        entry["bad"] += int(o.status != 200 or o.degraded or bool(o.violations))
+    return [buckets[k] for k in sorted(buckets)]
 
 
 def recovery_s(outcomes: Sequence[Outcome], fault_end: float) -> float:
@@ -166,4 +180,5 @@ def recovery_s(outcomes: Sequence[Outcome], fault_end: float) -> float:
     return round(max(bad) - fault_end, 2) if bad else 0.0
 
 
-__all__ = ["Outcome", "AnswerCheck", "closed_loop", "open_loop", "summarize", "recovery_s"]
+__all__ = ["Outcome", "AnswerCheck", "closed_loop", "open_loop", "summarize", "recovery_s",
+           "timeline"]

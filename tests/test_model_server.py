@@ -570,6 +570,17 @@ def test_main_execs_a_native_tensorflow_model_server(tmp_path):
         "--port=9500", "--rest_api_port=9501", "--model_name=toy",
         f"--model_base_path={os.path.join(REPO, 'models/toy')}",
         "--file_system_poll_wait_seconds=5"]
+    # the serving flags that TF Serving shares are passed on with its spelling
+    batching = tmp_path / "batching.pbtxt"
+    batching.write_text("max_batch_size { value: 8 }\n")
+    subprocess.run([sys.executable, "-m", "serving.model_server.server", "--model-base-path",
+                    "models/toy", "--tensorflow_intra_op_parallelism", "1",
+                    "--tensorflow-inter-op-parallelism", "2", "--enable_batching",
+                    "--batching_parameters_file", str(batching)],
+                   cwd=REPO, env=env, check=True, timeout=120, capture_output=True)
+    assert record.read_text().split()[-4:] == [
+        "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2",
+        "--enable_batching=true", f"--batching_parameters_file={batching}"]
 
 
 def test_native_model_config_for_non_default_policies():

@@ -5,6 +5,7 @@ import stars  # noqa: F401
 
 import http.client  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
@@ -348,7 +349,7 @@ def test_fuzzed_requests_never_give_500(sidecar):
 
 
 def test_health_readiness_and_degraded_answers(sidecar):
-    assert sidecar.call("GET", "/healthz")[:2] == (200, {"status": "ok"})
+    assert sidecar.call("GET", "/healthz")[:2] == (200, {"status": "ok", "pid": os.getpid()})
     status, body, _ = sidecar.call("GET", "/readyz")
     assert status == 200 and body["checks"]["model"] == {"ok": True, "version": "7"}
     schema("Readiness").validate(body)

@@ -118,7 +118,8 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
         deadline = time.time() + 90
         while True:
             try:
-                assert _get(port, "/healthz") == (200, b'{"status":"ok"}')
+                status, health = _get(port, "/healthz")
+                assert status == 200 and json.loads(health)["status"] == "ok"
                 break
             except OSError:
                 assert proc.poll() is None, proc.stderr.read()

@@ -35,6 +35,16 @@ def _abort(context, error: errors.ServingError):
     context.abort(error.code, error.message)
 
 
+def _check_deadline(context) -> None:
+    """A call whose caller has given up (its deadline passed while it queued, e.g. behind
+    a stalled process) is not run: after a stall the backlog drains at once instead of
+    keeping the server busy with answers nobody reads."""
+    remaining = context.time_remaining()
+    if not context.is_active() or (remaining is not None and remaining <= 0):
+        raise errors.ServingError(errors.Code.DEADLINE_EXCEEDED,
+                                  "Deadline exceeded before the call was run")
+
+
 class _Servables:
     def __init__(self, versions):
         self.versions = versions
@@ -53,6 +63,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Predict(self, request, context):
         try:
+            _check_deadline(context)
             if not request.HasField("model_spec"):
                 raise errors.invalid_argument("Missing ModelSpec")
             inputs = {name: tensors.tensor_proto_to_array(proto)

@@ -172,6 +172,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         type=int, default=DEFAULT_GRPC_MAX_CONCURRENT_RPCS,
                         help="gRPC calls in progress before new ones are refused with "
                              "RESOURCE_EXHAUSTED (ours only)")
+    parser.add_argument("--tensorflow-intra-op-parallelism",
+                        "--tensorflow_intra_op_parallelism", dest="intra_op", type=int,
+                        default=0, help="threads one op may use (TF Serving's flag; 0 = "
+                                        "TensorFlow's default, all cores)")
+    parser.add_argument("--tensorflow-inter-op-parallelism",
+                        "--tensorflow_inter_op_parallelism", dest="inter_op", type=int,
+                        default=0, help="ops run at once (TF Serving's flag; 0 = default)")
     parser.add_argument("--enable-batching", "--enable_batching", dest="enable_batching",
                         action="store_true",
                         help="merge concurrent calls of a signature (TF Serving's flag)")
@@ -185,6 +192,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--tensorflow-model-server", dest="native_binary",
                         default=NATIVE_BINARY, help="name or path of the native server")
     return parser
+
+
+def set_tensorflow_threads(intra_op: int = 0, inter_op: int = 0) -> None:
+    """TensorFlow's thread pools, before anything runs.  A server answers many small
+    requests at once: one thread per op (1 / 1) avoids the pools' spinning, about 40 %
+    less CPU per call here (BUILD_NOTES)."""
+    import tensorflow as tf
+    if intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    if inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
 def _batching(args):
@@ -235,6 +253,10 @@ def native_argv(binary: str, args) -> list[str]:
     # TF Serving's flag is whole seconds; 0 would mean "poll once".
     poll = args.poll_seconds
     argv.append(f"--file_system_poll_wait_seconds={max(1, int(round(poll))) if poll > 0 else 0}")
+    for flag, value in (("tensorflow_intra_op_parallelism", getattr(args, "intra_op", 0)),
+                        ("tensorflow_inter_op_parallelism", getattr(args, "inter_op", 0))):
+        if value:
+            argv.append(f"--{flag}={value}")
     if getattr(args, "enable_batching", False):
         argv.append("--enable_batching=true")
         if args.batching_parameters_file:
@@ -253,6 +275,7 @@ def run(args) -> int:
             os.execv(binary, argv)  # does not return
     if not os.path.isdir(args.model_base_path):
         raise FileNotFoundError(f"model base path {args.model_base_path} does not exist")
+    set_tensorflow_threads(args.intra_op, args.inter_op)
     server = serve(args.model_base_path, args.model_name,
                    rest_port=args.rest_api_port or None, grpc_port=args.port,
                    poll_seconds=args.poll_seconds, host=args.host,

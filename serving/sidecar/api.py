@@ -3,7 +3,8 @@ layer is ``asgi.py``, the server ``server.py``).
 
 * ``POST /v1/recommendations``: a request as in the spec -> ids, scores, which
   embedding produced each, model version, degraded flags, latency per hop;
-* ``GET /healthz`` (the process answers), ``GET /readyz`` (the model server answers
+* ``GET /healthz`` (the process answers; with its pid, as several processes may share
+  the port), ``GET /readyz`` (the model server answers
   with an available version and the process is not draining; every backend's state is
   reported, the filter backend's required only with ``require_filter_ready``),
   ``GET /metrics`` (Prometheus text format), ``GET /openapi.yaml``.
@@ -321,7 +322,8 @@ class SidecarApp:
         if self.popularity_source is not None and self.popularity_source.error:
             checks["popularity"]["error"] = self.popularity_source.error
         return json_response(200 if ready else 503,
-                             {"status": "ready" if ready else "not_ready", "checks": checks})
+                             {"status": "ready" if ready else "not_ready", "pid": os.getpid(),
+                              "checks": checks})
 
 
 __all__ = ["ApiConfig", "SidecarApp", "parse_request", "decode_json", "Metrics", "ROUTES",

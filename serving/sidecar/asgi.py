@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -101,7 +102,7 @@ class SidecarASGI:
             finally:
                 self._inflight -= 1
         if endpoint == "healthz":
-            return json_response(200, {"status": "ok"})
+            return json_response(200, {"status": "ok", "pid": os.getpid()})
         if endpoint == "readyz":
             return await anyio.to_thread.run_sync(self.app.readyz, self.draining.is_set())
         if endpoint == "metrics":
