@@ -97,3 +97,13 @@ BENCH_RELIABILITY_ARGS ?=
 bench-reliability: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "bench-reliability: needs redis-server (apt-get install -y redis-server)"; exit 2; }
 	$(BIN)/python -m benchmarks.reliability $(BENCH_RELIABILITY_ARGS)
+
+# The sidecar's HTTP stack, measured (benchmarks/README.md): the same app behind the stdlib
+# ThreadingHTTPServer and behind uvicorn, closed loop and with slow clients, side by side ->
+# benchmarks/results/http_stack.{json,md}.  BENCH_HTTP_ARGS='--requests 500'.
+BENCH_HTTP_ARGS ?=
+
+.PHONY: bench-http-stack
+
+bench-http-stack: $(STAMP)
+	$(BIN)/python -m benchmarks.http_stack $(BENCH_HTTP_ARGS)
