@@ -19,13 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from benchmarks.report import command_line, write_results
 
 STACKS = ("stdlib", "uvicorn")
 
@@ -208,18 +207,13 @@ def main(argv=None) -> int:
     if args.serve:
         serve(args.serve, args.port)
         return 0
-    extra = [a for a in (argv if argv is not None else sys.argv[1:])]
     document = {"date": datetime.date.today().isoformat(),
-                "command": "make bench-http-stack" + (
-                    f" BENCH_HTTP_ARGS='{' '.join(extra)}'" if extra else ""),
+                "command": command_line("bench-http-stack", "BENCH_HTTP_ARGS",
+                                        argv if argv is not None else sys.argv[1:]),
                 "cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg(),
                 "stacks": [measure(stack, args.requests) for stack in STACKS]}
     document["load_avg_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(document))
-    print(markdown(document))
+    print(write_results(args.out, document, markdown))
     return 0
 
 

@@ -53,6 +53,7 @@ import numpy as np
 
 from benchmarks.load import (AnswerCheck, closed_loop, open_loop, recovery_s, summarize,
                              timeline)
+from benchmarks.report import command_line, write_results
 from benchmarks.serving import _percentiles, _sessions
 
 MODEL_NAME = "stars"
@@ -522,9 +523,8 @@ def main(argv=None) -> int:
     bodies = request_bodies(data_dir, catalog, args.users, args.seed)
     stack = Stack(data_dir, str(model_base.resolve()), work, args.sidecar_arg, args.model_arg)
     document = {"date": datetime.date.today().isoformat(),
-                "command": "make bench-reliability" + (
-                    f" BENCH_RELIABILITY_ARGS='{' '.join(argv or sys.argv[1:])}'"
-                    if (argv or sys.argv[1:]) else ""),
+                "command": command_line("bench-reliability", "BENCH_RELIABILITY_ARGS",
+                                        argv if argv is not None else sys.argv[1:]),
                 "machine": {"cpu_count": os.cpu_count(), "load_avg_start": os.getloadavg()}}
     try:
         print("== starting the stack", flush=True)
@@ -554,11 +554,7 @@ def main(argv=None) -> int:
         stack.stop()
     document["machine"]["load_avg_end"] = os.getloadavg()
     document["targets"] = targets(document, budget_ms=200.0)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(document, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(document))
-    print(markdown(document))
+    print(write_results(args.out, document, markdown))
     return 0
 
 
