@@ -2,7 +2,7 @@
 benchmark's client).
 
 * :func:`closed_loop`: ``concurrency`` clients, each sending its next request when the
-  last one is answered (a fixed number of clients);
+  last one is answered (a fixed number of clients; after a 429 it waits ``Retry-After``);
 * :func:`open_loop`: requests sent at a fixed arrival rate whatever the answers do (a
   fixed rate of users); latency counts from the scheduled send time, so a stalled
   server is not hidden by clients that wait (no coordinated omission).
@@ -78,15 +78,19 @@ def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
 
 
 async def closed_loop(url: str, bodies: Sequence[dict], check: AnswerCheck, concurrency: int,
-                      requests: int, timeout_s: float = 5.0) -> List[Outcome]:
-    """``requests`` requests from ``concurrency`` clients; ``bodies`` are used in turn."""
+                      requests: int, timeout_s: float = 5.0,
+                      retry_after_s: float = 1.0) -> List[Outcome]:
+    """``requests`` requests from ``concurrency`` clients; ``bodies`` are used in turn.  A
+    client told 429 waits ``retry_after_s`` (the sidecar's ``Retry-After``) first."""
     outcomes: List[Outcome] = []
     counter = iter(range(requests))
 
     async def client_loop(client):
         for n in counter:
-            outcomes.append(await _send(client, url, bodies[n % len(bodies)], time.monotonic(),
-                                        check))
+            outcome = await _send(client, url, bodies[n % len(bodies)], time.monotonic(), check)
+            outcomes.append(outcome)
+            if outcome.status == 429:  # a well-behaved client honours Retry-After
+                await asyncio.sleep(retry_after_s)
 
     async with _client(concurrency, timeout_s) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))

@@ -145,7 +145,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     # Same answer in this process; the index alone (search) agrees with recommend.
     from models.serving import replay_warmup
     loaded = load_serving_model(export)
-    assert replay_warmup(loaded, export) == 7  # TF Serving's warm-up file, one per signature
+    assert replay_warmup(loaded, export) == 8  # TF Serving's warm-up file, one per signature
     here = _as_lists(loaded.signatures["serving_default"](**eval(REQUEST)))
     assert here["ni_ids"] == answer["ni_ids"] and here["gi_ids"] == answer["gi_ids"]
     numeric, categorical = [], []

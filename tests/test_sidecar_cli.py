@@ -106,7 +106,8 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
         [sys.executable, "-c", code, "sidecar", "--data-dir", str(data_dir), "--host",
          "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{_free_port()}",
          "--model-timeout-ms", "50", "--workers", str(workers), "--drain-ms", "1500"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # its own process group: a failed test stops the workers too
     body = json.dumps({"events": [{"item_id": "i1"}], "k": 2}).encode()
 
     def recommend():
@@ -146,8 +147,10 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
         assert proc.wait(timeout=30) == 0
         assert json.loads(proc.stdout.read())["catalogue_items"] == 9
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        try:  # whatever is left of the group (workers outlive a killed supervisor)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_hung_redis_costs_one_timeout_then_the_store_rests(data_dir, tmp_path):

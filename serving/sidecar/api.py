@@ -55,6 +55,8 @@ class ApiConfig:
     max_body_bytes: int = 64 * 1024
     body_timeout_s: float = 5.0    # the whole body must arrive within this
     max_inflight: int = 64         # recommendations in progress per process; more get 429
+    admission: str = "adaptive"    # adaptive: fewer while answers are late | fixed
+    latency_target_s: float = 0.0  # the adaptive limit's target (0: half the budget)
     threads: int = 16              # recommendation flows run at once per process
     max_user_features: int = 64
     signal_names: Tuple[str, ...] = ("event", "weather", "promotion", "extra")

@@ -8,9 +8,11 @@ What it adds to the transport-free API:
   ``max_body_bytes`` (413, counted while it streams), ``application/json`` (415), and
   it must arrive within ``body_timeout_s`` (408, connection closed): a client that
   trickles its body does not hold a worker;
-* admission: at most ``max_inflight`` recommendations in progress per process; the next
-  one is refused at once with 429 and ``Retry-After`` (counted), so overload is shed
-  early instead of queueing past every deadline.  The flows run on a pool of
+* admission: at most ``max_inflight`` recommendations in progress per process, fewer
+  while answers come later than the latency target (``admission.AdaptiveLimit``; or the
+  fixed cap with ``admission="fixed"``); the next one is refused at once with 429 and
+  ``Retry-After`` (counted), so overload is shed early instead of queueing past every
+  deadline.  The flows run on a pool of
   ``threads`` threads (their backend clients block), and each request's budget counts
   from its arrival here, so time spent queueing for a thread is part of it;
 * drain: on SIGTERM, ``/readyz`` turns 503 at once while requests are still served for
@@ -33,6 +35,7 @@ import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response as StarletteResponse
 
+from serving.sidecar.admission import AdaptiveLimit
 from serving.sidecar.api import (RECOMMENDATIONS_PATH, ROUTES, SidecarApp, error_response,
                                  json_response)
 from serving.sidecar.validation import RequestError
@@ -49,6 +52,10 @@ class SidecarASGI:
         self.draining = draining or threading.Event()
         self._limiter: Optional[anyio.CapacityLimiter] = None
         self._inflight = 0
+        target = self.config.latency_target_s or app.recommender.config.budget_s / 2
+        self.admission = (AdaptiveLimit(target, max_limit=self.config.max_inflight,
+                                        min_limit=min(4, self.config.max_inflight))
+                          if self.config.admission == "adaptive" else None)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -90,7 +97,9 @@ class SidecarASGI:
                                   {"Allow": ", ".join(methods)})
         if endpoint == "recommendations":
             raw = await self._body(request)
-            if self._inflight >= self.config.max_inflight:
+            admitted = (self.admission.admits(self._inflight) if self.admission is not None
+                        else self._inflight < self.config.max_inflight)
+            if not admitted:
                 self.app.metrics.shed.inc()
                 return error_response(RequestError(
                     f"overloaded: {self._inflight} requests in progress; retry shortly",
@@ -101,6 +110,8 @@ class SidecarASGI:
                                                       limiter=self._threads())
             finally:
                 self._inflight -= 1
+                if self.admission is not None:
+                    self.admission.record(time.perf_counter() - arrival)
         if endpoint == "healthz":
             return json_response(200, {"status": "ok", "pid": os.getpid()})
         if endpoint == "readyz":

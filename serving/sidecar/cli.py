@@ -90,7 +90,9 @@ def build_app(args):
                     max_body_bytes=args.max_body_bytes, signal_names=names,
                     require_filter_ready=args.require_filter_ready,
                     body_timeout_s=args.body_timeout_ms / 1000.0,
-                    max_inflight=args.max_inflight, threads=args.threads)
+                    max_inflight=args.max_inflight, threads=args.threads,
+                    admission=args.admission,
+                    latency_target_s=args.latency_target_ms / 1000.0)
     app = SidecarApp(Recommender(model, backend, popularity, store, config), api)
     if not args.popularity_counts:  # the ranking that ships with the served model
         app.popularity_source = ModelPopularity(app.recommender, model, catalog,
@@ -172,6 +174,12 @@ def add_serve_sidecar_parser(serve_subparsers):
     p.add_argument("--max-inflight", type=int, default=64,
                    help="recommendations in progress per process; more are refused at once "
                         "with 429 + Retry-After (load shedding)")
+    p.add_argument("--admission", default="adaptive", choices=["adaptive", "fixed"],
+                   help="adaptive: the cap shrinks while answers come later than "
+                        "--latency-target-ms and grows back when they are in time; fixed: "
+                        "always --max-inflight")
+    p.add_argument("--latency-target-ms", type=float, default=0.0,
+                   help="the adaptive cap's latency target (0: half of --budget-ms)")
     p.add_argument("--threads", type=int, default=16,
                    help="recommendation flows running at once per process")
     p.add_argument("--workers", type=int, default=1,
