@@ -32,6 +32,14 @@ def _free_port() -> int:
 class IndependentElasticsearch:
     """``noida-db`` serving the Elasticsearch API on ``url`` until ``stop()``."""
 
+    @staticmethod
+    def available() -> bool:
+        """noida-db is installed (its wheels are Linux x86_64 only)."""
+        try:
+            return _binary().is_file()
+        except ImportError:
+            return False
+
     def __init__(self, ready_timeout_s: float = 20.0):
         self._work = tempfile.TemporaryDirectory(prefix="noida-es-")
         self.data_dir = os.path.join(self._work.name, "data")
