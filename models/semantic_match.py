@@ -14,7 +14,7 @@ latest three known events (``models.latest_items``, shared with the successor so
 trained: like the cold-item norm it is chosen on the validation target after training
 (``choose_weight``; 0 = off, and ties go to the smaller weight), so training is
 unchanged and a model that gains nothing from it keeps η = 0.  Trained in, with learned
-r_k, the same term gave ~1% (BUILD_NOTES, seventh session); chosen after training it
+r_k, the same term gave ~1% (BUILD_NOTES, "Offline evaluation"); chosen after training it
 ranks with the fully trained h_next, where it gave +4% on Beauty's validation target.
 
 In the serving space the keys are appended to the item vectors and η Σ_k r_k key(latest_k)
@@ -26,7 +26,7 @@ The keys are as wide as the text embedding (384 for MiniLM, 768+ for larger enco
 which widens the serving space and the index by that much.  ``dim`` > 0 keeps only the
 catalogue text's ``dim`` principal directions (the centred text projected on them, then
 unit-normalised): on Beauty 128 of MiniLM's 384 kept all of the validation gain and 32
-kept ~80% of it (BUILD_NOTES, sixteenth session).
+kept ~80% of it.
 """
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ hold (a rank-128 SVD of Beauty's keeps half of its ranking quality), and it is w
 LambdaMART's candidate generator and features are made of.  γ is not trained: like η and
 the cold-item norm it is chosen on the validation target after training
 (``choose_weight``; 0 = off, ties to the smaller), so training is unchanged.  Trained in,
-it reached the same figure and the encoder came to lean on it (BUILD_NOTES.md, fourteenth
-session).
+it reached the same figure and the encoder came to lean on it (BUILD_NOTES.md,
+"Offline evaluation").
 
 The count depends on the request's latest items, so unlike the item trend it cannot be a
 coordinate of the index: serving adds it after the search, exactly (``merge_top_k``).

@@ -3,8 +3,9 @@ signature of the same version run as one TensorFlow call.
 
 A call costs TensorFlow about the same for 1 row as for several (dispatch, kernel launch,
 the index search's fixed work), so under concurrent load merging calls cuts the server's
-CPU per request several-fold (``serving/model_server`` in BUILD_NOTES).  Semantics follow
-TF Serving's batching session:
+TensorFlow's CPU per row several-fold (BUILD_NOTES, "Serving under load and faults",
+which also says why it is off in the production settings).  Semantics follow TF Serving's
+batching session:
 
 * a call waits at most ``batch_timeout_micros`` for others to join; a batch holds at most
   ``max_batch_size`` rows; ``num_batch_threads`` batches run at once; a call of

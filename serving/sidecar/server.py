@@ -1,6 +1,6 @@
 """Serving the sidecar's ASGI app with uvicorn (httptools parser, uvloop).
 
-Why uvicorn: see BUILD_NOTES ("The sidecar's HTTP stack").  On top of uvicorn's own
+Why uvicorn: BUILD_NOTES, "Serving under load and faults".  On top of uvicorn's own
 limits (``limit_concurrency`` connections + requests, keep-alive idle timeout, graceful
 shutdown) :class:`HeadDeadlineProtocol` adds the one it lacks: a deadline for the
 request head, so a client that sends its headers a byte at a time (slowloris) is
