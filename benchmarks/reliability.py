@@ -41,7 +41,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ import numpy as np
 from benchmarks.load import (AnswerCheck, closed_loop, open_loop, recovery_s, summarize,
                              timeline)
 from benchmarks.report import command_line, write_results
+from tests.fixtures import free_port
 from benchmarks.serving import _percentiles, _sessions
 
 MODEL_NAME = "stars"
@@ -67,11 +67,6 @@ STARS = os.path.join(os.path.dirname(sys.executable), "stars")
 MODEL_SERVER_ARGS = ["--tensorflow-intra-op-parallelism", "1",
                      "--tensorflow-inter-op-parallelism", "1"]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get_json(url: str, timeout: float = 2.0):
@@ -104,7 +99,7 @@ class Stack:
         self.sidecar_args, self.model_args = sidecar_args, list(model_args)
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.grpc_port, self.rest_port, self.port = _free_port(), _free_port(), _free_port()
+        self.grpc_port, self.rest_port, self.port = free_port(), free_port(), free_port()
         self.model = self.sidecar = None
         self.redis = self.es = None
         self.filter_backend = "elasticsearch"

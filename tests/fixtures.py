@@ -1,5 +1,6 @@
 """A small hand-written dataset in the data contract, for fast unit tests."""
 import csv
+import socket
 from pathlib import Path
 
 DAY = 86400
@@ -61,3 +62,10 @@ def write_small_dataset(directory) -> Path:
     _write(directory / "users.csv", ["user_id", "age", "tenure_days", "email_domain", "region"],
            USERS)
     return directory
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the servers the tests start bind it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

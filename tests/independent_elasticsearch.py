@@ -9,12 +9,13 @@ tests' ``redis-server``.
 """
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from tests.fixtures import free_port
 
 
 def _binary() -> Path:
@@ -22,11 +23,6 @@ def _binary() -> Path:
     # the real server, not the console-script wrapper (which would orphan it on SIGTERM)
     return Path(noida_db.__file__).with_name("noida-db")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class IndependentElasticsearch:
@@ -44,7 +40,7 @@ class IndependentElasticsearch:
         self._work = tempfile.TemporaryDirectory(prefix="noida-es-")
         self.data_dir = os.path.join(self._work.name, "data")
         self.log_file = os.path.join(self._work.name, "noida.log")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_timeout_s = ready_timeout_s
         self.process = None

@@ -3,20 +3,16 @@
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
+from tests.fixtures import free_port
+
 MISSING = ("redis-server is not installed: the Redis tests need Debian's redis-server "
            "(apt-get install -y redis-server; .ci/run installs it)")
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
@@ -29,7 +25,7 @@ class RedisServer:
             raise FileNotFoundError(MISSING)
         import redis
         os.makedirs(workdir, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         self.process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
              "no", "--dir", str(workdir), "--protected-mode", "yes", "--daemonize", "no"],

@@ -6,7 +6,6 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -20,15 +19,10 @@ from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend  # 
 from serving.sidecar.filters import EmbeddedFilterBackend  # noqa: E402
 from serving.sidecar.validation import RequestError  # noqa: E402
 from tests.elasticsearch_test_double import ElasticsearchTestDouble  # noqa: E402
-from tests.fixtures import write_small_dataset  # noqa: E402
+from tests.fixtures import free_port, write_small_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,7 @@ def test_build_app_embedded_with_unreachable_model(data_dir, tmp_path):
     counts = tmp_path / "item_popularity"
     counts.write_text("9 i7\n8 i2\n")
     args = _parse("--data-dir", str(data_dir), "--model-url",
-                  f"http://127.0.0.1:{_free_port()}", "--popularity-counts", str(counts),
+                  f"http://127.0.0.1:{free_port()}", "--popularity-counts", str(counts),
                   "--model-timeout-ms", "100", "--max-k", "50", "--signal-names", "a,b")
     app = build_app(args)
     assert isinstance(app.recommender.filter_backend, EmbeddedFilterBackend)
@@ -98,13 +92,13 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
     """The command as a user runs it: it serves; on SIGTERM /readyz turns 503 (draining)
     while requests are still answered, then it stops cleanly.  With two workers the
     metrics are summed over both processes."""
-    port = _free_port()
+    port = free_port()
     code = ("import sys, argparse, stars; from serving.sidecar.cli import add_serve_sidecar_parser;"
             "p = argparse.ArgumentParser(); add_serve_sidecar_parser(p.add_subparsers());"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "sidecar", "--data-dir", str(data_dir), "--host",
-         "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{_free_port()}",
+         "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{free_port()}",
          "--model-timeout-ms", "50", "--workers", str(workers), "--drain-ms", "1500"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)  # its own process group: a failed test stops the workers too
@@ -167,7 +161,7 @@ def test_hung_redis_costs_one_timeout_then_the_store_rests(data_dir, tmp_path):
         writer.put("u1", [1.0] * 4, [0.5] * 4)
         writer.commit()
         args = _parse("--data-dir", str(data_dir), "--model-url",
-                      f"http://127.0.0.1:{_free_port()}", "--model-timeout-ms", "20",
+                      f"http://127.0.0.1:{free_port()}", "--model-timeout-ms", "20",
                       "--user-store", redis_server.url, "--user-store-timeout-ms", "50",
                       "--backend-cooldown-ms", "300")
         app = build_app(args)

@@ -13,7 +13,6 @@ import stars  # noqa: F401
 import json  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
-import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from concurrent import futures  # noqa: E402
@@ -22,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E40
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from tests.fixtures import free_port  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
@@ -44,11 +45,6 @@ WITH_CONTEXT_DEFS = {
     "search": {"inputs": {"query_embeddings": {
         "tensor_shape": {"dim": [{"size": "-1"}, {"size": "3"}]}}}}}
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------- REST double
@@ -242,7 +238,7 @@ def test_rest_timeouts_and_unreachable(rest):
     assert time.perf_counter() - started < 0.3
     with pytest.raises(ModelTimeout):
         client.search({"gi": [1, 0, 0]}, 3, timeout_s=0.0)
-    dead = RestModelClient(f"http://127.0.0.1:{_free_port()}", "stars", timeout_s=1.0)
+    dead = RestModelClient(f"http://127.0.0.1:{free_port()}", "stars", timeout_s=1.0)
     with pytest.raises(ModelUnavailable) as e:
         dead.search({"gi": [1, 0, 0]}, 3)
     assert not isinstance(e.value, ModelTimeout) and "unreachable" in str(e.value)
