@@ -9,7 +9,8 @@
 # python:3.11 (not -slim): pyfarmhash and crcmod build from source and need a compiler.
 FROM python:3.11
 
-# Keras 2 for TensorFlow in every process (`import stars` does the same in ours).
+# Keras 2 for TensorFlow in every process: TFX's container entry point, not `stars`, imports
+# the executors here, so the image sets what stars.environment.configure() sets.
 ENV TF_USE_LEGACY_KERAS=1 \
     TF_CPP_MIN_LOG_LEVEL=2 \
     PYTHONUNBUFFERED=1 \

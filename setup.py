@@ -55,7 +55,8 @@ setup(
         # KubeflowV2DagRunner (pipeline/runners/vertex.py) needs kfp to compile and to run steps.
         "kfp": ["kfp", "kfp-pipeline-spec"],
         # noida-db: an independent Elasticsearch-API server for the backend's tests.
-        "test": ["pytest", "kfp", "kfp-pipeline-spec",
+        # ruff and mypy run in .ci/run before the tests (ruff.toml, mypy.ini).
+        "test": ["pytest", "kfp", "kfp-pipeline-spec", "ruff", "mypy",
                  "noida-db; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     },
     entry_points={"console_scripts": ["stars=stars.cli:main"]},

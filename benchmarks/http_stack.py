@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+
 from benchmarks.report import command_line, write_results
 
 STACKS = ("stdlib", "uvicorn")
@@ -31,7 +32,8 @@ STACKS = ("stdlib", "uvicorn")
 
 # ------------------------------------------------------------------------------ the server
 def _app():
-    import stars  # noqa: F401
+    from stars.environment import configure
+    configure()
     from serving.sidecar.api import SidecarApp
     from serving.sidecar.popularity import Popularity
     from serving.sidecar.recommender import Recommender, RecommenderConfig
@@ -50,6 +52,7 @@ def _serve_stdlib(app, port: int) -> None:
     """The pre-uvicorn sidecar's transport, reduced to what this comparison needs: a
     thread per connection, a 30 s socket timeout, keep-alive."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
     from serving.sidecar.api import error_response
     from serving.sidecar.validation import RequestError
 

@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
 from stars.evaluation import offline
 
 

@@ -50,11 +50,10 @@ from typing import Dict, List
 
 import numpy as np
 
-from benchmarks.load import (AnswerCheck, closed_loop, open_loop, recovery_s, summarize,
-                             timeline)
+from benchmarks.load import AnswerCheck, closed_loop, open_loop, recovery_s, summarize, timeline
 from benchmarks.report import command_line, write_results
-from tests.fixtures import free_port
 from benchmarks.serving import _percentiles, _sessions
+from tests.fixtures import free_port
 
 MODEL_NAME = "stars"
 K = 10
@@ -370,8 +369,10 @@ def faults(stack: Stack, bodies, check, rate: float, hold_s: float) -> List[dict
 
 
 def _floor_child(model_dir: str, queries_file: str, out_file: str, calls: int) -> None:
-    import stars  # noqa: F401
+    from stars.environment import configure
+    configure()
     import tensorflow as tf
+
     from models.serving import load_serving_model  # registers the ScaNN ops
     search = load_serving_model(model_dir).signatures["search"]
     queries = np.load(queries_file)
@@ -389,6 +390,7 @@ def floor(stack: Stack, bodies, calls: int, work: Path) -> dict:
     """The served index's ``search`` in-process (no network, no sidecar), one thread, on
     the stored embeddings of the benchmark's known users."""
     import multiprocessing
+
     from serving.batch.job import resolve_model_dir
     from serving.batch.redis_store import RedisStore
     store = RedisStore.from_url(stack.redis.url)

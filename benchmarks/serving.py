@@ -58,8 +58,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
-
 import numpy as np
 
 log = logging.getLogger("benchmarks.serving")
@@ -245,12 +243,14 @@ STAGES = (("to IndexBuilder", {"to_nodes": ["IndexBuilder"]}),
 
 
 def _run_pipeline(config, run_options: dict) -> None:  # in a child process
-    import stars  # noqa: F401,F811
+    from stars.environment import configure
+    configure()
     logging.basicConfig(level=logging.WARNING)
     from absl import logging as absl_logging
     absl_logging.set_verbosity(absl_logging.ERROR)
     from tfx import v1 as tfx
     from tfx.orchestration import pipeline as tfx_pipeline
+
     from pipeline.pipeline import create_pipeline
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config),
                                            run_options=tfx_pipeline.RunOptions(**run_options))
@@ -346,6 +346,7 @@ def _warm_signatures(port: int, signatures: dict, times: int = 3) -> None:
     """Calls every signature through gRPC Predict (raw stub: outputs are not decoded)."""
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
     from serving.sidecar.model_client import tensor_proto
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -362,15 +363,21 @@ def _warm_signatures(port: int, signatures: dict, times: int = 3) -> None:
 # ------------------------------------------------------------------------------ one size
 def bench_size(size: str, args) -> dict:
     import tensorflow as tf
+
     from models.serving import load_serving_model, recall_against_brute_force
     from serving.batch.job import resolve_model_dir
     from serving.model_server.server import serve
     from serving.sidecar.api import RECOMMENDATIONS_PATH
-    from serving.sidecar.server import make_server
     from serving.sidecar.cli import build_app
     from serving.sidecar.filters import Filters
-    from serving.sidecar.model_client import (Event, ModelContext, SignatureInfo,
-                                              make_model_client, recommend_inputs)
+    from serving.sidecar.model_client import (
+        Event,
+        ModelContext,
+        SignatureInfo,
+        make_model_client,
+        recommend_inputs,
+    )
+    from serving.sidecar.server import make_server
     from stars.cli import build_parser
 
     size_started = time.time()

@@ -19,8 +19,6 @@ import platform
 import sys
 import time
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
-
 
 def _epoch(step, data) -> dict:
     """Runs ``step`` over one epoch of ``data``: wall seconds, batches, columns, events."""
@@ -38,6 +36,7 @@ def _epoch(step, data) -> dict:
 
 def measure(pipeline_root: str, variant: str, epochs: int, overrides=None) -> dict:
     import tensorflow as tf
+
     from models import trainer as T
     from stars.evaluation import offline
     ctx = offline.EvalContext(pipeline_root)

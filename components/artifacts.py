@@ -1,6 +1,8 @@
 """Artifact types of STARS's custom components."""
-from tfx.types import artifact
-from tfx.types import standard_artifacts  # noqa: F401  (re-exported for components)
+from tfx.types import (
+    artifact,
+    standard_artifacts,  # noqa: F401  (re-exported for components)
+)
 
 
 class DataRejects(artifact.Artifact):

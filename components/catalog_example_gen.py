@@ -3,13 +3,11 @@
 One split, ``catalog``: the catalogue is not training data, and every item --
 interacted with or not -- must reach the ItemEnricher and the index.
 """
-import stars  # noqa: F401
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from components.examples_artifact import mark_examples
-from stars.data import catalog
-from stars.data import tf_example
+from stars.data import catalog, tf_example
 
 CATALOG_SPLIT = "catalog"
 

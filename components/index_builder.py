@@ -16,8 +16,6 @@ import json
 import os
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
@@ -26,7 +24,7 @@ from tfx.utils import path_utils
 
 from models import features as F
 from models.item_catalog import load_item_catalog
-from models.serving import (ServingModule, recall_against_brute_force, save_serving_model)
+from models.serving import ServingModule, recall_against_brute_force, save_serving_model
 from models.trainer import load_trained
 
 REPORT_FILE = "index_report.json"

@@ -10,7 +10,6 @@ import os
 import shutil
 import tempfile
 
-import stars  # noqa: F401
 import apache_beam as beam
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -18,10 +17,7 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataRejects
 from components.catalog_example_gen import CATALOG_SPLIT
 from components.examples_artifact import mark_examples
-from stars.data import sequence_job
-from stars.data import sequences
-from stars.data import staging
-from stars.data import tf_example
+from stars.data import sequence_job, sequences, staging, tf_example
 
 
 def catalog_item_ids(catalog_uri: str) -> set:

@@ -10,17 +10,16 @@ re-embedded on the next run.
 import json
 import os
 
-import stars  # noqa: F401
 from tfx import v1 as tfx
-from tfx.types import artifact_utils
-from tfx.types import standard_artifacts
+from tfx.types import artifact_utils, standard_artifacts
 
 from components.examples_artifact import mark_examples
 from stars.data import tf_example
 from stars.enrichment import enricher
 from stars.enrichment.cache import EnrichmentCache
 from stars.enrichment.encoders import make_encoder
-from stars.enrichment.tag_vocabulary import DEFAULT as DEFAULT_VOCABULARY, TagVocabulary
+from stars.enrichment.tag_vocabulary import DEFAULT as DEFAULT_VOCABULARY
+from stars.enrichment.tag_vocabulary import TagVocabulary
 from stars.enrichment.taggers import make_tagger
 
 TAG_VOCABULARY_FILE = "tag_vocabulary.json"

@@ -19,8 +19,6 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
-
-import stars  # noqa: F401
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -30,7 +28,8 @@ from models import features as F
 from models.popularity import read_popularity_counts
 from models.serving import load_serving_model
 from stars.data import tf_example
-from stars.evaluation import requests, retrieval_metrics as RM
+from stars.evaluation import requests
+from stars.evaluation import retrieval_metrics as RM
 
 KS = (5, 10, 20, 50)
 SLICES = ("category", "candidate_set_size", "cold_start_target")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-import stars  # noqa: F401
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
 from tfx.proto import trainer_pb2

@@ -1,2 +1,4 @@
-"""models package of STARS."""
-import stars  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+"""models package of STARS: the TFRS retrieval model, its layers and its Trainer module."""
+from stars.environment import require_keras_2
+
+require_keras_2()

@@ -7,8 +7,6 @@ next ``HOLIDAY_WINDOW_DAYS`` days (demand for holiday items peaks *before* the
 day).  All in UTC; the ids are small non-negative ints ready for embeddings.
 """
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 HOUR_BUCKETS = 24

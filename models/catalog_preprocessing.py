@@ -8,13 +8,11 @@ embedding e_i (passed through), tag ids for the multi-hot t_i (the tagger's tags
 the category-path nodes and the brand: ``item_attributes``), price
 normalisation and buckets, and an in-stock flag.
 """
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features as F
 from stars.data.catalog import CATEGORY_SEPARATOR
-
 
 TAXONOMY_PREFIX = "taxonomy:"
 BRAND_PREFIX = "brand:"

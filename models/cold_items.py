@@ -14,8 +14,6 @@ selection choice made after training by ``choose_norm`` (the TFX Trainer's
 from typing import Optional
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 # Quantiles of the warm items' norms tried on the validation target (None = off), ascending.

@@ -9,7 +9,6 @@ context, so new context needs no retraining of the backbone: only W_c (and τ)
 need fine-tuning for a new signal.  W_c starts at zero, so an untrained offset
 changes nothing.
 """
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import calendar

@@ -11,7 +11,6 @@ position ever sees a state that looked at its future.
 * ``h_next`` = the hidden state at the last position (short-term intent, NI);
 * ``h_gen``  = the hidden state at the [USER] position (general interest, GI).
 """
-import stars  # noqa: F401
 import tensorflow as tf
 
 

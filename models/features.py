@@ -6,7 +6,6 @@ fixed-length (dense); otherwise Transform hands it over as a SparseTensor.  The
 helpers below accept either, so the preprocessing code does not depend on what
 one particular dataset happened to look like.
 """
-import stars  # noqa: F401
 import tensorflow as tf
 
 # Transform output vocabularies (tft_output.vocabulary_file_by_name).

@@ -11,8 +11,6 @@ target's page) for negative sampling.
 from typing import List, Mapping, Sequence
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import features as F

@@ -13,8 +13,6 @@ import os
 from typing import Optional
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import features as F

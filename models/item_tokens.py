@@ -24,8 +24,6 @@ embedding table: W δ, a learned map of a free table, adds no expressive power a
 Beauty's validation targets 3% lower (BUILD_NOTES.md).
 """
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.config import ModelConfig

@@ -25,8 +25,6 @@ import dataclasses
 from typing import Iterable, Tuple
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 PERIOD_S = 7 * 86400   # one week

@@ -9,7 +9,6 @@ agree on what "latest" means.
 """
 from __future__ import annotations
 
-import stars  # noqa: F401
 import tensorflow as tf
 
 RECENCY = (1.0, 0.5, 0.25)           # r_k, k = 0 the latest known event

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.inputs import SEQUENCE_KEYS

@@ -14,7 +14,6 @@ batch whose rows are all masked (e.g. only padding) contributes 0.
 """
 from __future__ import annotations
 
-import stars  # noqa: F401
 import tensorflow as tf
 
 # Logit of a masked candidate: exp(MASKED - s) underflows to exactly 0 in float32

@@ -19,8 +19,6 @@ overlaps it with the accelerator).
 from __future__ import annotations
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 SAME_PAGE, SUBCLASS, RANDOM = 0, 1, 2

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 log = logging.getLogger(__name__)

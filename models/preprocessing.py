@@ -15,7 +15,6 @@ Item ids stay strings: they are mapped to the catalogue's item vocabulary (built
 by the catalogue Transform over the WHOLE catalogue) so cold-start items that
 nobody interacted with still have an index.
 """
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_transform as tft
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import stars  # noqa: F401
 import tensorflow as tf
 
 # Variables that are not decayed: biases and LayerNormalization's gamma / beta.

@@ -33,8 +33,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.latest_items import RECENCY, recency_weights

@@ -46,8 +46,6 @@ import math
 import os
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

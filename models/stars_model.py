@@ -24,13 +24,11 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import cold_items
+from models import cold_items, losses
 from models import features as F
-from models import losses
 from models.config import ModelConfig
 from models.context import ContextOffset, EventEncodings
 from models.encoder import SequenceEncoder

@@ -24,8 +24,6 @@ import dataclasses
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.latest_items import RECENCY, recency_weights

@@ -30,23 +30,19 @@ import os
 from typing import Optional
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from models import cold_items
+from models import cold_items, length_buckets, semantic_match, successor_source
 from models import features as F
-from models import length_buckets
-from models import semantic_match, successor_source
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
 from models.item_trend import TrendTable, distinct_events, trend_table
-from models.successor_source import SuccessorTable, example_sequences
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
+from models.successor_source import SuccessorTable, example_sequences
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights"

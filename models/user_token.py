@@ -6,7 +6,6 @@ small embedding tables).  Everything is concatenated and projected to d.
 """
 from typing import Mapping
 
-import stars  # noqa: F401
 import tensorflow as tf
 
 

@@ -24,13 +24,12 @@ import json
 import os
 from typing import List
 
-import stars  # noqa: F401
 from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from components.catalog_example_gen import CATALOG_SPLIT, CatalogExampleGen
-from components.interaction_example_gen import InteractionExampleGen
 from components.index_builder import IndexBuilder
+from components.interaction_example_gen import InteractionExampleGen
 from components.item_enricher import ItemEnricher
 from components.stars_evaluator import StarsEvaluator
 from components.stars_trainer import StarsTrainer

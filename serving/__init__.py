@@ -1,2 +1,1 @@
 """serving package of STARS."""
-import stars  # noqa: F401  (selects Keras 2 before TensorFlow loads)

@@ -14,9 +14,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import stars  # noqa: F401
-
-
 
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
@@ -84,8 +81,8 @@ def _catalogue(data_dir: str) -> dict:
 def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars") -> dict:
     from serving.batch import job
     from serving.model_server.server import serve
-    from serving.sidecar.server import make_server
     from serving.sidecar.cli import build_app
+    from serving.sidecar.server import make_server
     from stars.cli import build_parser
 
     work = Path(work_dir)

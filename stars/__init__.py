@@ -1,7 +1,6 @@
-"""STARS: semantic-token sequential retrieval on the TensorFlow ecosystem."""
-from stars._env import quiet_python_version_notices, use_legacy_keras
+"""STARS: semantic-token sequential retrieval on the TensorFlow ecosystem.
 
-use_legacy_keras()
-quiet_python_version_notices()
+Importing a package sets nothing up: entry points call
+:func:`stars.environment.configure` first (see that module)."""
 
 __version__ = "0.1.0"

@@ -22,9 +22,9 @@ import os
 import sys
 import time
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
 from stars import calendar_context as CC
 from stars.data.contract import ContractError
+from stars.environment import configure
 
 
 def _print(obj) -> None:
@@ -44,8 +44,9 @@ def _import_amazon(args) -> int:
 
 
 def _validate(args) -> int:
-    from stars.data import catalog, staging
     import tempfile
+
+    from stars.data import catalog, staging
     ids = {f["item_id"][0] for f in catalog.read_catalog(args.data_dir)}
     rejects = args.rejects or os.path.join(args.data_dir, "rejects")
     with tempfile.TemporaryDirectory() as work:
@@ -106,6 +107,7 @@ def _run_pipeline(config) -> int:
 
 def _pipeline_compile(args) -> int:
     import dataclasses
+
     from pipeline.runners import vertex
 
     def uri(path):  # gs://... stays as given; a local path becomes absolute
@@ -248,6 +250,7 @@ def _add_serving_commands(sub) -> None:
 
 
 def main(argv=None) -> int:
+    configure()  # before any subcommand's imports build a model (stars.environment)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

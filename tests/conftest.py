@@ -1,10 +1,16 @@
-"""Test set-up: `stars` is imported first so TensorFlow binds Keras 2."""
-import stars  # noqa: F401
+"""Test set-up: the process is configured (Keras 2 for TFRS) before any test module loads."""
 
-import json  # noqa: E402
-import os  # noqa: E402
+import json
+import os
 
-import pytest  # noqa: E402
+import pytest
+
+from stars.environment import configure
+
+
+def pytest_configure(config):
+    """The tests' entry point: runs before collection imports a test module."""
+    configure()
 
 
 @pytest.fixture(scope="session")

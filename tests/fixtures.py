@@ -7,7 +7,7 @@ DAY = 86400
 T0 = 1_700_000_000  # 2023-11-14
 
 ITEMS = [
-    # item_id, title, description, brand, category_path, subclass, price, stock, regions, tags, 
+    # item_id, title, description, brand, category_path, subclass, price, stock, regions, tags,
     ("i1", "Organic Green Tea 20 bags", "Gluten-free loose leaf tea", "Leafy", "Grocery > Tea", "grocery/tea", "4.5", "10", "us|eu", ""),
     ("i2", "Vegan Chai Tea Blend", "Spiced black tea", "Leafy", "Grocery > Tea", "grocery/tea", "5.0", "0", "us", "vegan"),
     ("i3", "Earl Grey Tea Tin", "Classic bergamot tea", "Royal", "Grocery > Tea", "grocery/tea", "7.25", "3", "", ""),

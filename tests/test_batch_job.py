@@ -6,23 +6,22 @@ was given (history length, last item, item sum, request time, user features, reg
 the job's grouping, ordering, cutting, as-of filtering and feature mapping are checked
 exactly.  The e2e test runs the real pushed STARS model.
 """
-import stars  # noqa: F401
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
+import argparse
+import json
+import math
+import os
+import shutil
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from serving.batch import job  # noqa: E402
-from serving.batch.cli import add_batch_parser  # noqa: E402
-from serving.batch.embedded_store import EmbeddedStore  # noqa: E402
-from serving.batch.redis_store import RedisStore  # noqa: E402
-from tests.test_user_store import redis_url  # noqa: E402,F401  (the redis-server fixture)
+from serving.batch import job
+from serving.batch.cli import add_batch_parser
+from serving.batch.embedded_store import EmbeddedStore
+from serving.batch.redis_store import RedisStore
+from tests.test_user_store import redis_url  # noqa: F401  (the redis-server fixture)
 
 DOUBLE_DIM = 8
 OFFSET = 1000.0  # the double's "context offset": h_gen = h_gen_base + OFFSET

@@ -2,8 +2,6 @@
 import datetime as dt
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import calendar

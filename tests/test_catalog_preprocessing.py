@@ -1,5 +1,4 @@
 """The item attributes t_i: tagger tags + category-path nodes + brand."""
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.catalog_preprocessing import item_attributes

@@ -1,8 +1,6 @@
 """Cold-item calibration against a numpy reference."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import cold_items

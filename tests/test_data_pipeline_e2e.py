@@ -12,8 +12,6 @@ import os
 
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow_transform as tft
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.utils import io_utils

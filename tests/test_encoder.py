@@ -1,7 +1,5 @@
 """The sequence encoder (STARS §4.2): attention masks, causality, and the two read-outs."""
 import numpy as np
-
-import stars  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from models.config import make_config

@@ -8,8 +8,12 @@ import sys
 import numpy as np
 import pytest
 
-from stars.enrichment.encoders import (HashingEncoder, HttpEmbeddingEncoder,
-                                       PrecomputedEncoder, make_encoder)
+from stars.enrichment.encoders import (
+    HashingEncoder,
+    HttpEmbeddingEncoder,
+    PrecomputedEncoder,
+    make_encoder,
+)
 from stars.enrichment.http_client import EndpointError, JsonEndpoint
 from stars.enrichment.item_text import content_hash, item_text
 from stars.enrichment.minilm import MiniLMEncoder

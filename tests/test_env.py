@@ -1,30 +1,32 @@
-"""TF_USE_LEGACY_KERAS is set in one place, before TensorFlow binds Keras."""
+"""Process set-up happens in the entry points, not on import (stars.environment)."""
 import os
 import subprocess
 import sys
 
 import pytest
 
-from stars import _env
+from stars import environment
 
 
 def _run(code: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != _env.LEGACY_KERAS_VAR}
+    """``code`` in a fresh interpreter whose environment does not select Keras 2."""
+    env = {k: v for k, v in os.environ.items() if k != environment.LEGACY_KERAS_VAR}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("entry", ["stars", "pipeline", "components", "models", "serving"])
-def test_every_package_selects_keras_2_in_a_fresh_process(entry):
-    result = _run(f"import {entry}\nimport os, tensorflow as tf\n"
-                  "print(os.environ['TF_USE_LEGACY_KERAS'], tf.keras.__name__)")
+@pytest.mark.parametrize("package", ["stars", "pipeline", "components", "serving",
+                                     "serving.sidecar.api", "serving.model_server"])
+def test_importing_a_package_sets_nothing_up(package):
+    result = _run(f"import os, {package}\n"
+                  f"print(os.environ.get('{environment.LEGACY_KERAS_VAR}', 'unset'))")
     assert result.returncode == 0, result.stderr[-2000:]
-    flag, keras_module = result.stdout.split()[-2:]
-    assert flag == "1" and keras_module.startswith("tf_keras"), result.stdout
+    assert result.stdout.split()[-1] == "unset"
 
 
-def test_tfrs_builds_a_model_under_keras_2_in_a_fresh_process():
-    code = ("import stars, tensorflow as tf, tensorflow_recommenders as tfrs\n"
+def test_configure_selects_keras_2_for_tfrs():
+    code = ("from stars.environment import configure\nconfigure()\n"
+            "import tensorflow as tf, tensorflow_recommenders as tfrs, models.stars_model\n"
             "layer = tfrs.layers.factorized_top_k.BruteForce(k=1)\n"
             "assert isinstance(layer, tf.keras.layers.Layer)\n"
             "print(tf.keras.Model.__module__)")
@@ -33,15 +35,28 @@ def test_tfrs_builds_a_model_under_keras_2_in_a_fresh_process():
     assert result.stdout.strip().startswith("tf_keras"), result.stdout
 
 
-def test_child_processes_inherit_the_setting():
-    result = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('TF_USE_LEGACY_KERAS'))"],
-                            capture_output=True, text=True)
-    assert result.stdout.strip() == "1"
+def test_models_unconfigured_fail_with_what_to_do():
+    result = _run("import models.stars_model")
+    assert result.returncode != 0
+    assert "stars.environment.configure()" in result.stderr
 
 
-def test_late_import_after_keras_3_fails_loudly():
-    code = ("import os\nos.environ['TF_USE_LEGACY_KERAS'] = '0'\nimport keras\n"
-            "import stars")
-    result = _run(code)
+def test_configure_after_keras_3_was_bound_fails_loudly():
+    result = _run("import keras\nfrom stars.environment import configure\nconfigure()")
     assert result.returncode != 0
     assert "TFRS needs Keras 2" in result.stderr
+
+
+def test_the_stars_command_configures_itself():
+    result = _run("import sys\nfrom stars.cli import main\n"
+                  "sys.argv = ['stars', 'eval', '--help']\nmain()")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--data-dir" in result.stdout
+
+
+def test_child_processes_inherit_the_setting():
+    """pytest_configure ran configure(); what this process starts inherits it."""
+    result = subprocess.run([sys.executable, "-c",
+                             "import os; print(os.environ.get('TF_USE_LEGACY_KERAS'))"],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "1"

@@ -1,7 +1,5 @@
 """InputAdapter against a plain-Python reference: left padding, truncation, targets, pools."""
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.inputs import EVENT_FEATURES, InputAdapter

@@ -3,8 +3,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-import stars  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from models.config import make_config

@@ -1,8 +1,6 @@
 """models.item_trend against a loop-over-events numpy reference."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import item_trend as IT

@@ -1,8 +1,6 @@
 """Length-bucketed training batches: cutting is exact, bucketing loses and repeats no user."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import length_buckets as LB

@@ -1,14 +1,12 @@
 """The reliability benchmark's load generator (``benchmarks/load.py``) against an
 in-process sidecar: closed and open loop, and the answer check that counts filter
 violations (proved by a sidecar that serves unfiltered answers on purpose)."""
-import stars  # noqa: F401
 
-import asyncio  # noqa: E402
+import asyncio
 
-from benchmarks.load import (AnswerCheck, Outcome, closed_loop, open_loop,  # noqa: E402
-                             recovery_s, summarize)
-from tests.test_sidecar_api import GOOD, Sidecar  # noqa: E402
-from tests.test_sidecar_doubles import catalog_backend  # noqa: E402
+from benchmarks.load import AnswerCheck, Outcome, closed_loop, open_loop, recovery_s, summarize
+from tests.test_sidecar_api import GOOD, Sidecar
+from tests.test_sidecar_doubles import catalog_backend
 
 
 def test_closed_and_open_loop_count_what_the_answers_say():

@@ -1,8 +1,6 @@
 """models/losses.py against numpy references: formulas, masks, weights, finite gradients."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import losses

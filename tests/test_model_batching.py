@@ -1,16 +1,15 @@
 """Server-side batching (``serving/model_server/batching.py``): TF Serving's
 BatchingParameters text format, merged calls that give each caller exactly what it would
 get alone, and the batching model server end to end."""
-import stars  # noqa: F401
 
-import threading  # noqa: E402
-import time  # noqa: E402
+import threading
+import time
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from serving.model_server import errors  # noqa: E402
-from serving.model_server.batching import Batcher, BatchingParameters  # noqa: E402
+from serving.model_server import errors
+from serving.model_server.batching import Batcher, BatchingParameters
 
 
 def test_parameters_read_tf_servings_text_format():

@@ -1,30 +1,33 @@
 """The TF-Serving-compatible model server, driven by the official gRPC stubs and plain HTTP."""
-import stars  # noqa: F401
 
-import base64  # noqa: E402
-import csv  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
+import base64
+import csv
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from serving.model_server import serve  # noqa: E402
-from serving.model_server.versions import ModelVersions  # noqa: E402
+from serving.model_server import serve
+from serving.model_server.versions import ModelVersions
 
 NAME = "toy"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -334,6 +337,7 @@ def test_batching_server_answers_each_caller_its_own_rows(exports, tmp_path):
     """With --enable_batching, concurrent gRPC and REST calls are merged, and each caller
     gets exactly its own answer."""
     from concurrent.futures import ThreadPoolExecutor
+
     from serving.model_server.batching import BatchingParameters
     base = _base_with(tmp_path, exports, 1)
     with serve(str(base), NAME, rest_port=0, grpc_port=0, poll_seconds=0, host="127.0.0.1",
@@ -543,6 +547,7 @@ def test_serves_a_savedmodel_with_scann_ops(tmp_path):
 # ------------------------------------------------------------------------------ command line
 def test_cli_registers_model_under_serve():
     import argparse
+
     from serving.model_server.cli import add_serve_model_parser, run_serve_model
     parser = argparse.ArgumentParser(prog="stars")
     serve_parser = parser.add_subparsers(dest="command").add_parser("serve")
@@ -585,6 +590,7 @@ def test_main_execs_a_native_tensorflow_model_server(tmp_path):
 
 def test_native_model_config_for_non_default_policies():
     import argparse
+
     from serving.model_server import server as server_module
     args = server_module.build_parser().parse_args(
         ["--model-base-path", "/m/stars", "--versions", "3,4"])

@@ -1,8 +1,6 @@
 """CandidateSliceSampler against a plain-Python checker of the §4.3 negative-sampling rules."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.negatives import RANDOM, SAME_PAGE, SUBCLASS, CandidateSliceSampler

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import stars  # noqa: F401
 from models import cold_items, semantic_match, successor_source
 from models.config import make_config, variant_tuning
 from stars.evaluation import offline

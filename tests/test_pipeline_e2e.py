@@ -13,8 +13,6 @@ import subprocess
 import sys
 
 import pytest
-
-import stars  # noqa: F401
 import tensorflow_model_analysis as tfma
 
 from models import cold_items, semantic_match, successor_source
@@ -121,6 +119,7 @@ def test_blessing_gates_the_pusher(runs):
 
 def test_pushed_versions_and_new_process_answers(runs):
     import tensorflow as tf
+
     from models.serving import load_serving_model
     config, first = runs
     versions = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
@@ -171,6 +170,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
         assert searched["ids"][1] == answer["ni_ids"][1]
     # The item trend (on in this run) is in the served scores: h·w_j + β·trend_j at export.
     from tfx.utils import path_utils
+
     from models import trainer as T
     model, _, _, catalog, _ = T.load_trained(path_utils.serving_model_path(
         _latest(config.pipeline_root, "StarsTrainer", "model")))
@@ -198,6 +198,7 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
     import tensorflow as tf
     import tensorflow_transform as tft
     from tfx.utils import path_utils
+
     from models import features as F
     from models import trainer as T
     from models.serving import ServingModule

@@ -1,8 +1,6 @@
 """popularity_log_prior against p_j = (c_j + β) / (Σc + β|I|); the Transform count reader."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf  # noqa: F401
 
 from models.popularity import popularity_log_prior, read_popularity_counts

@@ -4,9 +4,7 @@ import math
 import numpy as np
 import pytest
 
-import stars  # noqa: F401
 from stars.evaluation import retrieval_metrics as rm
-
 
 # ---------------------------------------------------------------- references
 

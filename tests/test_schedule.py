@@ -3,8 +3,6 @@ import math
 
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models.config import ModelConfig

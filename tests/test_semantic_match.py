@@ -2,8 +2,6 @@
 query part, the serving space of a real StarsModel, and the weight's selection."""
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import semantic_match as SM

@@ -1,15 +1,14 @@
 """The adaptive admission limit (``serving/sidecar/admission.py``) against its rule, and
 in the HTTP app: late answers shrink the cap so the next requests are refused at once."""
-import stars  # noqa: F401
 
-import threading  # noqa: E402
-import time  # noqa: E402
+import threading
+import time
 
-import pytest  # noqa: E402
+import pytest
 
-from serving.sidecar.admission import AdaptiveLimit  # noqa: E402
-from serving.sidecar.api import ApiConfig  # noqa: E402
-from tests.test_sidecar_api import GOOD, Sidecar  # noqa: E402
+from serving.sidecar.admission import AdaptiveLimit
+from serving.sidecar.api import ApiConfig
+from tests.test_sidecar_api import GOOD, Sidecar
 
 
 def test_additive_increase_multiplicative_decrease():

@@ -1,30 +1,32 @@
 """The sidecar's HTTP API over a real socket (model: ModelClientTestDouble): answers,
 4xx for every kind of bad input (never a 500), limits, health/readiness, Prometheus
 metrics, and the OpenAPI spec checked against examples and against the parser."""
-import stars  # noqa: F401
 
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
+import http.client
+import json
+import os
+import random
+import socket
+import threading
+import time
 
-import jsonschema  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import jsonschema
+import pytest
+import yaml
 
-from serving.sidecar.api import (OPENAPI_PATH, ROUTES, ApiConfig, SidecarApp,  # noqa: E402
-                                 parse_request)
-from serving.sidecar.server import HttpConfig, make_server  # noqa: E402
-from serving.sidecar.model_client import ModelUnavailable  # noqa: E402
-from serving.sidecar.popularity import Popularity  # noqa: E402
-from serving.sidecar.recommender import Recommender, RecommenderConfig  # noqa: E402
-from serving.sidecar.user_store import InMemoryUserEmbeddingStore  # noqa: E402
-from serving.sidecar.validation import RequestError  # noqa: E402
-from tests.test_sidecar_doubles import (T, ModelClientTestDouble,  # noqa: E402
-                                        RecordingFilterBackend, catalog_backend)
+from serving.sidecar.api import OPENAPI_PATH, ROUTES, ApiConfig, SidecarApp, parse_request
+from serving.sidecar.model_client import ModelUnavailable
+from serving.sidecar.popularity import Popularity
+from serving.sidecar.recommender import Recommender, RecommenderConfig
+from serving.sidecar.server import HttpConfig, make_server
+from serving.sidecar.user_store import InMemoryUserEmbeddingStore
+from serving.sidecar.validation import RequestError
+from tests.test_sidecar_doubles import (
+    ModelClientTestDouble,
+    RecordingFilterBackend,
+    T,
+    catalog_backend,
+)
 
 SPEC = yaml.safe_load(open(OPENAPI_PATH))
 

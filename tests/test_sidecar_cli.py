@@ -1,25 +1,24 @@
 """`serve sidecar` wiring: the parser builds a working app (embedded or Elasticsearch
 backend, batch user store), and the command serves HTTP and stops on SIGTERM."""
-import stars  # noqa: F401
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 
-import pytest  # noqa: E402
+import pytest
 
-from serving.sidecar.cli import add_serve_sidecar_parser, build_app  # noqa: E402
-from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend  # noqa: E402
-from serving.sidecar.filters import EmbeddedFilterBackend  # noqa: E402
-from serving.sidecar.validation import RequestError  # noqa: E402
-from tests.elasticsearch_test_double import ElasticsearchTestDouble  # noqa: E402
-from tests.fixtures import free_port, write_small_dataset  # noqa: E402
+from serving.sidecar.cli import add_serve_sidecar_parser, build_app
+from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend
+from serving.sidecar.filters import EmbeddedFilterBackend
+from serving.sidecar.validation import RequestError
+from tests.elasticsearch_test_double import ElasticsearchTestDouble
+from tests.fixtures import free_port, write_small_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,15 +3,18 @@
 ModelClientTestDouble stands in for the served model (no model runs); RecordingFilterBackend
 wraps a real backend to record what it is asked, or to fail.
 """
-import stars  # noqa: F401
 
-import time  # noqa: E402
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from serving.sidecar.filters import EmbeddedFilterBackend, FilterUnavailable  # noqa: E402
-from serving.sidecar.model_client import (Candidates, ModelTimeout,  # noqa: E402
-                                          ModelUnavailable, ModelVersionNotFound)
+from serving.sidecar.filters import EmbeddedFilterBackend, FilterUnavailable
+from serving.sidecar.model_client import (
+    Candidates,
+    ModelTimeout,
+    ModelUnavailable,
+    ModelVersionNotFound,
+)
 
 N_ITEMS, DIM, T = 200, 4, 1_700_000_000
 

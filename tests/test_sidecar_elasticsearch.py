@@ -4,23 +4,26 @@ bodies, indexing with an alias swap, failure handling, and equal semantics with 
 embedded backend on the same catalogue and filters.  The tests that need no look inside
 the server (``server`` fixture) run against an independent Elasticsearch-API server as
 well (``noida-db``, see ``tests/independent_elasticsearch.py``)."""
-import stars  # noqa: F401
 
-import argparse  # noqa: E402
-import csv  # noqa: E402
-import json  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
+import argparse
+import csv
+import json
+import random
+import time
 
-import pytest  # noqa: E402
+import pytest
 
-from serving.sidecar import elasticsearch_backend as esb  # noqa: E402
-from serving.sidecar.cli import add_index_items_parser  # noqa: E402
-from serving.sidecar.filters import (EmbeddedFilterBackend, Filters,  # noqa: E402
-                                     FilterUnavailable, catalog_documents)
-from tests.elasticsearch_test_double import ElasticsearchTestDouble  # noqa: E402
-from tests.independent_elasticsearch import IndependentElasticsearch  # noqa: E402
-from tests.fixtures import write_small_dataset  # noqa: E402
+from serving.sidecar import elasticsearch_backend as esb
+from serving.sidecar.cli import add_index_items_parser
+from serving.sidecar.filters import (
+    EmbeddedFilterBackend,
+    Filters,
+    FilterUnavailable,
+    catalog_documents,
+)
+from tests.elasticsearch_test_double import ElasticsearchTestDouble
+from tests.fixtures import write_small_dataset
+from tests.independent_elasticsearch import IndependentElasticsearch
 
 ALIAS = "items"
 
@@ -271,9 +274,8 @@ def test_index_items_cli(es, small_dir, capsys):
 def test_recommender_over_elasticsearch_and_its_outage(server, failure):
     from serving.sidecar.model_client import Event
     from serving.sidecar.popularity import Popularity
-    from serving.sidecar.recommender import (RecommendationRequest, Recommender,
-                                             RecommenderConfig)
-    from tests.test_sidecar_doubles import N_ITEMS, T, ModelClientTestDouble
+    from serving.sidecar.recommender import RecommendationRequest, Recommender, RecommenderConfig
+    from tests.test_sidecar_doubles import N_ITEMS, ModelClientTestDouble, T
     docs = [{"item_id": f"it{i}", "categories": ["A"] if i % 4 == 0 else ["B"],
              "subclass": "s", "regions": ["us"] if i % 2 else ["*"], "in_stock": i % 10 != 3,
              "price": float(i)} for i in range(N_ITEMS)]

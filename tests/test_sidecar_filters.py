@@ -1,13 +1,11 @@
 """Sidecar filters: request parsing, the embedded backend's semantics, popularity."""
-import stars  # noqa: F401
 
-import pytest  # noqa: E402
+import pytest
 
-from serving.sidecar.filters import (EmbeddedFilterBackend, Filters, item_document,  # noqa: E402
-                                     parse_filters)
-from serving.sidecar.popularity import Popularity, read_counts  # noqa: E402
-from serving.sidecar.validation import RequestError  # noqa: E402
-from tests.fixtures import write_small_dataset  # noqa: E402
+from serving.sidecar.filters import EmbeddedFilterBackend, Filters, item_document, parse_filters
+from serving.sidecar.popularity import Popularity, read_counts
+from serving.sidecar.validation import RequestError
+from tests.fixtures import write_small_dataset
 
 
 @pytest.fixture(scope="module")

@@ -8,32 +8,44 @@
   server (serving/model_server) serving a small SavedModel with the STARS serving
   signatures, and the whole sidecar over it.
 """
-import stars  # noqa: F401
 
-import json  # noqa: E402
-import math  # noqa: E402
-import shutil  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from concurrent import futures  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+import json
+import math
+import shutil
+import threading
+import time
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from tests.fixtures import free_port  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from google.protobuf import any_pb2  # noqa: E402
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,  # noqa: E402
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
-
-from serving.sidecar.model_client import (Event, GrpcModelClient, ModelContext,  # noqa: E402
-                                          ModelTimeout, ModelUnavailable, ModelVersionNotFound,
-                                          RestModelClient, SignatureInfo, make_model_client,
-                                          padded_length, recommend_inputs, tensor_proto,
-                                          tensor_values)
+from serving.sidecar.model_client import (
+    Event,
+    GrpcModelClient,
+    ModelContext,
+    ModelTimeout,
+    ModelUnavailable,
+    ModelVersionNotFound,
+    RestModelClient,
+    SignatureInfo,
+    make_model_client,
+    padded_length,
+    recommend_inputs,
+    tensor_proto,
+    tensor_values,
+)
+from tests.fixtures import free_port
 
 T = 1_700_000_000
 WITH_CONTEXT_DEFS = {
@@ -533,13 +545,14 @@ def test_both_clients_against_the_model_server(served):
 
 @pytest.mark.e2e
 def test_the_sidecar_over_the_model_server(served):
+    import http.client
+
     from serving.sidecar.api import SidecarApp
-    from serving.sidecar.server import make_server
     from serving.sidecar.filters import EmbeddedFilterBackend
     from serving.sidecar.popularity import Popularity
     from serving.sidecar.recommender import Recommender, RecommenderConfig
+    from serving.sidecar.server import make_server
     from serving.sidecar.user_store import InMemoryUserEmbeddingStore
-    import http.client
     server, modules = served
     catalog = EmbeddedFilterBackend({"item_id": f"it{i}", "regions": ["us"] if i % 3 else ["*"],
                                      "categories": ["A"], "in_stock": True, "price": float(i)}

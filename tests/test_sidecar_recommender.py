@@ -1,25 +1,32 @@
 """The sidecar's recommendation flow against a ModelClient test double: stored vs encoded
 embeddings, cold start, over-fetch and re-fetch, round-robin merging, and the degraded
 paths (model down or slow, filter backend down, stale stored embeddings)."""
-import stars  # noqa: F401
 
-import dataclasses  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
+import dataclasses
+import random
+import time
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from serving.sidecar.filters import Filters  # noqa: E402
-from serving.sidecar.model_client import Event, ModelUnavailable  # noqa: E402
-from serving.sidecar.popularity import ModelPopularity, Popularity  # noqa: E402
-from serving.sidecar.recommender import (RecommendationRequest, Recommender,  # noqa: E402
-                                         RecommenderConfig, interleave_round_robin)
-from serving.sidecar.user_store import InMemoryUserEmbeddingStore  # noqa: E402
-from stars.evaluation.retrieval_metrics import interleave_round_robin as rr_metric  # noqa: E402
-
-from tests.test_sidecar_doubles import (N_ITEMS, T, ModelClientTestDouble,  # noqa: E402
-                                        RecordingFilterBackend, catalog_backend)
+from serving.sidecar.filters import Filters
+from serving.sidecar.model_client import Event, ModelUnavailable
+from serving.sidecar.popularity import ModelPopularity, Popularity
+from serving.sidecar.recommender import (
+    RecommendationRequest,
+    Recommender,
+    RecommenderConfig,
+    interleave_round_robin,
+)
+from serving.sidecar.user_store import InMemoryUserEmbeddingStore
+from stars.evaluation.retrieval_metrics import interleave_round_robin as rr_metric
+from tests.test_sidecar_doubles import (
+    N_ITEMS,
+    ModelClientTestDouble,
+    RecordingFilterBackend,
+    T,
+    catalog_backend,
+)
 
 
 @pytest.fixture()

@@ -5,8 +5,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import successor_source as SS
@@ -14,7 +12,7 @@ from models import trainer
 from models.config import make_config
 from stars.evaluation import validation_ranking as VR
 from tests.test_semantic_match import _ranking_setup, assert_best_of_grid
-from tests.test_stars_model import L, USER_VOCAB, _inputs, _model, _small_setup
+from tests.test_stars_model import USER_VOCAB, L, _inputs, _model, _small_setup
 
 SEQUENCES = [[0, 1, 2, 3, 1], [2, 3, 4], [5, 5, 6, 0], [1, 0, 1, 7, 2, 3]]
 N = 9   # item 8 never occurs

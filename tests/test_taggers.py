@@ -9,7 +9,6 @@ from stars.enrichment.tag_vocabulary import DEFAULT, Tag, TagVocabulary
 from stars.enrichment.taggers import ChatTagger, KeywordTagger, make_tagger, parse_reply
 from tests.openai_test_double import OpenAITestDouble
 
-
 # --- vocabulary -------------------------------------------------------------
 
 @pytest.mark.parametrize("raw,name", [

@@ -6,8 +6,6 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
-import stars  # noqa: F401  (before TensorFlow / TFMA)
 import tensorflow_model_analysis as tfma
 
 from stars.evaluation import retrieval_metrics as rm

@@ -3,8 +3,6 @@ on and selects the cold-item norm with, and what it records."""
 import types
 
 import numpy as np
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from models import trainer

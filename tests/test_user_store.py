@@ -3,19 +3,17 @@
 Redis tests start their own ``redis-server`` on loopback (see ``redis_url``); when the
 binary is missing they FAIL (CI installs it) unless STARS_ALLOW_NO_REDIS=1.
 """
-import stars  # noqa: F401
 
-import threading  # noqa: E402
-import time  # noqa: E402
+import threading
+import time
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from serving.batch import store as store_lib  # noqa: E402
-from serving.batch.embedded_store import EmbeddedStore  # noqa: E402
-from serving.batch.store import (StoreError, UserEmbeddingReader, UserEmbeddingStore,  # noqa: E402
-                                 decode, encode)
-from tests.redis_server import start_or_skip  # noqa: E402
+from serving.batch import store as store_lib
+from serving.batch.embedded_store import EmbeddedStore
+from serving.batch.store import StoreError, UserEmbeddingReader, UserEmbeddingStore, decode, encode
+from tests.redis_server import start_or_skip
 
 DIM = 4
 

@@ -4,8 +4,6 @@ import math
 
 import numpy as np
 import pytest
-
-import stars  # noqa: F401
 import tensorflow as tf
 
 from stars.evaluation import validation_ranking as VR

@@ -11,16 +11,16 @@ import yaml
 
 pytest.importorskip("kfp.pipeline_spec", reason="KubeflowV2DagRunner needs kfp")
 
-from google.protobuf import json_format  # noqa: E402
-from kfp.pipeline_spec import pipeline_spec_pb2  # noqa: E402
-from tfx.orchestration.kubeflow.v2 import compiler_utils  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.utils import import_utils  # noqa: E402
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx import v1 as tfx
+from tfx.orchestration.kubeflow.v2 import compiler_utils
+from tfx.utils import import_utils
 
-from pipeline.configs import PipelineConfig  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
-from pipeline.runners import vertex  # noqa: E402
-from stars import cli  # noqa: E402
+from pipeline.configs import PipelineConfig
+from pipeline.pipeline import create_pipeline
+from pipeline.runners import vertex
+from stars import cli
 
 IMAGE = "europe-west4-docker.pkg.dev/proj/repo/stars:test"
 BEAM_ARGS = ("--runner=DataflowRunner", "--project=proj", "--region=europe-west4",

@@ -1,5 +1,4 @@
 """Runs the pipeline with TFX's LocalDagRunner (the embedded default)."""
-import stars  # noqa: F401
 from tfx import v1 as tfx
 
 from pipeline.configs import PipelineConfig

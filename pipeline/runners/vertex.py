@@ -42,7 +42,6 @@ import json
 import os
 import tempfile
 
-import stars  # noqa: F401
 import yaml
 from tfx import v1 as tfx
 from tfx.dsl.io import fileio

@@ -6,4 +6,3 @@
 * :mod:`serving.batch.job` — the Beam job behind ``stars batch user-embeddings``;
 * :mod:`serving.batch.cli` — its command line (``add_batch_parser``).
 """
-import stars  # noqa: F401

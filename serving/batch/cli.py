@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 
-import stars  # noqa: F401
-
 
 def _user_embeddings(args) -> int:
     from serving.batch import job

@@ -28,11 +28,17 @@ import uuid
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-import stars  # noqa: F401
-
-from serving.batch.store import (DEFAULT_GRACE_SECONDS, Entry, RefreshContext, StoreError,
-                                 check_generation, encode, new_generation, read_entry,
-                                 row_parts)
+from serving.batch.store import (
+    DEFAULT_GRACE_SECONDS,
+    Entry,
+    RefreshContext,
+    StoreError,
+    check_generation,
+    encode,
+    new_generation,
+    read_entry,
+    row_parts,
+)
 
 POINTER = "CURRENT"
 SUFFIX = ".sqlite"

@@ -33,8 +33,6 @@ import os
 import time
 from typing import Iterable, Optional, Sequence
 
-import stars  # noqa: F401
-
 import apache_beam as beam
 import numpy as np
 
@@ -333,6 +331,7 @@ def run(model_base_path: str, data_dir: str, store: str, version: Optional[int] 
     ``store``: ``embedded:PATH`` or ``redis://host:port/db``.  On any failure the new
     generation is aborted and readers keep the previous one."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
     from serving.batch.store import open_store
 
     if max_history < 1 or batch_size < 1:

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence
 
-import stars  # noqa: F401
+from serving.batch.store import (
+    DEFAULT_GRACE_SECONDS,
+    Entry,
+    RefreshContext,
+    StoreError,
+    check_generation,
+    encode,
+    new_generation,
+    read_entry,
+    row_parts,
+)
 from stars.batching import batches
-
-from serving.batch.store import (DEFAULT_GRACE_SECONDS, Entry, RefreshContext, StoreError,
-                                 check_generation, encode, new_generation, read_entry,
-                                 row_parts)
 
 NAMESPACE = "stars:ue"
 WRITE_BATCH = 1000

@@ -30,8 +30,6 @@ import secrets
 import time
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
-import stars  # noqa: F401
-
 import numpy as np
 
 # (h_gen_base, h_next_base, model_version, latest item ids oldest first, () when none)

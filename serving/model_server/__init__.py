@@ -18,9 +18,8 @@ Modules: ``errors`` (status codes), ``versions`` (discovery, loading, ref-counte
 ``tensors`` (JSON/TensorProto <-> arrays), ``predict`` (signature calls), ``rest``, ``grpc_service``,
 ``server`` (``serve`` + ``main``), ``cli`` (``add_serve_model_parser``).
 """
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
 
-from serving.model_server.errors import ServingError  # noqa: E402
-from serving.model_server.server import ModelServer, serve  # noqa: E402
+from serving.model_server.errors import ServingError
+from serving.model_server.server import ModelServer, serve
 
 __all__ = ["ModelServer", "ServingError", "serve"]

@@ -47,8 +47,12 @@ def batching_parameters_class():
     """The ``tensorflow.serving.BatchingParameters`` message class."""
     global _message_class
     if _message_class is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-        from google.protobuf import wrappers_pb2  # noqa: F401  (registers the wrappers)
+        from google.protobuf import (
+            descriptor_pb2,
+            descriptor_pool,
+            message_factory,
+            wrappers_pb2,  # noqa: F401  (registers the wrappers)
+        )
         F = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
             name="stars/tensorflow_serving_batching_parameters.proto",

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 from serving.model_server import server
 
 

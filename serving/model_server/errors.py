@@ -5,8 +5,6 @@ the messages used across the package follow TF Serving's own wording where it ha
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 import grpc
 
 Code = grpc.StatusCode

@@ -8,15 +8,12 @@ gRPC itself with RESOURCE_EXHAUSTED (``grpc.max_receive_message_length``).
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 import logging
-from typing import Optional
 from concurrent import futures
+from typing import Optional
 
 import grpc
-from tensorflow_serving.apis import (model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
 
 from serving.model_server import errors, predict, status, tensors
 

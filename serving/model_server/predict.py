@@ -6,8 +6,6 @@ set of inputs, a wrong dtype or an incompatible shape -> INVALID_ARGUMENT, befor
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 from typing import Iterable, Mapping, Optional
 
 import numpy as np

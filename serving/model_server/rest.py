@@ -11,8 +11,6 @@ never a 500: only a bug in this server is.
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 import json
 import logging
 import re

@@ -17,8 +17,6 @@ import tempfile
 import threading
 from typing import Iterable, Optional, Sequence
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 log = logging.getLogger(__name__)
 
 NATIVE_BINARY = "tensorflow_model_server"

@@ -1,8 +1,6 @@
 """TF Serving's model status and metadata responses (protos shared by gRPC and REST)."""
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 from typing import Optional
 
 from google.protobuf import json_format

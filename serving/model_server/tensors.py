@@ -11,8 +11,6 @@ Every malformed input raises ``ServingError(INVALID_ARGUMENT)`` with TF Serving'
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 import base64
 import binascii
 import json

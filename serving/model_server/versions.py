@@ -18,8 +18,6 @@ AVAILABLE, and at start-up an older loadable version is served instead.
 """
 from __future__ import annotations
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow loads)
-
 import contextlib
 import dataclasses
 import gc
@@ -59,6 +57,7 @@ def load_saved_model(export_dir: str):
     except ImportError:  # pragma: no cover - scann is a dependency; brute_force exports load anyway
         log.warning("scann is not importable: models with ScaNN ops will not load")
     import tensorflow as tf
+
     from models.serving import replay_warmup
     loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
     # TF Serving replays assets.extra/tf_serving_warmup_requests before serving a version.

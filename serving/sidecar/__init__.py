@@ -7,4 +7,3 @@ Modules, one concept each: ``model_client`` (gRPC/REST clients of the served mod
 ``recommender`` (the flow), ``api`` (HTTP server, validation, metrics), ``cli``
 (``stars serve sidecar`` / ``stars index items``).  The contract is ``openapi.yaml``.
 """
-import stars  # noqa: F401  (selects Keras 2 before TensorFlow loads)

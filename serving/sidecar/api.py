@@ -25,14 +25,18 @@ import os
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-import stars  # noqa: F401
-
 from serving.sidecar.filters import parse_filters
 from serving.sidecar.model_client import Event
 from serving.sidecar.recommender import MODES, RecommendationRequest, Recommender
-from serving.sidecar.validation import (RequestError, check_object, get_int, get_number,
-                                        get_string, type_name)
-from stars.data.contract import EVENT_TYPES, _EVENT_ALIASES
+from serving.sidecar.validation import (
+    RequestError,
+    check_object,
+    get_int,
+    get_number,
+    get_string,
+    type_name,
+)
+from stars.data.contract import _EVENT_ALIASES, EVENT_TYPES
 
 log = logging.getLogger(__name__)
 

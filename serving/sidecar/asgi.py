@@ -36,8 +36,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response as StarletteResponse
 
 from serving.sidecar.admission import AdaptiveLimit
-from serving.sidecar.api import (RECOMMENDATIONS_PATH, ROUTES, SidecarApp, error_response,
-                                 json_response)
+from serving.sidecar.api import (
+    RECOMMENDATIONS_PATH,
+    ROUTES,
+    SidecarApp,
+    error_response,
+    json_response,
+)
 from serving.sidecar.validation import RequestError
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,6 @@ import logging
 import os
 import sys
 
-import stars  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 
@@ -209,6 +207,7 @@ def add_serve_sidecar_parser(serve_subparsers):
 def _index_items(args) -> int:
     import elastic_transport
     import elasticsearch
+
     from serving.sidecar.elasticsearch_backend import index_catalog
     from serving.sidecar.filters import catalog_documents
     try:

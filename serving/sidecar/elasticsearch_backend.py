@@ -31,8 +31,6 @@ import re
 import secrets
 from typing import Iterable, List, Mapping, Optional, Sequence
 
-import stars  # noqa: F401
-
 from serving.sidecar.filters import EVERYWHERE, Filters, FilterUnavailable, unique_in_order
 
 log = logging.getLogger(__name__)

@@ -30,10 +30,14 @@ import os
 import struct
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Protocol, Sequence
 
-import stars  # noqa: F401
-
-from serving.sidecar.validation import (RequestError, check_object, get_bool, get_number,
-                                        get_string, get_string_list)
+from serving.sidecar.validation import (
+    RequestError,
+    check_object,
+    get_bool,
+    get_number,
+    get_string,
+    get_string_list,
+)
 
 EVERYWHERE = "*"
 CATEGORY_SEPARATOR = ">"

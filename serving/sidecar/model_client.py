@@ -34,8 +34,6 @@ from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-import stars  # noqa: F401
-
 VARIANTS = ("gi", "ni")  # GI: general interest (h_gen); NI: next item (h_next)
 EMBEDDING_OF = {"gi": "h_gen", "ni": "h_next"}
 DEFAULT_NUM_SIGNALS = 4
@@ -511,9 +509,13 @@ class GrpcModelClient(_BaseClient):
                  max_message_mb: int = 64):
         super().__init__(model_name, timeout_s)
         import grpc
-        from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                             model_service_pb2_grpc, predict_pb2,
-                                             prediction_service_pb2_grpc)
+        from tensorflow_serving.apis import (
+            get_model_metadata_pb2,
+            get_model_status_pb2,
+            model_service_pb2_grpc,
+            predict_pb2,
+            prediction_service_pb2_grpc,
+        )
         self._grpc = grpc
         self._pb = (predict_pb2, get_model_metadata_pb2, get_model_status_pb2)
         limit = max_message_mb * 1024 * 1024

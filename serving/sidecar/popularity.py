@@ -26,8 +26,6 @@ import os
 import threading
 from typing import Dict, List, Mapping, Optional, Tuple
 
-import stars  # noqa: F401
-
 from serving.sidecar.filters import EVERYWHERE, EmbeddedFilterBackend, Filters
 
 log = logging.getLogger(__name__)

@@ -53,12 +53,16 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import pybreaker
 
-import stars  # noqa: F401
-
-from serving.sidecar.filters import (EmbeddedFilterBackend, FilterBackend, Filters,
-                                     FilterUnavailable)
-from serving.sidecar.model_client import (Candidates, Event, ModelClient, ModelContext,
-                                          ModelTimeout, ModelUnavailable, ModelVersionNotFound)
+from serving.sidecar.filters import EmbeddedFilterBackend, FilterBackend, Filters, FilterUnavailable
+from serving.sidecar.model_client import (
+    Candidates,
+    Event,
+    ModelClient,
+    ModelContext,
+    ModelTimeout,
+    ModelUnavailable,
+    ModelVersionNotFound,
+)
 from serving.sidecar.popularity import Popularity
 from serving.sidecar.user_store import UserEmbeddingStore
 

@@ -138,6 +138,7 @@ def app_from_environment() -> SidecarASGI:
     """The app of one worker process: built from the parsed ``serve sidecar`` arguments
     the parent left in ``STARS_SIDECAR_ARGS`` (uvicorn's ``factory=True``)."""
     import argparse
+
     from serving.sidecar.cli import build_app, http_config
     args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
     return SidecarASGI(build_app(args), drain_s=http_config(args).drain_s)

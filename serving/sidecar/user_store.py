@@ -17,8 +17,6 @@ from typing import Callable, Mapping, Optional, Protocol
 
 import numpy as np
 
-import stars  # noqa: F401
-
 StoredEmbedding = tuple  # (h_gen_base, h_next_base, version[, latest_items])
 
 

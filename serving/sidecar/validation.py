@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping, Optional
 
-import stars  # noqa: F401
-
 
 class RequestError(ValueError):
     """A client error: ``status`` (4xx), a human message, and the offending field."""

@@ -13,8 +13,7 @@ from typing import Iterable, Mapping, Optional
 
 import apache_beam as beam
 
-from stars.data import sequences
-from stars.data import tf_example
+from stars.data import sequences, tf_example
 
 
 def _event(row: Mapping, page_items: tuple = ()) -> tuple:

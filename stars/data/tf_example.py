@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from typing import Iterable, Iterator, Mapping
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 _INT_FEATURES = {"timestamp", "page_item_count", "history_length", "target_timestamp",

@@ -18,8 +18,12 @@ from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
-from stars.enrichment.http_client import (ENDPOINT_OPTIONS, EndpointError,
-                                          JsonEndpoint, parse_endpoint_url)
+from stars.enrichment.http_client import (
+    ENDPOINT_OPTIONS,
+    EndpointError,
+    JsonEndpoint,
+    parse_endpoint_url,
+)
 from stars.enrichment.item_text import item_text, precomputed_vector
 from stars.enrichment.minilm import MiniLMEncoder
 

@@ -17,8 +17,12 @@ import json
 import re
 from typing import Mapping, Optional, Protocol, Sequence
 
-from stars.enrichment.http_client import (ENDPOINT_OPTIONS, EndpointError,
-                                          JsonEndpoint, parse_endpoint_url)
+from stars.enrichment.http_client import (
+    ENDPOINT_OPTIONS,
+    EndpointError,
+    JsonEndpoint,
+    parse_endpoint_url,
+)
 from stars.enrichment.item_text import item_text, merchant_tags
 from stars.enrichment.tag_vocabulary import DEFAULT, TagVocabulary, normalise_key
 

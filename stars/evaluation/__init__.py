@@ -1,7 +1,6 @@
 """Offline evaluation of retrieval: numpy metrics over materialised top-K lists
 (`retrieval_metrics`) and TensorFlow Model Analysis output, slicing and
 blessing (`tfma_evaluation`, imported lazily because it pulls in TFMA/Beam)."""
-import stars  # noqa: F401  (Keras 2 before anything touches TensorFlow)
 
 from stars.evaluation.retrieval_metrics import (  # noqa: F401
     DEFAULT_KS,

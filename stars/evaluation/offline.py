@@ -68,7 +68,6 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
 from stars import calendar_context as CC
 from stars.evaluation import retrieval_metrics as RM
 from stars.evaluation import seed_means
@@ -269,6 +268,7 @@ class EvalContext:
 
     def __init__(self, pipeline_root: str):
         import tensorflow_transform as tft
+
         from models import trainer as T
         self.root = pipeline_root
         self.transform_graph = _latest(pipeline_root, "Transform", "transform_graph")
@@ -320,6 +320,7 @@ class EvalContext:
 
     def to_split_data(self, raw: Mapping) -> SplitData:
         import tensorflow as tf
+
         from models.inputs import numpy_rows
 
         def indices(name):
@@ -626,6 +627,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     split.  Returns one result entry per retrieval (GI, NI, RR; NI only when the GI
     head is not trained)."""
     import tensorflow as tf
+
     from models import trainer as T
     from stars.evaluation import validation_ranking as VR
     started = time.time()
@@ -908,7 +910,7 @@ def target_checks(entries: List[dict], dataset: str = "beauty") -> List[dict]:
         for k, bar in (STARS_TARGET.items() if absolute else ()):
             add(f"stars {k.upper()} ({_label(stars_e)})", m[k], bar)
         if sasrec is not None:
-            add(f"stars NDCG@10 / sasrec_id NDCG@10", m["ndcg@10"] / max(
+            add("stars NDCG@10 / sasrec_id NDCG@10", m["ndcg@10"] / max(
                 sasrec["masked"]["ndcg@10"], 1e-12), STARS_VS_SASREC_NDCG)
         if lambdamart is not None:
             add("stars HR@5 / lambdamart HR@5", m["hr@5"] / max(

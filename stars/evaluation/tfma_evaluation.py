@@ -96,14 +96,12 @@ import re
 import shutil
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
-import stars  # noqa: F401  (must precede TensorFlow / TFMA)
-
 import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from google.protobuf import text_format
 import tensorflow_model_analysis as tfma
+from google.protobuf import text_format
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tfx_bsl.arrow import table_util
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 from typing import List, Optional, Sequence
 
 import numpy as np
-
-import stars  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
 from stars.evaluation import retrieval_metrics as RM
