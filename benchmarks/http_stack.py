@@ -145,7 +145,7 @@ def measure(stack: str, requests: int) -> dict:
                 break
             except OSError:
                 if time.monotonic() > deadline or child.poll() is not None:
-                    raise RuntimeError(f"{stack}: the server did not start")
+                    raise RuntimeError(f"{stack}: the server did not start") from None
                 time.sleep(0.1)
         result = {"stack": stack, "load": []}
         for concurrency in (1, 8, 32, 64):

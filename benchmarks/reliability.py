@@ -460,7 +460,8 @@ def targets(document: dict, budget_ms: float) -> dict:
         "0 answers breaking a filter": f"{'reached' if violations == 0 else 'missed'} "
                                        f"({violations})",
         "0 5xx": f"{'reached' if fivexx == 0 else 'missed'} ({fivexx})",
-        f"capacity >= {TARGETS['capacity_rps']} rps": f"{'reached' if cap >= TARGETS['capacity_rps'] else 'missed'} ({cap})",
+        f"capacity >= {TARGETS['capacity_rps']} rps":
+            f"{'reached' if cap >= TARGETS['capacity_rps'] else 'missed'} ({cap})",
         "overload (c=64): 0 5xx, 0 violations": "reached" if overload["http_5xx"] == 0 and
         overload["filter_violations"] == 0 else "missed",
         f"no closed-loop request longer than the budget + {TARGETS['deadline_slack_ms']:.0f} ms":

@@ -81,7 +81,8 @@ def evaluate_predictions(predictions: dict, targets, popularity_top: np.ndarray,
     width = min(top.shape[1] for top in predictions.values())
     ks = tuple(k for k in KS if k <= width)  # K = 50 needs the model to answer 50 ids
     ranked = dict(predictions)
-    ranked["popularity"] = np.broadcast_to(popularity_top[:width], (n, min(width, len(popularity_top))))
+    ranked["popularity"] = np.broadcast_to(popularity_top[:width],
+                                           (n, min(width, len(popularity_top))))
     for name, top in ranked.items():
         metrics = RM.per_example_metrics(top[:, :width], targets, ks)
         for key in ("hit", "recall", "ndcg"):

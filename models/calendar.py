@@ -31,7 +31,8 @@ def civil_from_days(days):
     z = days + 719468
     era = _floordiv(z, 146097)
     doe = z - era * 146097
-    yoe = _floordiv(doe - _floordiv(doe, 1460) + _floordiv(doe, 36524) - _floordiv(doe, 146096), 365)
+    yoe = _floordiv(doe - _floordiv(doe, 1460) + _floordiv(doe, 36524)
+                    - _floordiv(doe, 146096), 365)
     doy = doe - (365 * yoe + _floordiv(yoe, 4) - _floordiv(yoe, 100))
     mp = _floordiv(5 * doy + 2, 153)
     day = doy - _floordiv(153 * mp + 2, 5) + 1

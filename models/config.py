@@ -24,7 +24,8 @@ class ModelConfig:
     text_standardize: bool = False   # e_i centred and scaled per dimension over the catalogue
     use_delta: bool = True           # learnable residual δ_i (an ID embedding when text is off)
     use_tags: bool = True            # g(t_i); off = "- LLM tags" ablation
-    use_context: bool = True         # calendar context c_t and the context offset; "- dynamic context"
+    use_context: bool = True         # calendar context c_t and the context offset;
+                                     # "- dynamic context"
     item_trend: bool = False         # the item trend prior (models.item_trend); "- dynamic context"
     use_user_token: bool = True      # [USER] token; off = "- [USER] token" (h_gen then pools items)
     use_engagement: bool = True

@@ -29,7 +29,8 @@ PASSTHROUGH_SEQUENCE_FEATURES = (
     "page_item_count", "history_length", "target_item_id", "target_timestamp",
     "target_page_item_id")
 EVENT_CALENDAR_FEATURES = ("hour", "day_of_week", "week_of_year", "holiday")
-# Time from an event to the request, in hours: <1h, <6h, <1d, <3d, <1w, <2w, <1m, <3m, <6m, <1y, older.
+# Time from an event to the request, in hours:
+# <1h, <6h, <1d, <3d, <1w, <2w, <1m, <3m, <6m, <1y, older.
 RECENCY_BOUNDARIES_HOURS = (1.0, 6.0, 24.0, 72.0, 168.0, 336.0, 720.0, 2160.0, 4320.0, 8760.0)
 RECENCY_BUCKETS = len(RECENCY_BOUNDARIES_HOURS) + 1
 

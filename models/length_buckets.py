@@ -81,7 +81,7 @@ def by_span(batches, max_history: int, batch_size: int):
     out = []
     for start in range(0, len(order), batch_size):
         rows = tf.constant(order[start:start + batch_size])
-        out.append(trim(tf.nest.map_structure(lambda x: tf.gather(x, rows), every),
+        out.append(trim(tf.nest.map_structure(lambda x, rows=rows: tf.gather(x, rows), every),
                         max_history))
     return out, order
 

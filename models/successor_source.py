@@ -44,7 +44,10 @@ def successor_pairs(sequences: Iterable[Sequence[int]], window: int = WINDOW):
             rows.append(a[keep])
             cols.append(b[keep])
             weights.append(np.full(int(keep.sum()), 1.0 / d, np.float32))
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
     return cat(rows, np.int64), cat(cols, np.int64), cat(weights, np.float32)
 
 
@@ -180,8 +183,11 @@ class SuccessorSource(tf.keras.layers.Layer):
             extra_total += tf.gather(tf.cast(item_bias, tf.float32), extra_items)
         all_rows = tf.concat([answer_rows, extra_rows], 0)
         order = tf.argsort(all_rows, stable=True)
-        ragged = lambda values, pad: tf.RaggedTensor.from_value_rowids(
-            tf.gather(values, order), tf.gather(all_rows, order), nrows=batch).to_tensor(pad)
+
+        def ragged(values, pad):
+            return tf.RaggedTensor.from_value_rowids(
+                tf.gather(values, order), tf.gather(all_rows, order), nrows=batch).to_tensor(pad)
+
         totals = ragged(tf.concat([answer_total, extra_total], 0), float("-inf"))
         candidates = ragged(tf.concat([tf.reshape(index_items, [-1]), extra_items], 0),
                             tf.constant(-1, tf.int64))

@@ -28,7 +28,8 @@ class UserToken(tf.keras.layers.Layer):
         self.bias = self.add_weight(name="user_bias", shape=(d_model,), initializer="zeros")
 
     def call(self, user: Mapping[str, tf.Tensor]):
-        """``user``: name -> [B] tensors (``<n>_z``, ``<n>_missing``, ``<n>_bucket``, ``<c>_id``)."""
+        """``user``: name -> [B] tensors (``<n>_z``, ``<n>_missing``, ``<n>_bucket``,
+        ``<c>_id``)."""
         parts = []
         if self.numeric_features:
             numeric = tf.stack([tf.cast(user[f"{n}_{s}"], tf.float32)

@@ -8,15 +8,24 @@ T0 = 1_700_000_000  # 2023-11-14
 
 ITEMS = [
     # item_id, title, description, brand, category_path, subclass, price, stock, regions, tags,
-    ("i1", "Organic Green Tea 20 bags", "Gluten-free loose leaf tea", "Leafy", "Grocery > Tea", "grocery/tea", "4.5", "10", "us|eu", ""),
-    ("i2", "Vegan Chai Tea Blend", "Spiced black tea", "Leafy", "Grocery > Tea", "grocery/tea", "5.0", "0", "us", "vegan"),
-    ("i3", "Earl Grey Tea Tin", "Classic bergamot tea", "Royal", "Grocery > Tea", "grocery/tea", "7.25", "3", "", ""),
-    ("i4", "Dark Roast Coffee Beans", "Whole bean coffee", "Bean Co", "Grocery > Coffee", "grocery/coffee", "12", "5", "us|eu", ""),
-    ("i5", "Decaf Coffee Pods", "", "Bean Co", "Grocery > Coffee", "grocery/coffee", "", "", "eu", ""),
-    ("i6", "Wireless Earbuds", "Waterproof wireless earbuds", "Soundz", "Electronics > Audio", "electronics/audio", "59.9", "8", "us|eu|uk", ""),
-    ("i7", "Bluetooth Speaker", "Portable waterproof speaker", "Soundz", "Electronics > Audio", "electronics/audio", "35", "2", "us", ""),
-    ("i8", "Christmas Cookie Gift Set", "Holiday cookies", "Bakery", "Grocery > Snacks", "grocery/snacks", "15", "20", "us", ""),
-    ("i9", "Cold Start Matcha Powder", "Organic matcha green tea", "Leafy", "Grocery > Tea", "grocery/tea", "18", "4", "us", "organic"),
+    ("i1", "Organic Green Tea 20 bags", "Gluten-free loose leaf tea", "Leafy", "Grocery > Tea",
+     "grocery/tea", "4.5", "10", "us|eu", ""),
+    ("i2", "Vegan Chai Tea Blend", "Spiced black tea", "Leafy", "Grocery > Tea",
+     "grocery/tea", "5.0", "0", "us", "vegan"),
+    ("i3", "Earl Grey Tea Tin", "Classic bergamot tea", "Royal", "Grocery > Tea",
+     "grocery/tea", "7.25", "3", "", ""),
+    ("i4", "Dark Roast Coffee Beans", "Whole bean coffee", "Bean Co", "Grocery > Coffee",
+     "grocery/coffee", "12", "5", "us|eu", ""),
+    ("i5", "Decaf Coffee Pods", "", "Bean Co", "Grocery > Coffee",
+     "grocery/coffee", "", "", "eu", ""),
+    ("i6", "Wireless Earbuds", "Waterproof wireless earbuds", "Soundz", "Electronics > Audio",
+     "electronics/audio", "59.9", "8", "us|eu|uk", ""),
+    ("i7", "Bluetooth Speaker", "Portable waterproof speaker", "Soundz", "Electronics > Audio",
+     "electronics/audio", "35", "2", "us", ""),
+    ("i8", "Christmas Cookie Gift Set", "Holiday cookies", "Bakery", "Grocery > Snacks",
+     "grocery/snacks", "15", "20", "us", ""),
+    ("i9", "Cold Start Matcha Powder", "Organic matcha green tea", "Leafy", "Grocery > Tea",
+     "grocery/tea", "18", "4", "us", "organic"),
 ]
 
 EVENTS = [

@@ -41,7 +41,8 @@ class RedisServer:
                 if self.process.poll() is not None or time.time() > deadline:
                     self.process.kill()
                     out = self.process.stdout.read().decode(errors="replace")
-                    raise RuntimeError(f"redis-server did not start on port {port}:\n{out}")
+                    raise RuntimeError(
+                        f"redis-server did not start on port {port}:\n{out}") from None
                 time.sleep(0.05)
         client.close()
 

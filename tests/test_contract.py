@@ -16,7 +16,8 @@ def _interactions(tmp_path, body, header=HEADER):
 
 
 def test_reads_and_normalises_interactions(tmp_path):
-    chunks = _interactions(tmp_path, "u1,i1,1700000000,view\nu1,i2,2023-11-14T22:13:21Z,Add-To-Cart\n"
+    chunks = _interactions(tmp_path, "u1,i1,1700000000,view\n"
+                           "u1,i2,2023-11-14T22:13:21Z,Add-To-Cart\n"
                            "u2,i1,2023-11-14 22:13:21+01:00,BUY\n")
     frame = chunks[0]
     assert frame["timestamp"].tolist() == [1700000000, 1700000001, 1699996401]
@@ -52,7 +53,8 @@ def test_items_numbers_lists_and_duplicates(tmp_path):
     assert frame["embedding"].tolist() == [[0.1, 0.2], []]
     assert frame["price"].isna().tolist() == [False, True]
     path.write_text("item_id,title,price\na,Tea,cheap\n")
-    with pytest.raises(ContractError, match=r"row 1, column 'price': expected a number, got 'cheap'"):
+    with pytest.raises(ContractError,
+                       match=r"row 1, column 'price': expected a number, got 'cheap'"):
         contract.read_whole_table(path, contract.ITEMS)
     path.write_text("item_id,title,stock\na,Tea,1.5\n")
     with pytest.raises(ContractError, match="column 'stock': expected an integer"):

@@ -73,7 +73,8 @@ def test_schemas_describe_sequences_and_enriched_items(run):
 
 
 def test_catalogue_vocabulary_covers_every_item_including_cold_start(run):
-    output = tft.TFTransformOutput(_artifact(run.pipeline_root, "CatalogTransform", "transform_graph"))
+    output = tft.TFTransformOutput(
+        _artifact(run.pipeline_root, "CatalogTransform", "transform_graph"))
     vocab = {v.decode() for v in output.vocabulary_by_name(F.ITEM_VOCAB)}
     items = contract.read_whole_table(os.path.join(run.data_dir, "items.csv"), contract.ITEMS)
     assert vocab == set(items["item_id"])

@@ -128,7 +128,7 @@ def test_precomputed_encoder_normalises_and_checks():
     with pytest.raises(ValueError, match="item 'f' has an embedding of dimension 3, expected 4"):
         make_encoder("precomputed:4").encode([{"item_id": "f", "embedding": "1|2|3"}])
     with pytest.raises(ValueError, match="dimension unknown"):
-        PrecomputedEncoder().dim
+        _ = PrecomputedEncoder().dim
 
 
 # --- HTTP embeddings endpoint (against a local test double) -----------------

@@ -208,8 +208,10 @@ def test_rest_predict_row_and_columnar(server):
     code, body = _http(server, "POST", f"/v1/models/{NAME}:predict", row)
     assert code == 200, body
     first, second = body["predictions"]
-    assert first == {"y": 3.0, "label": "a-v1", "tag_bytes": {"b64": base64.b64encode(b"a").decode()}}
-    assert second["y"] == 0.75 and second["label"] == {"b64": base64.b64encode(b"\xffz-v1").decode()}
+    assert first == {"y": 3.0, "label": "a-v1",
+                     "tag_bytes": {"b64": base64.b64encode(b"a").decode()}}
+    assert second["y"] == 0.75
+    assert second["label"] == {"b64": base64.b64encode(b"\xffz-v1").decode()}
 
     columnar = {"signature_name": "serving_default",
                 "inputs": {"x": [[0.1, 0.2]], "tag": ["c"]}}
@@ -278,7 +280,8 @@ def test_rest_status_and_metadata(server):
     ("POST", f"/v1/models/{NAME}:classify", {"examples": []}, 501, "not supported"),
     ("GET", "/v1/models", None, 400, "Missing model name in request."),
     ("GET", "/v1/models/nope", None, 404, "Could not find any versions of model nope"),
-    ("GET", f"/v1/models/{NAME}/versions/5", None, 404, f"Could not find version 5 of model {NAME}"),
+    ("GET", f"/v1/models/{NAME}/versions/5", None, 404,
+     f"Could not find version 5 of model {NAME}"),
     ("GET", "/v1/models/nope/metadata", None, 404, "Servable not found for request: Latest(nope)"),
     ("PUT", f"/v1/models/{NAME}", None, 400, "Malformed request: PUT"),
     ("GET", "/elsewhere", None, 404, "Not found"),

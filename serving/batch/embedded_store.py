@@ -164,7 +164,7 @@ class EmbeddedRefresh(EmbeddedShardWriter, RefreshContext):
             conn.execute("PRAGMA journal_mode=OFF")
             conn.executescript(_SCHEMA)
             dim = None
-            for i, shard in enumerate(self._shards()):
+            for shard in self._shards():
                 conn.execute("ATTACH DATABASE ? AS s", (str(shard),))
                 row = conn.execute("SELECT value FROM s.meta WHERE key = 'dim'").fetchone()
                 shard_dim = int(row[0]) if row and row[0] not in (None, "None") else None

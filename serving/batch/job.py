@@ -17,12 +17,12 @@ count); if anything fails it is aborted and readers keep the previous generation
 
 What is stored is the *base* embedding (without the context offset Δ_ctx), tagged with
 the model version (the numeric directory under the model base path): the serving sidecar
-adds the request's context with that same version online.  The request time of the stored embedding is
-``as_of`` (default: the latest interaction timestamp in the data), which is what history
-recency is measured against.  Unknown history items are passed through (the model drops
-them); a user in the users table without events up to ``as_of`` is embedded from the
-[USER] features alone.  A user known only from events after ``as_of`` did not exist yet
-at that time and is not stored.
+adds the request's context with that same version online.  The request time of the stored
+embedding is ``as_of`` (default: the latest interaction timestamp in the data), which is
+what history recency is measured against.  Unknown history items are passed through (the
+model drops them); a user in the users table without events up to ``as_of`` is embedded
+from the [USER] features alone.  A user known only from events after ``as_of`` did not
+exist yet at that time and is not stored.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def parse_as_of(text) -> Optional[int]:
     try:
         moment = datetime.datetime.fromisoformat(str(text))
     except ValueError:
-        raise ValueError(f"--as-of: expected unix seconds or ISO-8601, got {text!r}")
+        raise ValueError(f"--as-of: expected unix seconds or ISO-8601, got {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return int(moment.timestamp())

@@ -96,7 +96,8 @@ class RedisShardWriter:
     def __init__(self, store: "RedisStore", generation: str, check: bool = True):
         self.store = store
         self.generation = check_generation(generation)
-        if check and _text(store.client.hget(store.keys.meta(self.generation), "state")) != "writing":
+        if check and (_text(store.client.hget(store.keys.meta(self.generation), "state"))
+                      != "writing"):
             raise StoreError(f"no refresh in progress for generation {generation!r} "
                              f"(never begun, committed or aborted)")
         self._pending: list = []

@@ -15,8 +15,8 @@ codes and messages (``errors.py``).  Where a real ``tensorflow_model_server`` is
 ``stars serve model`` execs it instead (``server.main``).
 
 Modules: ``errors`` (status codes), ``versions`` (discovery, loading, ref-counted swap),
-``tensors`` (JSON/TensorProto <-> arrays), ``predict`` (signature calls), ``rest``, ``grpc_service``,
-``server`` (``serve`` + ``main``), ``cli`` (``add_serve_model_parser``).
+``tensors`` (JSON/TensorProto <-> arrays), ``predict`` (signature calls), ``rest``,
+``grpc_service``, ``server`` (``serve`` + ``main``), ``cli`` (``add_serve_model_parser``).
 """
 
 from serving.model_server.errors import ServingError

@@ -296,7 +296,7 @@ class ModelVersions:
                         servable.model = None
                 return
             old, self._serving = self._serving, dict(keep)
-            for version, servable in keep.items():
+            for version in keep:
                 if self._states.get(version, VersionState(version, START)).state != AVAILABLE:
                     self._states[version] = VersionState(version, AVAILABLE)
             for version, servable in old.items():

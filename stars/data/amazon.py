@@ -66,7 +66,8 @@ def _review_order(reviews: pd.DataFrame, path: Path):
     bad = (order.isna() | (order != order.round())).to_numpy()
     if bad.any():
         row = int(bad.nonzero()[0][0])
-        raise contract.ContractError(str(path), f"must be an integer, got {reviews['pos'].iloc[row]!r}",
+        raise contract.ContractError(str(path),
+                                     f"must be an integer, got {reviews['pos'].iloc[row]!r}",
                                      row + 1, "pos")
     return order.astype("int64")
 
@@ -114,7 +115,8 @@ def import_amazon(source_dir: str | os.PathLike, out_dir: str | os.PathLike) -> 
         with open(rejects_dir / "interactions.csv", "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["source_row", "reject_reason", *events.columns])
-            for row_number, row in zip((~known).nonzero()[0] + 1, events[~known].itertuples(index=False)):
+            for row_number, row in zip((~known).nonzero()[0] + 1,
+                                       events[~known].itertuples(index=False)):
                 writer.writerow([row_number, "unknown item_id", *row])
     events[known].to_csv(out / "interactions.csv", index=False)
     return {"items": len(catalogue), "untitled_items": int(untitled.sum()),

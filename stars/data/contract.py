@@ -140,7 +140,7 @@ def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         try:
             reader = pq.ParquetFile(path)
         except Exception as e:  # pyarrow raises several types for bad files
-            raise ContractError(str(path), f"not a readable Parquet file ({e})")
+            raise ContractError(str(path), f"not a readable Parquet file ({e})") from e
         for batch in reader.iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
         return
@@ -150,9 +150,9 @@ def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
         for chunk in reader:
             yield chunk
     except pd.errors.EmptyDataError:
-        raise ContractError(str(path), "file is empty (a header row is required)")
+        raise ContractError(str(path), "file is empty (a header row is required)") from None
     except pd.errors.ParserError as e:
-        raise ContractError(str(path), f"not valid CSV ({e})")
+        raise ContractError(str(path), f"not valid CSV ({e})") from e
 
 
 def _first_bad(mask: np.ndarray) -> int:
@@ -218,7 +218,7 @@ def _normalise_chunk(chunk: pd.DataFrame, table: Table, path: Path,
                         except ValueError:
                             raise ContractError(str(path), "expected numbers "
                                                 f"separated by '{LIST_SEPARATOR}'",
-                                                int(rows[i]), col.name)
+                                                int(rows[i]), col.name) from None
             if col.required:
                 empty = (lists.map(len) == 0).to_numpy()
                 if empty.any():
@@ -241,7 +241,8 @@ def _normalise_chunk(chunk: pd.DataFrame, table: Table, path: Path,
                 bad |= (nums.notna() & (nums != nums.round())).to_numpy()
             if bad.any():
                 i = _first_bad(bad)
-                raise ContractError(str(path), f"expected a{'n integer' if col.kind == 'int' else ' number'}, "
+                expected = "an integer" if col.kind == "int" else "a number"
+                raise ContractError(str(path), f"expected {expected}, "
                                     f"got {text.iloc[i]!r}", int(rows[i]), col.name)
             out[col.name] = nums.astype("float64")  # NaN marks "not given"
         elif col.kind == "timestamp":
@@ -367,5 +368,6 @@ def write_table(rows_or_frame, path: str | os.PathLike, table: Table) -> None:
     for col in table.columns:
         if col.kind in ("string_list", "float_list") and col.name in frame.columns:
             frame[col.name] = frame[col.name].map(
-                lambda xs: LIST_SEPARATOR.join(map(str, xs)) if isinstance(xs, (list, tuple, np.ndarray)) else xs)
+                lambda xs: (LIST_SEPARATOR.join(map(str, xs))
+                            if isinstance(xs, (list, tuple, np.ndarray)) else xs))
     frame.to_csv(path, index=False)

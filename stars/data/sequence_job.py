@@ -53,8 +53,12 @@ class _UserExamples(beam.DoFn):
 def build_sequences(pipeline: beam.Pipeline, staging_dir: str, examples_uri: str,
                     config: sequences.SplitConfig, cut: Optional[int],
                     feature_kinds: Mapping) -> None:
-    staged = lambda table: os.path.join(staging_dir, table, "*.parquet")
-    has = lambda table: os.path.isdir(os.path.join(staging_dir, table))
+    def staged(table):
+        return os.path.join(staging_dir, table, "*.parquet")
+
+    def has(table):
+        return os.path.isdir(os.path.join(staging_dir, table))
+
     events = pipeline | "ReadEvents" >> beam.io.ReadFromParquet(staged("interactions"))
     if has("impressions"):
         keyed = events | "KeyByPage" >> beam.Map(lambda r: (r["page_id"] or "", r))

@@ -63,7 +63,8 @@ class EnrichmentCache:
         if self._new_vectors:
             keys = list(self._new_vectors)
             tmp = os.path.join(self.directory, f".embeddings-{run}.npz")
-            np.savez(tmp, keys=np.array(keys), vectors=np.stack([self._new_vectors[k] for k in keys]))
+            np.savez(tmp, keys=np.array(keys),
+                     vectors=np.stack([self._new_vectors[k] for k in keys]))
             os.replace(tmp, os.path.join(self.directory, f"embeddings-{run}.npz"))
         if self._new_tags:
             tmp = os.path.join(self.directory, f".tags-{run}.jsonl")

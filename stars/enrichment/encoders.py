@@ -169,7 +169,7 @@ class HttpEmbeddingEncoder:
             vectors = [np.asarray(d["embedding"], dtype=np.float32) for d in data]
         except (KeyError, TypeError, AttributeError, ValueError) as e:
             raise EndpointError(f"POST {self.url}: unexpected reply shape ({e!r}): "
-                                f"{str(reply)[:200]}")
+                                f"{str(reply)[:200]}") from e
         if len(vectors) != len(texts):
             raise EndpointError(f"POST {self.url}: {len(vectors)} embeddings for "
                                 f"{len(texts)} inputs")
@@ -210,12 +210,13 @@ def make_encoder(spec: str) -> ItemEncoder:
         try:
             return PrecomputedEncoder(int(arg) if arg else None)
         except ValueError:
-            raise ValueError(f"bad encoder spec {spec!r}: precomputed:DIM needs an integer")
+            raise ValueError(
+                f"bad encoder spec {spec!r}: precomputed:DIM needs an integer") from None
     if kind == "hashing":
         try:
             return HashingEncoder(int(arg) if arg else 256)
-        except ValueError:
-            raise ValueError(f"bad encoder spec {spec!r}: hashing:DIM needs an integer")
+        except ValueError as e:  # also HashingEncoder's own dim check: keep it as the cause
+            raise ValueError(f"bad encoder spec {spec!r}: hashing:DIM needs an integer") from e
     if kind == "http" and arg:
         base, options = parse_endpoint_url(arg, dict(ENDPOINT_OPTIONS, dim=int))
         return HttpEmbeddingEncoder(

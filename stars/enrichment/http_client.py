@@ -90,7 +90,7 @@ class JsonEndpoint:
                         return response.json()
                     except ValueError:
                         raise EndpointError(f"POST {url}: reply is not JSON: "
-                                            f"{response.text[:200]!r}")
+                                            f"{response.text[:200]!r}") from None
                 problem = f"HTTP {response.status_code}: {response.text[:200]!r}"
                 if not _retryable(response.status_code):
                     raise EndpointError(f"POST {url} failed with {problem}")
@@ -125,6 +125,6 @@ def parse_endpoint_url(url: str, options: Mapping[str, Callable]) -> tuple:
         try:
             values[key] = options[key](value)
         except ValueError:
-            raise ValueError(f"bad value {value!r} for option {key!r} in {url!r}")
+            raise ValueError(f"bad value {value!r} for option {key!r} in {url!r}") from None
     base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     return base.rstrip("/"), values

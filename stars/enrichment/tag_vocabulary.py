@@ -123,24 +123,27 @@ class TagVocabulary:
             try:
                 return cls.from_dict(json.loads(text))
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}: not a tag vocabulary ({e!r})")
+                raise ValueError(f"{path}: not a tag vocabulary ({e!r})") from e
         tags = []
         for number, line in enumerate(text.splitlines(), 1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
             fields = [f.strip() for f in line.split("|")] + ["", "", ""]
-            split = lambda f: tuple(s.strip() for s in f.split(",") if s.strip())  # noqa
             try:
-                tags.append(Tag(fields[0], split(fields[1]), split(fields[2]), fields[3]))
+                tags.append(Tag(fields[0], _split(fields[1]), _split(fields[2]), fields[3]))
             except ValueError as e:
-                raise ValueError(f"{path}, line {number}: {e}")
+                raise ValueError(f"{path}, line {number}: {e}") from None
         return cls(tags)
 
 
+def _split(text: str) -> tuple:
+    """``"a, b,, c"`` -> ``("a", "b", "c")``."""
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 def _tag(name, synonyms, aliases="", description=""):
-    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa
-    return Tag(name, split(synonyms), split(aliases), description)
+    return Tag(name, _split(synonyms), _split(aliases), description)
 
 
 # Names and synonyms are searched in product text on word boundaries, so each

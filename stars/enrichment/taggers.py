@@ -176,9 +176,9 @@ class ChatTagger(_CountingTagger):
         self.stats["requests"] += 1
         try:
             content = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError) as e:
             raise EndpointError(f"POST {self.url}: not a chat completion reply: "
-                                f"{str(reply)[:200]}")
+                                f"{str(reply)[:200]}") from e
         return parse_reply(content or "")
 
     def _tags_for(self, answer: Optional[dict], key: str, text: str) -> set:
