@@ -46,6 +46,8 @@ setup(
         "httptools",
         "uvloop",
         "starlette",  # the sidecar's request / response types
+        "fastjsonschema",  # the sidecar's requests checked against openapi.yaml (compiled)
+        "pyyaml",  # openapi.yaml, read by the sidecar's validation
         "anyio",
         "scipy",  # sparse co-occurrence counts (the cooccurrence and LambdaMART baselines)
         "lightgbm",  # the LambdaMART baseline of `stars eval`

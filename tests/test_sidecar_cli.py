@@ -92,13 +92,13 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
     while requests are still answered, then it stops cleanly.  With two workers the
     metrics are summed over both processes."""
     port = free_port()
-    code = ("import sys, argparse, stars; from serving.sidecar.cli import add_serve_sidecar_parser;"
+    code = ("import sys, argparse; from serving.sidecar.cli import add_serve_sidecar_parser;"
             "p = argparse.ArgumentParser(); add_serve_sidecar_parser(p.add_subparsers());"
             "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "sidecar", "--data-dir", str(data_dir), "--host",
          "127.0.0.1", "--port", str(port), "--model-url", f"http://127.0.0.1:{free_port()}",
-         "--model-timeout-ms", "50", "--workers", str(workers), "--drain-ms", "1500"],
+         "--model-timeout-ms", "50", "--workers", str(workers), "--drain-ms", "4000"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True)  # its own process group: a failed test stops the workers too
     body = json.dumps({"events": [{"item_id": "i1"}], "k": 2}).encode()
@@ -131,7 +131,7 @@ def test_serve_sidecar_command_serves_drains_and_stops_on_sigterm(data_dir, work
         proc.send_signal(signal.SIGTERM)  # uvicorn's supervisor relays it within 0.5 s
         signalled = time.monotonic()
         while not json.loads(_get(port, "/readyz")[1])["checks"]["draining"]:
-            assert time.monotonic() - signalled < 1.0
+            assert time.monotonic() - signalled < 3.5, "not draining within the drain window"
             time.sleep(0.05)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/recommendations", body,
                                          {"Content-Type": "application/json"})

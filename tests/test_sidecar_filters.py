@@ -77,7 +77,7 @@ def test_parse_filters_normalises_and_validates():
     ({"categories": [" > "]}, "filters.categories[0]", "no category level"),
     ({"exclude_ids": ["x"] * 1001}, "filters.exclude_ids", "at most 1000"),
     ({"price": {"min": 5, "max": 1}}, "filters.price", "greater than"),
-    ({"price": {"min": -1}}, "filters.price.min", "between"),
+    ({"price": {"min": -1}}, "filters.price.min", ">= 0, got -1"),
     ({"price": {"max": "10"}}, "filters.price.max", "must be a number"),
     ({"price": {"low": 1}}, "filters.price.low", "unknown field"),
     ({"in_stock": "yes"}, "filters.in_stock", "true or false"),

@@ -25,28 +25,16 @@ import os
 import time
 from typing import Callable, Dict, Optional, Tuple
 
-from serving.sidecar.filters import parse_filters
+from serving.sidecar.filters import filters_from_checked
 from serving.sidecar.model_client import Event
-from serving.sidecar.recommender import MODES, RecommendationRequest, Recommender
-from serving.sidecar.validation import (
-    RequestError,
-    check_object,
-    get_int,
-    get_number,
-    get_string,
-    type_name,
-)
+from serving.sidecar.recommender import RecommendationRequest, Recommender
+from serving.sidecar.validation import OPENAPI_PATH, Limits, RequestError, check
 from stars.data.contract import _EVENT_ALIASES, EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
 RECOMMENDATIONS_PATH = "/v1/recommendations"
-OPENAPI_PATH = os.path.join(os.path.dirname(__file__), "openapi.yaml")
-REQUEST_FIELDS = ("user_id", "events", "k", "mode", "filters", "context", "user_features")
-EVENT_FIELDS = ("item_id", "event_type", "timestamp")
-CONTEXT_FIELDS = ("timestamp", "signals")
-MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01
-MAX_FEATURE = 1e9  # |numeric user feature|: finite and float32-safe after normalisation
+MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01, as in openapi.yaml
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.035, 0.05,
                    0.075, 0.1, 0.25, 0.5, 1.0)
 
@@ -68,119 +56,79 @@ class ApiConfig:
     require_filter_ready: bool = False
     ready_timeout_s: float = 1.0
 
+    @property
+    def limits(self) -> Limits:
+        """The bounds openapi.yaml's request schema is checked with."""
+        return Limits(max_k=self.max_k, default_k=self.default_k, max_events=self.max_events,
+                      max_user_features=self.max_user_features, signal_names=self.signal_names)
+
 
 # ---------------------------------------------------------------------------- parsing
+# The request is checked against openapi.yaml first (validation.check); what follows only
+# converts, plus the checks a schema cannot express (ISO-8601 times, event-type aliases).
 
 def _timestamp(value, field: str) -> int:
-    if isinstance(value, str):
-        try:
-            moment = datetime.datetime.fromisoformat(value)
-        except ValueError:
-            raise RequestError(f"'{field}' must be unix seconds or an ISO-8601 time, got "
-                               f"{value!r}", field) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=datetime.timezone.utc)
-        value = int(moment.timestamp())
-        if not 0 <= value <= MAX_TIMESTAMP:
-            raise RequestError(f"'{field}' is out of range", field)
-        return value
-    return get_int({"v": value}, "v", field, 0, MAX_TIMESTAMP)
+    if not isinstance(value, str):
+        return int(value)
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise RequestError(f"'{field}' must be unix seconds or an ISO-8601 time, got "
+                           f"{value!r}", field) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    seconds = int(moment.timestamp())
+    if not 0 <= seconds <= MAX_TIMESTAMP:
+        raise RequestError(f"'{field}' must be between 0 and {MAX_TIMESTAMP} (unix seconds), "
+                           f"got {value!r}", field)
+    return seconds
 
 
-def _events(value, config: ApiConfig, now: int) -> Tuple[Event, ...]:
-    if not isinstance(value, list):
-        raise RequestError(f"'events' must be an array, got {type_name(value)}", "events")
-    if len(value) > config.max_events:
-        raise RequestError(f"'events' has {len(value)} entries; at most {config.max_events} "
-                           "are allowed (send the most recent ones)", "events")
+def _events(value: list, now: int) -> Tuple[Event, ...]:
     events = []
-    for n, raw in enumerate(value):
+    for n, obj in enumerate(value):
         field = f"events[{n}]"
-        obj = check_object(raw, field, EVENT_FIELDS)
-        item_id = get_string(obj, "item_id", f"{field}.item_id", required=True)
-        kind = get_string(obj, "event_type", f"{field}.event_type", max_len=32) or "view"
+        kind = obj.get("event_type") or "view"
         canonical = _EVENT_ALIASES.get(kind.strip().lower())
         if canonical is None:
             raise RequestError(f"'{field}.event_type' must be one of {', '.join(EVENT_TYPES)}, "
                                f"got {kind!r}", f"{field}.event_type")
         stamp = now if obj.get("timestamp") is None else _timestamp(obj["timestamp"],
                                                                      f"{field}.timestamp")
-        events.append(Event(item_id, canonical, stamp))
+        events.append(Event(obj["item_id"], canonical, stamp))
     return tuple(sorted(events, key=lambda e: e.timestamp))  # oldest first (stable)
 
 
-def _signals(value, config: ApiConfig) -> Tuple[float, ...]:
+def _signals(value: Optional[dict], names: Tuple[str, ...]) -> Tuple[float, ...]:
+    """Booleans are 1/0; missing signals 0 (the model's context_signals slots, in order)."""
     if value is None:
         return ()
-    obj = check_object(value, "context.signals", config.signal_names)
-    out = [0.0] * len(config.signal_names)
-    for i, name in enumerate(config.signal_names):
-        v = obj.get(name)
-        if v is None:
-            continue
-        field = f"context.signals.{name}"
-        if isinstance(v, bool):
-            out[i] = 1.0 if v else 0.0
-        elif isinstance(v, (int, float)) and -1e6 <= v <= 1e6:
-            out[i] = float(v)
-        else:
-            raise RequestError(f"'{field}' must be a number (|x| <= 1e6) or a boolean, got "
-                               f"{type_name(v)}", field)
-    return tuple(out)
+    return tuple(float(value.get(name) or 0.0) for name in names)
 
 
-def _user_features(value, config: ApiConfig) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise RequestError(f"'user_features' must be an object, got {type_name(value)}",
-                           "user_features")
-    if len(value) > config.max_user_features:
-        raise RequestError(f"'user_features' has {len(value)} entries; at most "
-                           f"{config.max_user_features} are allowed", "user_features")
+def _user_features(value: Optional[dict]) -> dict:
     out = {}
-    for name, v in value.items():
-        field = f"user_features.{name}"
-        if len(name) > 64:
-            raise RequestError("user feature names are at most 64 characters", field)
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-            raise RequestError(f"'{field}' must be a number or a string, got {type_name(v)}",
-                               field)
-        if isinstance(v, str):
-            if len(v) > 256:
-                raise RequestError(f"'{field}' is longer than 256 characters", field)
-            out[name] = v
-        else:
-            out[name] = get_number({"v": v}, "v", field, -MAX_FEATURE, MAX_FEATURE)
+    for name, v in (value or {}).items():
+        if v is not None:
+            out[name] = v if isinstance(v, str) else float(v)
     return out
 
 
 def parse_request(body, config: ApiConfig = ApiConfig(),
                   now: Optional[int] = None) -> RecommendationRequest:
     """A decoded JSON body -> RecommendationRequest (RequestError when invalid)."""
+    check("RecommendationRequest", body, config.limits)
     now = int(time.time()) if now is None else now
-    obj = check_object(body, "", REQUEST_FIELDS) if isinstance(body, dict) else None
-    if obj is None:
-        raise RequestError(f"the request body must be a JSON object, got {type_name(body)}")
-    if obj.get("user_id") is None and obj.get("events") is None:
-        raise RequestError("give 'user_id' and/or 'events' (an empty array asks for popular "
-                           "items)", "user_id")
-    user_id = get_string(obj, "user_id", "user_id")
-    k = get_int(obj, "k", "k", 1, config.max_k, default=config.default_k)
-    mode = obj.get("mode", config.default_mode)
-    if mode not in MODES:
-        raise RequestError(f"'mode' must be one of {', '.join(MODES)}, got {mode!r}", "mode")
-    context = ({} if obj.get("context") is None
-               else check_object(obj["context"], "context", CONTEXT_FIELDS))
+    context = body.get("context") or {}
     timestamp = now if context.get("timestamp") is None else _timestamp(context["timestamp"],
                                                                          "context.timestamp")
-    events = _events(obj["events"], config, timestamp) if obj.get("events") is not None else ()
+    events = _events(body["events"], timestamp) if body.get("events") is not None else ()
     return RecommendationRequest(
-        k=k, user_id=user_id, events=events, mode=mode, filters=parse_filters(obj.get("filters")),
-        timestamp=timestamp, signals=_signals(context.get("signals"), config),
-        user_features=_user_features(obj.get("user_features"), config))
+        k=int(body.get("k") or config.default_k), user_id=body.get("user_id"), events=events,
+        mode=body.get("mode") or config.default_mode,
+        filters=filters_from_checked(body.get("filters")), timestamp=timestamp,
+        signals=_signals(context.get("signals"), config.signal_names),
+        user_features=_user_features(body.get("user_features")))
 
 
 def _reject_constant(name):

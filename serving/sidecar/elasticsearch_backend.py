@@ -170,7 +170,7 @@ def index_catalog(client, documents: Iterable[Mapping], alias: str = DEFAULT_ALI
         current = []
         if es.indices.exists(index=alias):
             raise ValueError(f"'{alias}' is a concrete index, not an alias; delete or rename it "
-                             "(or choose another --alias) before indexing")
+                             "(or choose another --alias) before indexing") from None
     es.indices.create(index=name, mappings=ITEM_MAPPING, settings=index_settings(replicas))
     count = 0
 

@@ -30,20 +30,10 @@ import os
 import struct
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Protocol, Sequence
 
-from serving.sidecar.validation import (
-    RequestError,
-    check_object,
-    get_bool,
-    get_number,
-    get_string,
-    get_string_list,
-)
+from serving.sidecar.validation import RequestError, check
 
 EVERYWHERE = "*"
 CATEGORY_SEPARATOR = ">"
-MAX_CATEGORIES = 50
-MAX_EXCLUDE_IDS = 1000
-FILTER_FIELDS = ("region", "categories", "subclasses", "exclude_ids", "price", "in_stock")
 
 
 class FilterUnavailable(RuntimeError):
@@ -102,32 +92,34 @@ class Filters:
 
 
 def parse_filters(value, field: str = "filters") -> Filters:
-    """The request's ``filters`` object -> :class:`Filters` (RequestError when invalid)."""
+    """The request's ``filters`` object -> :class:`Filters` (RequestError when invalid):
+    checked against openapi.yaml's ``Filters`` schema, then converted."""
+    if value is not None:
+        check("Filters", value, field=field)
+    return filters_from_checked(value, field)
+
+
+def filters_from_checked(value: Optional[Mapping], field: str = "filters") -> Filters:
+    """Converts a ``filters`` object the schema has accepted, with the two rules a schema
+    cannot state: a category path needs a level, and ``price.min <= price.max``."""
     if value is None:
         return Filters()
-    obj = check_object(value, field, FILTER_FIELDS)
-    region = get_string(obj, "region", f"{field}.region", max_len=64)
-    categories = tuple(normalise_category(c) for c in get_string_list(
-        obj, "categories", f"{field}.categories", MAX_CATEGORIES, max_len=512))
+    categories = tuple(normalise_category(c) for c in value.get("categories") or ())
     for i, c in enumerate(categories):
         if not c:
             raise RequestError(f"'{field}.categories[{i}]' has no category level",
                                f"{field}.categories[{i}]")
-    subclasses = get_string_list(obj, "subclasses", f"{field}.subclasses", MAX_CATEGORIES,
-                                 max_len=512)
-    exclude = get_string_list(obj, "exclude_ids", f"{field}.exclude_ids", MAX_EXCLUDE_IDS)
-    price_min = price_max = None
-    if obj.get("price") is not None:
-        price = check_object(obj["price"], f"{field}.price", ("min", "max"))
-        price_min = get_number(price, "min", f"{field}.price.min", minimum=0.0)
-        price_max = get_number(price, "max", f"{field}.price.max", minimum=0.0)
-        if price_min is not None and price_max is not None and price_min > price_max:
-            raise RequestError(f"'{field}.price.min' ({price_min:g}) is greater than "
-                               f"'{field}.price.max' ({price_max:g})", f"{field}.price")
-    return Filters(region=region, categories=tuple(dict.fromkeys(categories)),
-                   subclasses=tuple(dict.fromkeys(subclasses)), exclude_ids=frozenset(exclude),
-                   price_min=price_min, price_max=price_max,
-                   in_stock=get_bool(obj, "in_stock", f"{field}.in_stock"))
+    price = value.get("price") or {}
+    price_min, price_max = price.get("min"), price.get("max")
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise RequestError(f"'{field}.price.min' ({price_min:g}) is greater than "
+                           f"'{field}.price.max' ({price_max:g})", f"{field}.price")
+    return Filters(region=value.get("region"), categories=tuple(dict.fromkeys(categories)),
+                   subclasses=tuple(dict.fromkeys(value.get("subclasses") or ())),
+                   exclude_ids=frozenset(value.get("exclude_ids") or ()),
+                   price_min=None if price_min is None else float(price_min),
+                   price_max=None if price_max is None else float(price_max),
+                   in_stock=bool(value.get("in_stock", False)))
 
 
 def _first(values, default=None):
@@ -281,6 +273,6 @@ def unique_in_order(ids: Iterable[str], exclude: frozenset = frozenset()) -> Lis
     return out
 
 
-__all__ = ["Filters", "parse_filters", "FilterBackend", "FilterUnavailable",
+__all__ = ["Filters", "parse_filters", "filters_from_checked", "FilterBackend", "FilterUnavailable",
            "EmbeddedFilterBackend", "item_document", "catalog_documents", "matches",
            "normalise_category", "category_prefixes", "unique_in_order", "EVERYWHERE"]

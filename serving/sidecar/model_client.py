@@ -269,7 +269,8 @@ class _BaseClient:
             inputs["history_item_ids"] = ("string", [
                 latest + [""] * (width - len(latest)) if v == "ni" else [""] * width
                 for v in variants])
-        remaining = lambda: self._timeout(timeout - (time.perf_counter() - started))
+        def remaining():
+            return self._timeout(timeout - (time.perf_counter() - started))
         try:
             outputs, got_version = self._predict(signature, inputs, remaining(), version)
         except ModelUnavailable as e:
@@ -442,52 +443,29 @@ class RestModelClient(_BaseClient):
 
 # ---------------------------------------------------------------------------- gRPC
 
-_DT_FLOAT, _DT_INT32, _DT_STRING, _DT_INT64, _DT_DOUBLE = 1, 3, 7, 9, 2
+_NUMPY_TYPES = {"string": object, "int64": np.int64, "float": np.float32}
 
 
 def tensor_proto(dtype: str, values):
-    """A TensorProto from a nested list (built field by field: no TensorFlow call)."""
-    from tensorflow.core.framework import tensor_pb2
-    array = np.asarray(values, dtype=object if dtype == "string" else None)
-    proto = tensor_pb2.TensorProto()
-    for size in array.shape:
-        proto.tensor_shape.dim.add().size = int(size)
-    flat = array.reshape(-1)
-    if dtype == "string":
-        proto.dtype = _DT_STRING
-        proto.string_val.extend(v.encode() if isinstance(v, str) else bytes(v) for v in flat)
-    elif dtype == "int64":
-        proto.dtype = _DT_INT64
-        proto.tensor_content = np.asarray(flat, np.int64).tobytes()
-    elif dtype == "float":
-        proto.dtype = _DT_FLOAT
-        proto.tensor_content = np.asarray(flat, np.float32).tobytes()
-    else:
+    """A request tensor from a nested list, by TensorFlow's own conversion (the gRPC
+    stubs load TensorFlow anyway; ~0.1 ms a request more than encoding it by hand)."""
+    import tensorflow as tf
+    if dtype not in _NUMPY_TYPES:
         raise ValueError(f"unsupported dtype {dtype}")
-    return proto
+    return tf.make_tensor_proto(np.asarray(values, dtype=_NUMPY_TYPES[dtype]))
 
 
 def tensor_values(proto) -> np.ndarray:
-    """A TensorProto (string/float/double/int32/int64) -> numpy array (strings as str)."""
-    shape = [int(d.size) for d in proto.tensor_shape.dim]
-    count = int(np.prod(shape)) if shape else 1
-    if proto.dtype == _DT_STRING:
-        flat = [v.decode("utf-8", "replace") for v in proto.string_val]
-        array = np.asarray(flat if len(flat) != 1 or count == 1 else flat * count, dtype=object)
-        return array.reshape(shape)
-    numpy_type = {_DT_FLOAT: np.float32, _DT_DOUBLE: np.float64, _DT_INT32: np.int32,
-                  _DT_INT64: np.int64}.get(proto.dtype)
-    if numpy_type is None:
-        raise ModelUnavailable(f"unsupported output dtype {proto.dtype}")
-    if proto.tensor_content:
-        array = np.frombuffer(proto.tensor_content, numpy_type)
-    else:
-        field = {_DT_FLOAT: proto.float_val, _DT_DOUBLE: proto.double_val,
-                 _DT_INT32: proto.int_val, _DT_INT64: proto.int64_val}[proto.dtype]
-        array = np.asarray(field, numpy_type)
-        if array.size == 1 and count > 1:  # TF's compact encoding of a constant tensor
-            array = np.full(count, array[0], numpy_type)
-    return array.reshape(shape)
+    """A response tensor -> numpy array (TensorFlow's ``make_ndarray``; strings as str)."""
+    import tensorflow as tf
+    try:
+        array = tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+        raise ModelUnavailable(f"unreadable output tensor: {e}") from None
+    if array.dtype == object:
+        flat = [v.decode("utf-8", "replace") for v in array.reshape(-1)]
+        array = np.array(flat, dtype=object).reshape(array.shape)
+    return array
 
 
 # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and a failed channel
@@ -597,5 +575,5 @@ def make_model_client(url: str, model_name: str, timeout_s: float = 0.05) -> Mod
 
 __all__ = ["ModelClient", "GrpcModelClient", "RestModelClient", "make_model_client",
            "Candidates", "Event", "ModelContext", "ModelUnavailable", "ModelTimeout",
-           "MetadataUnsupported", "ModelVersionNotFound", "SignatureInfo", "VARIANTS", "EMBEDDING_OF", "recommend_inputs", "tensor_proto",
-           "tensor_values"]
+           "MetadataUnsupported", "ModelVersionNotFound", "SignatureInfo", "VARIANTS",
+           "EMBEDDING_OF", "recommend_inputs", "tensor_proto", "tensor_values"]
