@@ -45,22 +45,6 @@ def corrected_logits(scores, log_p, alpha):
     return _f32(scores) - _f32(alpha) * _f32(log_p)
 
 
-def candidate_slice_logits(h, positive_emb, negative_emb, positive_log_p, negative_log_p,
-                           alpha):
-    """Corrected logits [B, 1+K] of the candidate slice, the positive in column 0.
-
-    h [B, D], positive_emb [B, D], negative_emb [B, K, D], positive_log_p [B],
-    negative_log_p [B, K].  Column 0 is the positive so that ``next_item_loss``
-    needs no label tensor.
-    """
-    h = _f32(h)
-    positive = tf.reduce_sum(h * _f32(positive_emb), axis=-1, keepdims=True)
-    negative = tf.einsum("bd,bkd->bk", h, _f32(negative_emb))
-    scores = tf.concat([positive, negative], axis=1)
-    log_p = tf.concat([_f32(positive_log_p)[:, None], _f32(negative_log_p)], axis=1)
-    return corrected_logits(scores, log_p, alpha)
-
-
 def next_item_loss(logits, weights=None, negative_mask=None):
     """L_next = −log softmax(logits)[:, 0], the weighted mean over rows.
 

@@ -339,10 +339,6 @@ class StarsModel(tfrs.Model):
         return self.loss_parts(inputs, training=False)
 
 
-def delta_is_frozen(model: StarsModel) -> bool:
-    return bool(model.config.use_delta) and float(model.items.delta_gate.numpy()) == 0.0
-
-
 class DeltaUnfreeze(tf.keras.callbacks.Callback):
     """Opens the δ gate after ``delta_frozen_epochs`` epochs (spec §2: δ frozen first)."""
 

@@ -22,6 +22,17 @@ def _slice_inputs(b=4, k=5, d=3):
             np.log(RNG.uniform(0.01, 1, size=b)), np.log(RNG.uniform(0.01, 1, size=(b, k))))
 
 
+def _slice_logits(h, positive, negative, positive_log_p, negative_log_p, alpha):
+    """Corrected logits [B, 1+K] of a candidate slice, the positive in column 0, built as
+    ``StarsModel`` builds them: dot products with every candidate, then ``corrected_logits``."""
+    def f32(x):
+        return tf.cast(x, tf.float32)
+    candidates = tf.concat([f32(positive)[:, None], f32(negative)], axis=1)
+    scores = tf.einsum("bd,bkd->bk", f32(h), candidates)
+    log_p = tf.concat([f32(positive_log_p)[:, None], f32(negative_log_p)], axis=1)
+    return losses.corrected_logits(scores, log_p, alpha)
+
+
 def test_corrected_logits_formula_and_broadcasting():
     scores = RNG.normal(size=(3, 4))
     log_p = np.log(RNG.uniform(0.01, 1, size=4))
@@ -30,18 +41,9 @@ def test_corrected_logits_formula_and_broadcasting():
     assert losses.corrected_logits(tf.constant(scores, tf.float16), log_p, 1.0).dtype == tf.float32
 
 
-def test_candidate_slice_logits_positive_in_column_zero():
-    h, pos, neg, pos_lp, neg_lp = _slice_inputs()
-    got = losses.candidate_slice_logits(h, pos, neg, pos_lp, neg_lp, 0.5).numpy()
-    want = np.concatenate([(h * pos).sum(-1, keepdims=True), np.einsum("bd,bkd->bk", h, neg)], 1)
-    want -= 0.5 * np.concatenate([pos_lp[:, None], neg_lp], 1)
-    assert got.shape == (4, 6)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
-
 def test_next_item_loss_matches_numpy_log_softmax():
     h, pos, neg, pos_lp, neg_lp = _slice_inputs()
-    logits = losses.candidate_slice_logits(h, pos, neg, pos_lp, neg_lp, 1.0)
+    logits = _slice_logits(h, pos, neg, pos_lp, neg_lp, 1.0)
     want = -_log_softmax(logits.numpy().astype(np.float64))[:, 0]
     np.testing.assert_allclose(losses.next_item_loss(logits).numpy(), want.mean(), rtol=1e-5)
     w = np.array([1.0, 0.0, 2.0, 0.5])
@@ -51,7 +53,7 @@ def test_next_item_loss_matches_numpy_log_softmax():
 
 def test_alpha_zero_is_plain_dot_product_softmax_ce():
     h, pos, neg, pos_lp, neg_lp = _slice_inputs()
-    logits = losses.candidate_slice_logits(h, pos, neg, pos_lp, neg_lp, 0.0)
+    logits = _slice_logits(h, pos, neg, pos_lp, neg_lp, 0.0)
     candidates = np.concatenate([pos[:, None], neg], 1)
     plain = np.einsum("bd,bkd->bk", h, candidates)
     want = tf.keras.losses.sparse_categorical_crossentropy(
@@ -178,7 +180,7 @@ def test_gradients_are_finite():
     negatives = tf.constant([[1, 2], [0, 0], [3, 4], [5, 1]])
     positives = tf.constant([0, 3, 5, 2])
     with tf.GradientTape() as tape:
-        logits = losses.candidate_slice_logits(
+        logits = _slice_logits(
             h, tf.gather(items, positives), tf.gather(items, negatives),
             tf.gather(log_p, positives), tf.gather(log_p, negatives), 1.0)
         mask = tf.constant([[True, True], [False, False], [True, False], [True, True]])

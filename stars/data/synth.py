@@ -379,9 +379,3 @@ def generate(out_dir, size: str = "tiny", seed: int = 0,
     return {"out": str(out), "size": size, "seed": seed, "users": spec.users,
             "items": spec.items, "events": sum(counts.events.values()), "pages": counts.pages,
             "wall_s": round(time.time() - started, 1)}
-
-
-def available_sizes() -> str:
-    return ", ".join(f"{k} ({v.users} users, {v.items} items)" for k, v in SIZES.items())
-
-
