@@ -9,9 +9,10 @@
     stars demo --out DIR                           synth data + pipeline, end to end
     stars eval --data-dir DIR --out DIR [--quick]  offline evaluation (leave-one-out, full ranking)
     stars serve model --model-base-path DIR        TF Serving REST/gRPC APIs over pushed models
-    stars serve sidecar --model-grpc HOST:PORT     recommendations API with the post-filter
+    stars serve sidecar --data-dir DIR --model-url grpc://HOST:PORT
+                                                   recommendations API with the post-filter
     stars batch user-embeddings ...                h_gen/h_next of every user into a store
-    stars index items --data-dir DIR --es URL      catalogue into Elasticsearch
+    stars index items --data-dir DIR --es-hosts URL  catalogue into Elasticsearch
 """
 from __future__ import annotations
 
@@ -168,7 +169,8 @@ def _add_pipeline_options(parser) -> None:
     parser.add_argument("--min-recall-vs-popularity", type=float, default=1.0,
                         help="blessing threshold: Recall@10 >= this x popularity")
     parser.add_argument("--beam-arg", action="append",
-                        help="Beam pipeline argument, repeatable (e.g. --beam-arg=--runner=FlinkRunner)")
+                        help="Beam pipeline argument, repeatable "
+                             "(e.g. --beam-arg=--runner=FlinkRunner)")
 
 
 def build_parser() -> argparse.ArgumentParser:
