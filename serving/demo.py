@@ -8,6 +8,7 @@ stub to the model server, and sidecar recommendations with filters for a known
 user, an anonymous session and a round-robin request.  Every returned item is
 checked against the filters; everything is shut down at the end.
 """
+import argparse
 import json
 import threading
 import time
@@ -81,9 +82,8 @@ def _catalogue(data_dir: str) -> dict:
 def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars") -> dict:
     from serving.batch import job
     from serving.model_server.server import serve
-    from serving.sidecar.cli import build_app
+    from serving.sidecar.cli import add_serve_sidecar_parser, build_app
     from serving.sidecar.server import make_server
-    from stars.cli import build_parser
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -112,8 +112,10 @@ def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "s
         print(f"== batch user embeddings -> {store}: {batch.get('users_written')} users in "
               f"{time.time() - started:.1f}s")
 
-        args = build_parser().parse_args([
-            "serve", "sidecar", "--data-dir", data_dir,
+        sidecar_parser = argparse.ArgumentParser(prog="stars serve")
+        add_serve_sidecar_parser(sidecar_parser.add_subparsers())
+        args = sidecar_parser.parse_args([  # the flags `stars serve sidecar` takes
+            "sidecar", "--data-dir", data_dir,
             "--model-url", f"grpc://127.0.0.1:{server.grpc_port}", "--model-name", model_name,
             "--user-store", store, "--host", "127.0.0.1", "--port", "0",
             "--model-timeout-ms", "2000", "--budget-ms", "5000"])

@@ -8,6 +8,7 @@ add the sub-commands (each sets ``func``, which returns an exit code).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -106,6 +107,15 @@ def http_config(args):
                       graceful_timeout_s=args.graceful_timeout_ms / 1000.0,
                       drain_s=args.drain_ms / 1000.0, workers=args.workers,
                       reuse_port=args.reuse_port)
+
+
+def app_from_environment():
+    """The app of one worker process (``server.run`` with several workers): built from
+    the parsed ``serve sidecar`` arguments the parent left in ``ARGS_ENV``."""
+    from serving.sidecar.asgi import SidecarASGI
+    from serving.sidecar.server import ARGS_ENV
+    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
+    return SidecarASGI(build_app(args), drain_s=http_config(args).drain_s)
 
 
 def _serve_sidecar(args) -> int:

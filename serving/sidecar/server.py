@@ -134,20 +134,12 @@ def make_server(app: SidecarApp, host: str = "127.0.0.1", port: int = 0,
     return SidecarServer(app, host, port, http)
 
 
-def app_from_environment() -> SidecarASGI:
-    """The app of one worker process: built from the parsed ``serve sidecar`` arguments
-    the parent left in ``STARS_SIDECAR_ARGS`` (uvicorn's ``factory=True``)."""
-    import argparse
-
-    from serving.sidecar.cli import build_app, http_config
-    args = argparse.Namespace(**json.loads(os.environ[ARGS_ENV]))
-    return SidecarASGI(build_app(args), drain_s=http_config(args).drain_s)
-
-
-def run(app: Optional[SidecarApp], args: dict, host: str, port: int, http: HttpConfig) -> None:
+def run(app: Optional[SidecarApp], args: dict, host: str, port: int, http: HttpConfig,
+        factory: str = "serving.sidecar.cli:app_from_environment") -> None:
     """Serves until SIGTERM / SIGINT: ``app`` in this process when ``http.workers`` is 1;
-    otherwise ``http.workers`` processes, each building its own app from ``args`` (the
-    parsed command line, JSON-serialisable values).  A drained SIGTERM exits with 0."""
+    otherwise ``http.workers`` processes, each building its own app with ``factory``
+    (``module:function``, uvicorn's ``factory=True``) from ``args`` (the parsed command
+    line, JSON-serialisable values, left in ``ARGS_ENV``).  A drained SIGTERM exits 0."""
     # uvicorn re-raises the signal it stopped on once it is done; that is a clean exit here
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sock = listen(host, port, http.reuse_port)
@@ -160,8 +152,7 @@ def run(app: Optional[SidecarApp], args: dict, host: str, port: int, http: HttpC
         os.environ[ARGS_ENV] = json.dumps(args)
         with tempfile.TemporaryDirectory(prefix="stars-sidecar-metrics-") as metrics_dir:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-            config = uvicorn_config("serving.sidecar.server:app_from_environment", http,
-                                    factory=True, workers=http.workers)
+            config = uvicorn_config(factory, http, factory=True, workers=http.workers)
             Multiprocess(config, sockets=[sock]).run()
     finally:
         sock.close()
@@ -177,4 +168,4 @@ def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 
 
 __all__ = ["HttpConfig", "HeadDeadlineProtocol", "SidecarServer", "make_server", "run", "listen",
-           "app_from_environment", "uvicorn_config"]
+           "uvicorn_config", "ARGS_ENV"]
