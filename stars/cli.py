@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
 
 from stars import calendar_context as CC
+from stars import console
 from stars.data.contract import ContractError
 from stars.environment import configure
 
@@ -176,6 +176,7 @@ def _add_pipeline_options(parser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stars", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_console_options(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="data generation, import and validation")
@@ -251,10 +252,42 @@ def _add_serving_commands(sub) -> None:
     add_index_items_parser(index.add_subparsers(dest="index_command", required=True))
 
 
+# Commands whose console is for a person (progress, results); library logs go to a file.
+# The servers and batch jobs keep logging to stderr, where their supervisor collects it.
+PERSON_FACING = ("data", "pipeline", "demo", "eval")
+
+
+def _add_console_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow / absl / Beam / TFX logs on the console too")
+    parser.add_argument("--log-file", default="",
+                        help="where library logs go (default: stars.log in the command's "
+                             "--out or --root directory)")
+
+
+def _default_log_file(args) -> str:
+    where = getattr(args, "out", None) or getattr(args, "root", None)
+    return os.path.join(where, "stars.log") if where and "://" not in where else ""
+
+
+def _set_up_console(args) -> None:
+    if args.command not in PERSON_FACING:
+        console.setup(args.log_file or None, verbose=args.verbose, filtered=False)
+        return
+    log_file = console.setup(args.log_file or _default_log_file(args), verbose=args.verbose)
+    if log_file and not args.verbose:
+        print(f"stars: library logs in {log_file} (stars --verbose shows them here)",
+              file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    configure()  # before any subcommand's imports build a model (stars.environment)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    early = argparse.ArgumentParser(add_help=False)
+    _add_console_options(early)
+    # before any subcommand's imports build a model or load TensorFlow (stars.environment)
+    configure(verbose=early.parse_known_args(argv)[0].verbose)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _set_up_console(args)
     try:
         return args.func(args)
     except ContractError as e:

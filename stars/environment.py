@@ -24,9 +24,15 @@ import warnings
 LEGACY_KERAS_VAR = "TF_USE_LEGACY_KERAS"
 
 
-def configure() -> None:
-    """Keras 2 for TensorFlow and no non-actionable Python warnings; idempotent."""
+TF_LOG_LEVEL_VAR = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def configure(verbose: bool = False) -> None:
+    """Keras 2 for TensorFlow, TensorFlow's C++ log quiet unless ``verbose`` (it prints
+    CUDA-factory errors and op notices on every CPU start; an explicit
+    ``TF_CPP_MIN_LOG_LEVEL`` wins), no non-actionable Python warnings; idempotent."""
     use_legacy_keras()
+    os.environ.setdefault(TF_LOG_LEVEL_VAR, "0" if verbose else "3")
     quiet_python_version_notices()
 
 

@@ -1,0 +1,82 @@
+"""What a person sees on the console: the command's own lines and progress, not library noise.
+
+A pipeline run logs hundreds of lines from TensorFlow, absl, Beam and TFX (CUDA factories
+on a CPU machine, analyzer notices, MLMD query notes) that tell neither progress nor
+trouble.  :func:`setup` sends all Python logging and warnings to a log file and leaves on
+the console only warnings from STARS's own packages and errors from anyone; ``verbose``
+shows everything on the console as well.  :func:`progress` is the progress bar of long
+loops: a ``tqdm`` bar on stderr while it runs, gone when done, and silent when stderr is
+not a terminal (CI, a log file), so it never adds lines to captured output.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Iterable, Optional, TypeVar
+
+OWN_PACKAGES = ("stars", "models", "components", "pipeline", "serving", "benchmarks", "__main__")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+T = TypeVar("T")
+
+
+class _ConsoleFilter(logging.Filter):
+    """Warnings of our own packages and errors of anyone; nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        return record.name.split(".")[0] in OWN_PACKAGES
+
+
+def setup(log_file: Optional[str], verbose: bool = False,
+          filtered: bool = True) -> Optional[str]:
+    """Routes logging: everything to ``log_file`` (appended; None: no file); the console
+    gets INFO and up when ``verbose``, else WARNING and up, only our own packages' unless
+    ``filtered`` is off.  Idempotent: replaces the handlers an earlier call added (and
+    leaves others, e.g. pytest's).  Returns the log file's absolute path."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_stars_console", False)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.setLevel(logging.INFO if verbose else logging.WARNING)
+    if filtered and not verbose:
+        console.addFilter(_ConsoleFilter())
+    handlers: list = [console]
+    if log_file:
+        log_file = os.path.abspath(log_file)
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter(FORMAT))
+        handlers.append(to_file)
+    for handler in handlers:
+        handler._stars_console = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    logging.captureWarnings(True)  # DeprecationWarnings & co. become log records
+    _absl_through_python_logging()
+    return log_file
+
+
+def _absl_through_python_logging() -> None:
+    """absl (TFX's logger) at INFO, so the file gets TFX's component lines; absl writes
+    through Python logging unless absl.app installed its own stderr handler."""
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        return
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.get_absl_logger().propagate = True
+
+
+def progress(iterable: Iterable[T], total: Optional[int] = None, desc: str = "",
+             unit: str = "it"):
+    """``iterable`` with a progress bar on stderr when stderr is a terminal."""
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
+                disable=None, dynamic_ncols=True)
+
+
+__all__ = ["setup", "progress", "OWN_PACKAGES"]
