@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 from benchmarks.report import command_line, write_results
 
@@ -147,7 +148,7 @@ def measure(stack: str, requests: int) -> dict:
                 if time.monotonic() > deadline or child.poll() is not None:
                     raise RuntimeError(f"{stack}: the server did not start") from None
                 time.sleep(0.1)
-        result = {"stack": stack, "load": []}
+        result: dict[str, Any] = {"stack": stack, "load": []}
         for concurrency in (1, 8, 32, 64):
             asyncio.run(closed_loop(url, bodies, check, concurrency, 200))  # warm-up
             started = time.monotonic()

@@ -56,24 +56,24 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 log = logging.getLogger("benchmarks.serving")
 
 SIZE_PRESETS = {"10k": "bench10k", "100k": "bench100k"}
-TARGET = {"size": "100k", "p99_ms": 25.0,
-          "paths": ("sidecar_known_user", "sidecar_anonymous")}
+TARGET: Dict[str, Any] = {"size": "100k", "p99_ms": 25.0,
+                          "paths": ("sidecar_known_user", "sidecar_anonymous")}
 MODEL_NAME = "stars"
 TOP_K = 100           # ids per served answer (PipelineConfig.top_k)
 K = 10                # what the sidecar client asks for
 SESSION_EVENTS = 5
-KNOWN_FILTERS = {"region": "us", "in_stock": True}
+KNOWN_FILTERS: Dict[str, Any] = {"region": "us", "in_stock": True}
 SIGNALS = {"promotion": True}
-PIPELINE_SETTINGS = {"encoder": "hashing:64", "model_preset": "tiny",
-                     "model_overrides": json.dumps({"epochs": 1}), "top_k": TOP_K,
-                     "min_recall_vs_popularity": 0.0}
+PIPELINE_SETTINGS: Dict[str, Any] = {"encoder": "hashing:64", "model_preset": "tiny",
+                                     "model_overrides": json.dumps({"epochs": 1}),
+                                     "top_k": TOP_K, "min_recall_vs_popularity": 0.0}
 PATHS = collections.OrderedDict([
     ("sidecar_known_user", "sidecar end to end (HTTP, keep-alive): stored embedding, rr, "
                            "k=10, region+in_stock filters"),
@@ -266,7 +266,7 @@ def _ensure_model(config, model_base: str) -> dict:
     if _pushed_versions(model_base):
         return {"cached": True, "wall_s": 0.0}
     started = time.time()
-    stages = {}
+    stages: Dict[str, float | str] = {}
     for n, (name, run_options) in enumerate(STAGES):
         if n == 0 and _index_built(config.pipeline_root):
             stages[name] = "reused (an earlier run built the index)"
@@ -372,9 +372,10 @@ def bench_size(size: str, args) -> dict:
     from serving.sidecar.filters import Filters
     from serving.sidecar.model_client import (
         Event,
+        GrpcModelClient,
         ModelContext,
+        RestModelClient,
         SignatureInfo,
-        make_model_client,
         recommend_inputs,
     )
     from serving.sidecar.server import make_server
@@ -384,7 +385,8 @@ def bench_size(size: str, args) -> dict:
     preset = _synth_preset(size)
     work = Path(args.work) / size
     data_dir, root = work / "data", work / "pipeline"
-    result = {"size": size, "synth_preset": preset, "load_avg_start": _load()}
+    result: Dict[str, Any] = {"size": size, "synth_preset": preset,
+                              "load_avg_start": _load()}
     print(f"== [{size}] data ({preset}) under {data_dir}", flush=True)
     result["data"] = _ensure_data(data_dir, preset, args.seed)
     config = _pipeline_config(data_dir, root)
@@ -411,6 +413,7 @@ def bench_size(size: str, args) -> dict:
 
     started = time.time()
     server = serve(model_base, MODEL_NAME, rest_port=0, grpc_port=0, host="127.0.0.1")
+    assert server.grpc_port is not None  # 0 above: a free port
     result["model_server_load_s"] = round(time.time() - started, 1)
     sidecar = None
     clients = []
@@ -426,8 +429,9 @@ def bench_size(size: str, args) -> dict:
         threading.Thread(target=sidecar.serve_forever, daemon=True).start()
         recommender = app.recommender
         backend, user_store = recommender.filter_backend, recommender.user_store
-        grpc_client = make_model_client(f"grpc://127.0.0.1:{server.grpc_port}", MODEL_NAME, 5.0)
-        rest_client = make_model_client(f"http://127.0.0.1:{server.rest_port}", MODEL_NAME, 5.0)
+        # what make_model_client makes of these URLs; signature_info is not on ModelClient
+        grpc_client = GrpcModelClient(f"127.0.0.1:{server.grpc_port}", MODEL_NAME, 5.0)
+        rest_client = RestModelClient(f"http://127.0.0.1:{server.rest_port}", MODEL_NAME, 5.0)
         http_client = _Http(sidecar.server_address[1])
         clients = [http_client]
 
@@ -491,7 +495,7 @@ def bench_size(size: str, args) -> dict:
             candidates.append(list(dict.fromkeys(answer.ids["gi"] + answer.ids["ni"])))
         known_filters = Filters(region=KNOWN_FILTERS["region"], in_stock=True)
 
-        answers = {"sidecar_known_user": [], "sidecar_anonymous": []}
+        answers: Dict[str, list] = {"sidecar_known_user": [], "sidecar_anonymous": []}
         measuring = {"on": False}
 
         def sidecar_call(name, bodies):
@@ -599,9 +603,10 @@ def bench_size(size: str, args) -> dict:
 
 # ------------------------------------------------------------------------------ report
 def _target(sizes: List[dict]) -> dict:
-    out = {"rule": f"p99 of every sidecar end-to-end path < {TARGET['p99_ms']} ms at "
-                   f"{TARGET['size']} items, single client",
-           "size": TARGET["size"], "p99_ms": TARGET["p99_ms"], "paths": list(TARGET["paths"])}
+    out: Dict[str, Any] = {
+        "rule": f"p99 of every sidecar end-to-end path < {TARGET['p99_ms']} ms at "
+                f"{TARGET['size']} items, single client",
+        "size": TARGET["size"], "p99_ms": TARGET["p99_ms"], "paths": list(TARGET["paths"])}
     entry = next((s for s in sizes if s["size"] == TARGET["size"]), None)
     if entry is None:
         return {**out, "met": None, "why": f"{TARGET['size']} was not run"}
@@ -672,6 +677,7 @@ def main(argv=None) -> int:
         print(f"benchmarks.serving: error: {e}", file=sys.stderr)
         return 2
     started = time.time()
+    document: Dict[str, Any]
     document = {"benchmark": "serving",
                 "command": "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None
                                                                      else argv),

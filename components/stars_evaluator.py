@@ -101,8 +101,9 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
     item_ids = sorted(categories)
     index = {item: i for i, item in enumerate(item_ids)}
     tft_output = tft.TFTransformOutput(transform_graph_uri)
-    counts = read_popularity_counts(tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB),
-                                    item_ids)
+    vocabulary = tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB)
+    assert vocabulary is not None  # the Transform (models/preprocessing.py) always writes it
+    counts = read_popularity_counts(vocabulary, item_ids)
     examples = list(requests.eval_examples(examples_uri, split))
     if not examples:
         raise ValueError(f"the {split!r} split of {examples_uri} has no examples to evaluate")
@@ -128,7 +129,7 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
         rules["min_ratio"] = {"popularity": min_recall_vs_popularity}
     if baseline_dir:
         rules["max_drop"] = {"last_blessed": max_regression}
-    corpus_by_model = {}
+    corpus_by_model: dict[str, dict] = {}
     for key, value in corpus.items():
         model_name, metric = key.split("/")
         corpus_by_model.setdefault(model_name, {})[metric] = value

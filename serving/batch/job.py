@@ -31,7 +31,7 @@ import logging
 import math
 import os
 import time
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -39,6 +39,9 @@ import numpy as np
 from stars.data import contract
 from stars.data.sequences import USER_REGION_FEATURE
 from stars.evaluation import requests
+
+if TYPE_CHECKING:
+    from serving.batch.store import ShardWriter
 
 LOG = logging.getLogger(__name__)
 NAMESPACE = "stars.batch.user_embeddings"
@@ -195,7 +198,7 @@ class _Embed(beam.DoFn):
         self._model_dir = model_dir
         self._max_history = max_history
         self._fallback = as_of_fallback
-        self._signature = None
+        self._signature: Any = None  # the SavedModel's signature function, from setup()
 
     def setup(self):
         from models.serving import load_serving_model
@@ -208,7 +211,7 @@ class _Embed(beam.DoFn):
 
     def _example(self, request: UserRequest, as_of: int) -> requests.EvalExample:
         columns = request.profile
-        features = {}
+        features: dict[str, float | str] = {}
         for key in self._numeric:
             value = columns.get(_feature_column(key, requests.USER_NUM, columns))
             features[key] = float("nan") if value is None else _number(value)
@@ -249,7 +252,7 @@ class _WriteToStore(beam.DoFn):
 
     def __init__(self, store_spec: str, generation: str):
         self._spec, self._generation = store_spec, generation
-        self._writer = None
+        self._writer: Optional[ShardWriter] = None
 
     def setup(self):
         from serving.batch.store import open_store
@@ -290,6 +293,7 @@ def build_pipeline(pipeline: beam.Pipeline, data_dir: str, model_dir: str, store
                     | "ReadUsers" >> beam.FlatMap(_read_users))
     else:
         profiles = pipeline | "NoUsers" >> beam.Create([])
+    request_time: beam.pvalue.AsSingleton | int
     if as_of is None:  # the latest event in the data
         request_time = beam.pvalue.AsSingleton(
             events | "EventTimes" >> beam.Map(lambda kv: kv[1][0])

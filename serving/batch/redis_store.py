@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, overload
 
 from serving.batch.store import (
     DEFAULT_GRACE_SECONDS,
@@ -64,6 +64,10 @@ return out
 """
 
 
+@overload
+def _text(value: None) -> None: ...
+@overload
+def _text(value: bytes | str) -> str: ...
 def _text(value) -> Optional[str]:
     if value is None:
         return None

@@ -28,7 +28,17 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Iterable,
+    List,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+    runtime_checkable,
+)
 
 import numpy as np
 
@@ -185,11 +195,19 @@ class UserEmbeddingStore(UserEmbeddingReader, Protocol):
     def generations(self) -> List[str]:
         """Every generation present (live, superseded-not-yet-removed, in progress)."""
 
+    def stats(self) -> dict:
+        """The live generation's ``version``, ``count``, ``dim`` and ``model_version``."""
+
     def close(self) -> None: ...
 
 
 class RefreshContext:
     """Mixin: ``with store.begin_refresh() as w:`` commits on success, aborts on error."""
+
+    if TYPE_CHECKING:  # provided by the class it is mixed into
+        def commit(self, expected_count: Optional[int] = None) -> str: ...
+
+        def abort(self) -> None: ...
 
     def __enter__(self):
         return self
@@ -207,7 +225,7 @@ def open_store(spec: str, grace_seconds: Optional[float] = None) -> UserEmbeddin
     """``embedded:PATH`` (a directory) or ``redis://host:port/db`` (also ``rediss://``,
     ``unix://``)."""
     spec = str(spec)
-    kwargs = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
+    kwargs: dict[str, Any] = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
     if spec.startswith("embedded:"):
         from serving.batch.embedded_store import EmbeddedStore
         path = spec[len("embedded:"):]

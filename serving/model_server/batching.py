@@ -128,9 +128,10 @@ Run = Callable[[Mapping[str, np.ndarray]], Dict[str, np.ndarray]]
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:
     shapes = {a.shape[0] if np.ndim(a) else None for a in inputs.values()}
-    if len(shapes) != 1 or None in shapes:
+    rows = shapes.pop() if len(shapes) == 1 else None
+    if rows is None:
         return -1  # no common first dimension: not batchable
-    return int(shapes.pop())
+    return int(rows)
 
 
 class Batcher:
@@ -174,6 +175,7 @@ class Batcher:
         call.done.wait()
         if call.error is not None:
             raise call.error
+        assert call.outputs is not None  # _run_batch sets one of the two
         return call.outputs
 
     def _take(self):

@@ -67,7 +67,7 @@ def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
                 f"Expects arg[{position}] to be {dtype_string(info.dtype)} but {got_name} is "
                 f"provided")
         shape = _shape_list(info.tensor_shape)
-        if not _compatible(array.shape, shape):
+        if shape is not None and not _compatible(array.shape, shape):
             raise errors.invalid_argument(
                 f"Input \"{name}\" has shape [{','.join(map(str, array.shape))}] which is not "
                 f"compatible with the signature's [{','.join(map(str, shape))}] "

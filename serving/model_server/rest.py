@@ -11,6 +11,7 @@ never a 500: only a bug in this server is.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -141,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     wbufsize = -1  # headers and body in one write: no Nagle/delayed-ACK stall (~40 ms)
     server_version = "stars-model-server"
+    server: RestServer  # narrower than BaseRequestHandler's: the server this handler serves
+    rfile: io.BufferedReader  # rbufsize -1: buffered, so it can peek
 
     def log_message(self, fmt, *args):  # noqa: D401 - quiet by default
         log.debug("%s - %s", self.address_string(), fmt % args)
@@ -173,7 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         limit = self.server.max_request_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks, total = [], 0
+            chunks: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(1024)
                 size = int(line.split(b";")[0].strip() or b"0", 16)
@@ -186,10 +190,10 @@ class _Handler(BaseHTTPRequestHandler):
                     raise BodyTooLarge(total)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(1024)
-        length = self.headers.get("Content-Length")
-        if not length:
+        header = self.headers.get("Content-Length")
+        if not header:
             return b""
-        length = int(length)
+        length = int(header)
         if length < 0:
             raise ValueError("negative Content-Length")
         if length > limit:

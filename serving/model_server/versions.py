@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from serving.model_server import errors
 
@@ -73,7 +73,7 @@ class Servable:
     name: str
     version: int
     path: str
-    model: object
+    model: Any  # the loaded SavedModel (None once released)
     signature_defs: dict
     refs: int = 0
     retiring: bool = False
@@ -100,7 +100,7 @@ class _Failure:
 
 def _fingerprint(path: str) -> tuple:
     """Cheap change detector for a version directory (retry a failed load when it changes)."""
-    parts = []
+    parts: list[tuple] = []
     for rel in ("saved_model.pb", "fingerprint.pb", "variables"):
         full = os.path.join(path, rel)
         try:
@@ -185,7 +185,7 @@ class ModelVersions:
     # ---------------------------------------------------------------- discovery
     def discover(self) -> dict[int, str]:
         """``{version: path}`` of the numeric version directories holding a SavedModel."""
-        found = {}
+        found: dict[int, str] = {}
         try:
             entries = list(os.scandir(self.base_path))
         except OSError as e:

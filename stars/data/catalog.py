@@ -49,6 +49,7 @@ def item_features(row) -> dict:
 def read_catalog(data_dir: str | os.PathLike) -> Iterator[dict]:
     """Validated catalogue items as feature dicts; duplicate ids are an error."""
     path = contract.find_table_file(data_dir, contract.ITEMS)
+    assert path is not None  # a required table: find_table_file raised if it is missing
     seen: set = set()
     dims: set = set()
     for chunk in contract.read_table(path, contract.ITEMS):

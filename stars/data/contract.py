@@ -24,10 +24,13 @@ import dataclasses
 import datetime
 import os
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    import _csv
 
 LIST_SEPARATOR = "|"
 EVENT_TYPES = ("view", "add_to_cart", "purchase")
@@ -333,8 +336,8 @@ class RejectWriter:
         self.columns = list(columns)
         self.count = 0
         self.reasons: dict = {}
-        self._file = None
-        self._writer = None
+        self._file: Optional[IO[str]] = None
+        self._writer: Optional[_csv.Writer] = None
 
     def add(self, source_row: int, reason: str, values: Sequence) -> None:
         if self._writer is None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 SPLIT_MODES = ("time", "leave_one_out")
 USER_REGION_FEATURE = "region"  # users-table column that gives events a default region
@@ -70,7 +70,7 @@ class SplitConfig:
         return ["train", "eval"] if self.mode == "time" else ["train", "eval", "test"]
 
 
-def cut_time(timestamps: Sequence[int], config: SplitConfig) -> int:
+def cut_time(timestamps: Iterable[int], config: SplitConfig) -> int:
     """The time-split cut: events at or after it are held out."""
     if config.cut_timestamp is not None:
         return int(config.cut_timestamp)
@@ -82,10 +82,10 @@ def cut_time(timestamps: Sequence[int], config: SplitConfig) -> int:
 
 
 def _user_features(user_features: Optional[Mapping], kinds: Mapping) -> dict:
-    out = {}
+    out: dict[str, list] = {}
     user_features = user_features or {}
     for name, kind in sorted(kinds.items()):
-        value = user_features.get(name)
+        value: Any = user_features.get(name)
         missing = value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
         if kind == "numeric":
             out[f"user_num_{name}"] = [] if missing else [float(value)]

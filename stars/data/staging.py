@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +28,7 @@ class StagingReport:
     users_read: int = 0
     rejects: dict = dataclasses.field(default_factory=dict)  # table -> {reason: count}
     user_feature_kinds: dict = dataclasses.field(default_factory=dict)
-    timestamps: Optional[np.ndarray] = None
+    timestamps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def rejected(self) -> int:

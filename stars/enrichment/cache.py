@@ -27,11 +27,11 @@ class EnrichmentCache:
         self._new_vectors: Dict[str, np.ndarray] = {}
         self._new_tags: Dict[str, list] = {}
         if directory and os.path.isdir(directory):
-            self._load()
+            self._load(directory)
 
-    def _load(self) -> None:
-        for name in sorted(os.listdir(self.directory)):
-            path = os.path.join(self.directory, name)
+    def _load(self, directory: str) -> None:
+        for name in sorted(os.listdir(directory)):
+            path = os.path.join(directory, name)
             if name.startswith("embeddings-") and name.endswith(".npz"):
                 with np.load(path) as shard:
                     for key, vector in zip(shard["keys"], shard["vectors"]):

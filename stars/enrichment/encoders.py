@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -31,8 +31,12 @@ from stars.enrichment.minilm import MiniLMEncoder
 class ItemEncoder(Protocol):
     """For type checking only: ``dim`` and ``name`` may do work (an HTTP probe),
     so the protocol is not runtime-checkable."""
-    name: str
-    dim: int
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
     def encode(self, items: Sequence[Mapping]) -> np.ndarray:
         """float32 [len(items), dim], rows of unit L2 norm."""
@@ -118,7 +122,7 @@ class HashingEncoder:
                 h = int.from_bytes(hashlib.blake2b(feature.encode("utf-8"),
                                                    digest_size=8).digest(), "little")
                 out[row, (h >> 1) % self.dim] += 1.0 if h & 1 else -1.0
-            norm = np.linalg.norm(out[row])
+            norm = float(np.linalg.norm(out[row]))
             if norm == 0:  # features cancelled out: any fixed unit vector will do
                 out[row, 0] = norm = 1.0
             out[row] /= norm
@@ -160,7 +164,7 @@ class HttpEmbeddingEncoder:
         return f"http:{self.model or 'default'}:d{self.dim}"
 
     def _embed(self, texts: list) -> np.ndarray:
-        payload = {"input": texts}
+        payload: dict[str, Any] = {"input": texts}
         if self.model:
             payload["model"] = self.model
         reply = self.endpoint.post("embeddings", payload)

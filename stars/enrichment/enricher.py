@@ -64,6 +64,7 @@ def enrich(features_stream: Iterable[dict], encoder, tagger,
         report.tags_from_cache += len(batch) - len(untagged)
         for features, ek, tk in zip(batch, emb_keys, tag_keys):
             vector, tags = cache.vector(ek), cache.tags(tk)
+            assert vector is not None and tags is not None  # both put above when missing
             report.embedding_dim = int(vector.shape[0])
             report.items_with_tags += bool(tags)
             yield {**features, "text_embedding": vector.tolist(), "attribute_tags": list(tags)}

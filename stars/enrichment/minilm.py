@@ -137,20 +137,20 @@ class MiniLMEncoder:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
-        model_dir = Path(model_dir) if model_dir else default_model_dir()
-        weights_path = model_dir / "model.safetensors"
+        directory = Path(model_dir) if model_dir else default_model_dir()
+        weights_path = directory / "model.safetensors"
         if not weights_path.is_file():
-            raise FileNotFoundError(f"{model_dir}: no model.safetensors (not a "
+            raise FileNotFoundError(f"{directory}: no model.safetensors (not a "
                                     "sentence-transformers model directory?)")
-        config = _read_json(model_dir / "config.json")
-        pooling = _read_json(model_dir / "1_Pooling" / "config.json", default={})
-        _check_config(config, pooling, model_dir)
-        st_config = _read_json(model_dir / "sentence_bert_config.json", default={})
+        config = _read_json(directory / "config.json")
+        pooling = _read_json(directory / "1_Pooling" / "config.json", default={})
+        _check_config(config, pooling, directory)
+        st_config = _read_json(directory / "sentence_bert_config.json", default={})
         self.max_tokens = int(max_tokens or st_config.get("max_seq_length", 256))
         self.batch_size = int(batch_size)
-        self.model_dir = model_dir
+        self.model_dir = directory
 
-        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self._tokenizer.no_padding()  # its file pads to 128; we pad per batch
         self._tokenizer.enable_truncation(max_length=self.max_tokens)
         weights = {k[len("bert."):] if k.startswith("bert.") else k: v

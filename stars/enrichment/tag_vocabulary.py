@@ -53,7 +53,7 @@ class TagVocabulary:
 
     def __init__(self, tags: Iterable[Tag]):
         self.tags = tuple(tags)
-        self._by_key = {}
+        self._by_key: dict[str, str] = {}
         for tag in self.tags:
             for form in (tag.name, *tag.synonyms, *tag.aliases):
                 key = normalise_key(form)

@@ -40,8 +40,8 @@ class _CountingTagger:
 
     def __init__(self, vocabulary: TagVocabulary):
         self.vocabulary = vocabulary
-        self.stats = collections.Counter()
-        self.unknown = collections.Counter()  # raw tag -> times dropped
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.unknown: collections.Counter[str] = collections.Counter()  # raw tag -> times dropped
 
     def _normalise(self, raws, counter: str) -> set:
         tags = set()
