@@ -27,6 +27,7 @@ import time
 from typing import Any
 
 from benchmarks.report import command_line, write_results
+from stars.environment import configure
 
 STACKS = ("stdlib", "uvicorn")
 
@@ -202,6 +203,7 @@ def markdown(document: dict) -> str:
 
 
 def main(argv=None) -> int:
+    configure()  # the entry point sets the process up (stars.environment)
     p = argparse.ArgumentParser(prog="python -m benchmarks.http_stack")
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--out", default="benchmarks/results/http_stack.json")

@@ -53,6 +53,7 @@ import numpy as np
 from benchmarks.load import AnswerCheck, closed_loop, open_loop, recovery_s, summarize, timeline
 from benchmarks.report import command_line, write_results
 from benchmarks.serving import _percentiles, _sessions
+from stars.environment import configure
 from tests.fixtures import free_port
 
 MODEL_NAME = "stars"
@@ -506,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    configure()  # the entry point sets the process up (stars.environment)
     args = build_parser().parse_args(argv)
     args.model_arg = MODEL_SERVER_ARGS if args.model_arg is None else args.model_arg
     from serving.sidecar.filters import EmbeddedFilterBackend

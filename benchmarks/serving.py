@@ -60,6 +60,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from stars.environment import configure
+
 log = logging.getLogger("benchmarks.serving")
 
 SIZE_PRESETS = {"10k": "bench10k", "100k": "bench100k"}
@@ -663,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    configure()  # the entry point sets the process up (stars.environment)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.requests < 1 or args.warmup < 0 or args.users < 1:

@@ -19,6 +19,8 @@ import platform
 import sys
 import time
 
+from stars.environment import configure
+
 
 def _epoch(step, data) -> dict:
     """Runs ``step`` over one epoch of ``data``: wall seconds, batches, columns, events."""
@@ -75,6 +77,7 @@ def measure(pipeline_root: str, variant: str, epochs: int, overrides=None) -> di
 
 
 def main(argv=None) -> int:
+    configure()  # the entry point sets the process up (stars.environment)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pipeline", default="out/beauty/eval/pipeline",
