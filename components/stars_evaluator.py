@@ -27,9 +27,10 @@ from tfx.utils import path_utils
 from models import features as F
 from models.popularity import read_popularity_counts
 from models.serving import load_serving_model
+from stars import retrieval_metrics as RM
 from stars.data import tf_example
 from stars.evaluation import requests
-from stars.evaluation import retrieval_metrics as RM
+from stars.interleaving import interleave_round_robin
 
 KS = (5, 10, 20, 50)
 SLICES = ("category", "candidate_set_size", "cold_start_target")
@@ -68,7 +69,7 @@ def _materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict
     index = {item: i for i, item in enumerate(item_ids)}
     loaded = load_serving_model(serving_dir)
     top = requests.score_serving_model(loaded, examples, index, max_history)
-    top["rr"], _ = RM.interleave_round_robin(top["gi"], top["ni"], top["ni"].shape[1])
+    top["rr"], _ = interleave_round_robin(top["gi"], top["ni"], top["ni"].shape[1])
     return top
 
 

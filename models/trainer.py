@@ -36,6 +36,7 @@ from tfx_bsl.public import tfxio
 
 from models import cold_items, length_buckets, semantic_match, successor_source
 from models import features as F
+from models import validation_ranking as VR
 from models.config import ModelConfig, make_config
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
@@ -238,7 +239,6 @@ def validation_ranking(file_pattern, data_accessor, tft_output, adapter: InputAd
     """The eval split's full-catalogue ranking callback (``ValidationRanking``): model
     inputs kept in memory, each example's whole history masked as already seen, its
     target(s) held out.  None when the split holds no example."""
-    from stars.evaluation import validation_ranking as VR
     options = tfxio.TensorFlowDatasetOptions(batch_size=256, shuffle=False, num_epochs=1)
     data = data_accessor.tf_dataset_factory(file_pattern, options,
                                             tft_output.transformed_metadata.schema)
@@ -339,7 +339,6 @@ def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_s
 
 
 def run_fn(fn_args) -> None:
-    from stars.evaluation import validation_ranking as VR
     custom = fn_args.custom_config or {}
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     meta = build_meta(tft_output, fn_args.transform_output, custom["catalog_transformed_uri"],
@@ -402,7 +401,6 @@ def model_selection(history, selected: dict) -> dict:
     """What was selected on the validation ranking: the epoch whose weights were kept
     (EarlyStopping restores the best one) and ``select_after_training``'s choices (None
     each where the model has no such part)."""
-    from stars.evaluation import validation_ranking as VR
     curve = [float(x) for x in history.history.get(VR.MONITOR, [])]
     best = int(np.argmax(curve)) if curve else None
     return {"monitor": VR.MONITOR, "epochs_run": len(curve),

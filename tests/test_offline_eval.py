@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from models import cold_items, semantic_match, successor_source
+from models import validation_ranking as VR
 from models.config import make_config, variant_tuning
 from stars.evaluation import offline
-from stars.evaluation import validation_ranking as VR
 
 METRIC_KEYS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "recall")]
 

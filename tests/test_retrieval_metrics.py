@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from stars.evaluation import retrieval_metrics as rm
+from stars import retrieval_metrics as rm
 
 # ---------------------------------------------------------------- references
 
@@ -36,26 +36,6 @@ def ref_top_k(scores_row, k, exclude=()):
     out = [i for _, i in cands[:k]]
     return out + [-1] * (k - len(out))
 
-
-def ref_interleave(a, b, k, first=0):
-    out, src, pa, pb = [], [], 0, 0
-    lists, ptr = [list(a), list(b)], [0, 0]
-    for t in range(k):
-        cand = []
-        for w in (0, 1):
-            while ptr[w] < len(lists[w]) and (lists[w][ptr[w]] < 0 or lists[w][ptr[w]] in out):
-                ptr[w] += 1
-            cand.append(lists[w][ptr[w]] if ptr[w] < len(lists[w]) else -1)
-        pref = (first + t) % 2
-        w = pref if cand[pref] >= 0 else 1 - pref
-        if cand[w] < 0:
-            out.append(-1)
-            src.append(-1)
-        else:
-            out.append(cand[w])
-            src.append(w)
-            ptr[w] += 1
-    return out, src
 
 
 # ---------------------------------------------------------------- per-example
@@ -176,40 +156,3 @@ def test_top_k_output_feeds_per_example_metrics():
     top = rm.top_k_from_scores(scores, 3, exclude=[np.array([3])])  # [1, 2, 0]
     m = rm.per_example_metrics(top, [np.array([2])], ks=(1, 3))
     assert m["hit@1"][0] == 0 and m["hit@3"][0] == 1 and m["rank"][0] == 2
-
-
-# ---------------------------------------------------------------- interleaving
-
-def test_interleave_hand_example():
-    a = np.array([[1, 2, 3, 4]])
-    b = np.array([[2, 5, 1, 6]])
-    items, src = rm.interleave_round_robin(a, b, 6)
-    # A:1, B:2, A:(2 taken)->3, B:5, A:4, B:(1 taken)->6
-    np.testing.assert_array_equal(items, [[1, 2, 3, 5, 4, 6]])
-    np.testing.assert_array_equal(src, [[0, 1, 0, 1, 0, 1]])
-    items, src = rm.interleave_round_robin(a, b, 3, first=1)
-    np.testing.assert_array_equal(items, [[2, 1, 5]])
-    np.testing.assert_array_equal(src, [[1, 0, 1]])
-
-
-def test_interleave_exhaustion_and_padding():
-    a = np.array([[7, -1, -1]])
-    b = np.array([[7, 8, -1]])
-    items, src = rm.interleave_round_robin(a, b, 5)
-    np.testing.assert_array_equal(items, [[7, 8, -1, -1, -1]])
-    np.testing.assert_array_equal(src, [[0, 1, -1, -1, -1]])
-
-
-def test_interleave_matches_reference():
-    rng = np.random.default_rng(3)
-    n = 200
-    a = np.stack([rng.permutation(15)[:8] for _ in range(n)])
-    b = np.stack([rng.permutation(15)[:6] for _ in range(n)])
-    a[rng.random(a.shape) < 0.15] = -1
-    first = rng.integers(0, 2, size=n)
-    items, src = rm.interleave_round_robin(a, b, 12, first=first)
-    for i in range(n):
-        exp_items, exp_src = ref_interleave(a[i], b[i], 12, int(first[i]))
-        assert items[i].tolist() == exp_items and src[i].tolist() == exp_src, i
-        got = [x for x in items[i] if x >= 0]
-        assert len(got) == len(set(got))

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 
 from models import semantic_match as SM
+from models import validation_ranking as VR
 from models.config import make_config
-from stars.evaluation import validation_ranking as VR
 from tests.test_stars_model import L, _catalog, _inputs, _model, _small_setup
 
 

@@ -3,7 +3,6 @@ embeddings, cold start, over-fetch and re-fetch, round-robin merging, and the de
 paths (model down or slow, filter backend down, stale stored embeddings)."""
 
 import dataclasses
-import random
 import time
 
 import numpy as np
@@ -16,10 +15,8 @@ from serving.sidecar.recommender import (
     RecommendationRequest,
     Recommender,
     RecommenderConfig,
-    interleave_round_robin,
 )
 from serving.sidecar.user_store import InMemoryUserEmbeddingStore
-from stars.evaluation.retrieval_metrics import interleave_round_robin as rr_metric
 from tests.test_sidecar_doubles import (
     N_ITEMS,
     ModelClientTestDouble,
@@ -164,22 +161,6 @@ def test_excluded_ids_count_towards_the_first_fetch_and_never_come_back(parts):
     assert model.calls[-1][1]["k"] == 11
     assert not exclude & {i.item_id for i in result.items} and len(result.items) == 4
     assert backend.batches == []  # exclusions need no backend
-
-
-def test_round_robin_has_no_duplicates_and_matches_the_offline_metric():
-    rng = random.Random(3)
-    for _ in range(200):
-        a = rng.sample(range(30), rng.randint(0, 12))
-        b = rng.sample(range(30), rng.randint(0, 12))
-        k = rng.randint(1, 20)
-        got = interleave_round_robin([(str(x), 0.0) for x in a], [(str(x), 0.0) for x in b], k)
-        ids = [int(i) for i, _, _ in got]
-        assert len(ids) == len(set(ids))
-        width = max(len(a), len(b), 1)
-        pad = lambda xs: [xs + [-1] * (width - len(xs))]  # noqa: E731
-        items, source = rr_metric(np.array(pad(a)), np.array(pad(b)), k)
-        assert ids == [x for x in items[0].tolist() if x >= 0]
-        assert [w for _, _, w in got] == [s for s in source[0].tolist() if s >= 0]
 
 
 def test_rr_in_the_flow_interleaves_gi_first_without_duplicates(parts):

@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from models import successor_source as SS
 from models import trainer
+from models import validation_ranking as VR
 from models.config import make_config
-from stars.evaluation import validation_ranking as VR
 from tests.test_semantic_match import _ranking_setup, assert_best_of_grid
 from tests.test_stars_model import USER_VOCAB, L, _inputs, _model, _small_setup
 

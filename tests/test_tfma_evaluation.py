@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
 
-from stars.evaluation import retrieval_metrics as rm
+from stars import retrieval_metrics as rm
 from stars.evaluation import tfma_evaluation as te
 
 MODELS = {"stars_rr": "stars_rr_", "stars_ni": "stars_ni_", "popularity": "popularity_",
@@ -69,7 +69,8 @@ def test_tfma_output_equals_pandas_means(frame, passing_run):
     out, summary = passing_run
     for model, prefix in MODELS.items():
         result = tfma.load_eval_result(out, model_name=model)
-        by_slice = {tfma.slicer.stringify_slice_key(k): v[""][""] for k, v in result.slicing_metrics}
+        by_slice = {tfma.slicer.stringify_slice_key(k): v[""][""]
+                    for k, v in result.slicing_metrics}
         expected = {"Overall": frame}
         for col in SLICES:
             for value, group in frame.groupby(col):
@@ -83,7 +84,8 @@ def test_tfma_output_equals_pandas_means(frame, passing_run):
             assert by_slice[name]["example_count"]["doubleValue"] == len(group)
             if model != "last_blessed":  # TFMA's diff against the baseline model
                 diff = group[prefix + "recall@10"].mean() - group["last_blessed_recall@10"].mean()
-                assert by_slice[name]["recall@10_diff"]["doubleValue"] == pytest.approx(diff, abs=1e-12)
+                assert by_slice[name]["recall@10_diff"]["doubleValue"] == pytest.approx(
+                    diff, abs=1e-12)
     assert summary.overall("stars_rr")["coverage@10"] == 0.4
 
 
@@ -100,7 +102,8 @@ def test_passing_thresholds_bless_and_are_recorded(passing_run):
     assert all(v["status"] == "passed" for v in summary.validations)
     side = te.load_summary(out)
     assert side["blessed"] is True and len(side["validations"]) == 5
-    assert side["metrics"]["stars_rr"]["Overall"]["recall@10"] == summary.overall("stars_rr")["recall@10"]
+    assert side["metrics"]["stars_rr"]["Overall"]["recall@10"] == \
+        summary.overall("stars_rr")["recall@10"]
     with open(os.path.join(out, "eval_config.json")) as f:  # TFMA's own files are there
         assert "ColumnMean" in f.read()
 
@@ -171,7 +174,8 @@ def test_single_model_and_output_directory_rules(frame, tmp_path):
     assert summary.failures == ["popularity coverage@10 = 0.1 fails min 0.5"]
     result = tfma.load_eval_result(out)  # a lone model needs no model_name
     overall = dict(result.slicing_metrics)[()][""][""]
-    assert overall["recall@10"]["doubleValue"] == pytest.approx(frame["popularity_recall@10"].mean())
+    assert overall["recall@10"]["doubleValue"] == pytest.approx(
+        frame["popularity_recall@10"].mean())
     assert set(overall) == {"recall@10", "example_count"}  # metric_names restricts the columns
     with pytest.raises(FileExistsError):
         te.evaluate(frame, {"popularity": "popularity_"}, None, [], out, None)

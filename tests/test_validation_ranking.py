@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from stars.evaluation import validation_ranking as VR
+from models import validation_ranking as VR
 
 
 class FixedModel(tf.keras.Model):

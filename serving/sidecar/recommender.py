@@ -48,7 +48,7 @@ import logging
 import math
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import pybreaker
@@ -65,6 +65,7 @@ from serving.sidecar.model_client import (
 )
 from serving.sidecar.popularity import Popularity
 from serving.sidecar.user_store import UserEmbeddingStore
+from stars.interleaving import round_robin
 
 log = logging.getLogger(__name__)
 
@@ -167,38 +168,6 @@ def served_version(stored_version) -> Optional[str]:
     is used."""
     text = str(stored_version) if stored_version is not None else ""
     return text if text.isdigit() else None
-
-
-def interleave_round_robin(first: Sequence[Tuple[str, float]],
-                           second: Sequence[Tuple[str, float]],
-                           k: int) -> List[Tuple[str, float, int]]:
-    """Round-robin merge of two ranked (id, score) lists without duplicates.
-
-    Position t takes the next unused item of ``first`` when t is even, of ``second``
-    when odd; when that list has nothing left the other fills the slot.  Same rule
-    as ``stars.evaluation.retrieval_metrics.interleave_round_robin`` (offline metric),
-    on ids.  Returns (id, score, 0 = first / 1 = second).
-    """
-    lists, pointers = (first, second), [0, 0]
-    seen: set = set()
-    out: List[Tuple[str, float, int]] = []
-    turn = 0
-    while len(out) < k:
-        for which in (turn, 1 - turn):
-            lst, p = lists[which], pointers[which]
-            while p < len(lst) and lst[p][0] in seen:
-                p += 1
-            pointers[which] = p
-            if p < len(lst):
-                item_id, score = lst[p]
-                pointers[which] = p + 1
-                seen.add(item_id)
-                out.append((item_id, score, which))
-                break
-        else:
-            break  # both exhausted
-        turn = 1 - turn
-    return out
 
 
 class _Clock:
@@ -498,8 +467,8 @@ class Recommender:
                      if allowed.get(i)] for v in MODE_VARIANTS[request.mode]}
         k = request.k
         if request.mode == "rr":
-            merged = interleave_round_robin(lists["gi"], lists["ni"], k)
-            return [RecommendedItem(i, s, ("gi", "ni")[w]) for i, s, w in merged]
+            merged = round_robin(lists["gi"], lists["ni"], k, key=lambda pair: pair[0])
+            return [RecommendedItem(i, s, ("gi", "ni")[w]) for (i, s), w in merged]
         (variant, ranked), = lists.items()
         unique = list(dict.fromkeys(i for i, _ in ranked))  # defensive: an index row is a set
         scores = dict(reversed(ranked))
@@ -523,4 +492,4 @@ class Recommender:
 
 
 __all__ = ["Recommender", "RecommenderConfig", "RecommendationRequest", "Recommendation",
-           "RecommendedItem", "interleave_round_robin", "served_version", "MODES", "FILTER_FAILURE_MODES"]
+           "RecommendedItem", "served_version", "MODES", "FILTER_FAILURE_MODES"]

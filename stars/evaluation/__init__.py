@@ -1,12 +1,4 @@
-"""Offline evaluation of retrieval: numpy metrics over materialised top-K lists
-(`retrieval_metrics`) and TensorFlow Model Analysis output, slicing and
-blessing (`tfma_evaluation`, imported lazily because it pulls in TFMA/Beam)."""
-
-from stars.evaluation.retrieval_metrics import (  # noqa: F401
-    DEFAULT_KS,
-    coverage_at_k,
-    interleave_round_robin,
-    per_example_metrics,
-    summarise,
-    top_k_from_scores,
-)
+"""Offline evaluation of retrieval: the engine of ``stars eval`` (``offline``) and the
+pipeline Evaluator's support (``requests``, ``tfma_evaluation``, imported lazily because
+it pulls in TFMA/Beam).  The ranking metrics it shares with the Trainer and the sidecar
+live below it, in ``stars.retrieval_metrics`` and ``stars.interleaving``."""

@@ -33,7 +33,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from stars.evaluation import retrieval_metrics as RM
+from stars import retrieval_metrics as RM
 from stars.evaluation.cooccurrence import RECENT, CooccurrenceCounts
 
 FEATURES = ("log_popularity", "cooc_last", "cooc_last_share", "cooc_recent",
@@ -235,7 +235,8 @@ class LambdaMartBaseline:
         importance = dict(zip(FEATURES, self.model.booster_.feature_importance("gain").tolist()))
         return {"validation_examples": len(validation_split),
                 "groups_with_target_in_candidates": int(len(useful)),
-                "candidate_recall_validation": round(len(useful) / max(1, len(validation_split)), 4),
+                "candidate_recall_validation": round(len(useful) / max(1, len(validation_split)),
+                                                     4),
                 "groups_fit": int(len(fit_rows)), "groups_early_stopping": int(n_hold),
                 "best_iteration": int(self.model.best_iteration_ or s.num_trees),
                 "feature_gain": {k: round(v, 1) for k, v in importance.items()},

@@ -69,8 +69,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from stars import calendar_context as CC
-from stars.evaluation import retrieval_metrics as RM
+from stars import retrieval_metrics as RM
 from stars.evaluation import seed_means
+from stars.interleaving import interleave_round_robin
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +491,7 @@ def slice_metrics(split: SplitData, masked_top: np.ndarray, catalog,
 # ----------------------------------------------------------------------------------------
 
 def _interleave(gi: np.ndarray, ni: np.ndarray) -> np.ndarray:
-    return RM.interleave_round_robin(gi, ni, gi.shape[1])[0]
+    return interleave_round_robin(gi, ni, gi.shape[1])[0]
 
 
 def _validation_block(top: np.ndarray, split: SplitData, num_items: int) -> dict:
@@ -591,7 +592,7 @@ def evaluate_second_source(ctx: EvalContext, model, adapter, ranking, stars_entr
 def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
                        verbose: bool = False):
     """The early-stopping callback over the validation split (inputs kept in memory)."""
-    from stars.evaluation import validation_ranking as VR
+    from models import validation_ranking as VR
     batches, parts = [], []
     for inputs, raw in ctx.dataset("eval", model, adapter):
         batches.append(inputs)
@@ -629,7 +630,7 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     import tensorflow as tf
 
     from models import trainer as T
-    from stars.evaluation import validation_ranking as VR
+    from models import validation_ranking as VR
     started = time.time()
     # Every row but stars_cooc is scored without the successor source (the paper's model);
     # stars runs carry its table, and stars_cooc adds it (evaluate_second_source).

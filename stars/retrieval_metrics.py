@@ -1,5 +1,9 @@
 """Retrieval metrics over materialised top-K lists (numpy, vectorised).
 
+Shared by everything that scores a ranking: the Trainer's validation ranking
+(``models.validation_ranking``), the pipeline's Evaluator (``components.stars_evaluator``)
+and the offline evaluation (``stars.evaluation``); numpy only, below all of them.
+
 Conventions shared by every function here:
 
 * Items are integer indices into the catalogue (``0 .. num_items - 1``).  In a
@@ -33,7 +37,7 @@ ranked list ``L`` (first ``k`` entries ``L_k``):
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,7 +53,7 @@ ArrayList = Sequence[Sequence[int]]
 # helpers
 # --------------------------------------------------------------------------
 
-def _as_top_k(top_k) -> np.ndarray:
+def as_top_k(top_k) -> np.ndarray:
     arr = np.asarray(top_k)
     if arr.ndim != 2:
         raise ValueError(f"top_k must be [N, K], got shape {arr.shape}")
@@ -111,7 +115,7 @@ def per_example_metrics(top_k, targets: ArrayList,
       Metrics of examples without targets are 0; exclude them from means
       (``summarise(metrics)`` does).
     """
-    top_k = _as_top_k(top_k)
+    top_k = as_top_k(top_k)
     n, k_max = top_k.shape
     ks = _check_ks(ks, k_max)
     _check_no_duplicates(top_k)
@@ -144,7 +148,8 @@ def per_example_metrics(top_k, targets: ArrayList,
         out[f"hit@{k}"] = (hits > 0).astype(np.float64)
         out[f"recall@{k}"] = np.where(has_target, hits / safe_nt, 0.0)
         idcg = ideal[np.minimum(num_targets, k)]
-        out[f"ndcg@{k}"] = np.where(idcg > 0, dcg_cum[:, k - 1] / np.where(idcg > 0, idcg, 1.0), 0.0)
+        out[f"ndcg@{k}"] = np.where(idcg > 0, dcg_cum[:, k - 1] / np.where(idcg > 0, idcg, 1.0),
+                                    0.0)
     found = relevant.any(axis=1) if k_max else np.zeros(n, bool)
     rank = np.where(found, np.argmax(relevant, axis=1) + 1 if k_max else 0, 0).astype(np.int64)
     out["rank"] = rank
@@ -171,7 +176,8 @@ def summarise(metrics: Mapping[str, np.ndarray],
     if mask.shape != (n,):
         raise ValueError(f"mask has shape {mask.shape}, expected ({n},)")
     count = int(mask.sum())
-    result = {k: (float(np.mean(np.asarray(metrics[k], np.float64)[mask])) if count else float("nan"))
+    result = {k: (float(np.mean(np.asarray(metrics[k], np.float64)[mask])) if count
+                  else float("nan"))
               for k in keys}
     result["num_examples"] = count
     return result
@@ -184,7 +190,7 @@ def summarise(metrics: Mapping[str, np.ndarray],
 def coverage_at_k(top_k, k: int, num_items: int) -> float:
     """Share of the catalogue (``num_items`` items) that appears in at least one
     example's first ``k`` recommendations (``-1`` entries ignored)."""
-    top_k = _as_top_k(top_k)
+    top_k = as_top_k(top_k)
     if num_items <= 0:
         raise ValueError("num_items must be positive")
     if k <= 0:
@@ -263,70 +269,3 @@ def top_k_from_scores(scores, k: int, exclude: Optional[ArrayList] = None,
             chunk[ex_rows[lo:hi] - start, ex_items[lo:hi]] = -np.inf
         result[start:stop, :kk] = _top_k_chunk(chunk, kk)
     return result
-
-
-# --------------------------------------------------------------------------
-# interleaving
-# --------------------------------------------------------------------------
-
-def interleave_round_robin(list_a, list_b, k: int,
-                           first: Union[int, np.ndarray] = 0) -> Tuple[np.ndarray, np.ndarray]:
-    """Round-robin interleaving of two ranked lists without duplicates.
-
-    Position ``t`` (0-based) is taken from list A when ``(first + t)`` is even,
-    from list B otherwise: the next item of that list not already in the
-    output (``-1`` entries and items already taken are skipped).  When the
-    list whose turn it is has nothing left, the other list fills the slot;
-    when both are exhausted the slot is ``-1``.  Used to merge the
-    generative-index (GI) and nearest-neighbour (NI) retrievals.
-
-    Args:
-      list_a, list_b: int ``[N, Ka]`` / ``[N, Kb]`` ranked item indices.
-      k: output length.
-      first: 0 (A starts) or 1 (B starts), scalar or per-row ``[N]`` array
-        (alternating the starter per row removes position bias between A and B).
-
-    Returns:
-      ``(items [N, k] int64, source [N, k] int8)`` with source 0 = A, 1 = B,
-      -1 = empty slot.
-    """
-    a, b = _as_top_k(list_a), _as_top_k(list_b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"lists have {a.shape[0]} and {b.shape[0]} rows")
-    if k <= 0:
-        raise ValueError("k must be positive")
-    n = a.shape[0]
-    rows = np.arange(n)
-    first = np.broadcast_to(np.asarray(first, dtype=np.int64) % 2, (n,))
-    items = np.full((n, k), -1, dtype=np.int64)
-    source = np.full((n, k), -1, dtype=np.int8)
-    lists = (a, b)
-    pointers = [np.zeros(n, np.int64), np.zeros(n, np.int64)]
-
-    def next_candidate(which: int, t: int) -> np.ndarray:
-        """Next unused item of a list for every row (-1 = exhausted); advances
-        the pointer past skipped entries but not past the returned item."""
-        lst, ptr = lists[which], pointers[which]
-        width = lst.shape[1]
-        while True:
-            in_range = ptr < width
-            cand = np.where(in_range, lst[rows, np.minimum(ptr, max(width - 1, 0))] if width else -1, -1)
-            used = (items[:, :t] == cand[:, None]).any(axis=1) if t else np.zeros(n, bool)
-            skip = in_range & ((cand < 0) | used)
-            if not skip.any():
-                pointers[which] = ptr
-                return cand
-            ptr = ptr + skip
-
-    for t in range(k):
-        cands = (next_candidate(0, t), next_candidate(1, t))
-        prefer = (first + t) % 2
-        pref_item = np.where(prefer == 0, cands[0], cands[1])
-        choice = np.where(pref_item >= 0, prefer, 1 - prefer)
-        item = np.where(choice == 0, cands[0], cands[1])
-        taken = item >= 0
-        items[:, t] = item
-        source[:, t] = np.where(taken, choice, -1)
-        pointers[0] = pointers[0] + (taken & (choice == 0))
-        pointers[1] = pointers[1] + (taken & (choice == 1))
-    return items, source

@@ -8,7 +8,8 @@ the WHOLE catalogue for every validation example at the end of each epoch (items
 already in the history masked, as in the test) and logs masked HR@10 / NDCG@10
 per retrieval (``val_ni_ndcg@10``, ``val_gi_ndcg@10``) and their best
 (``val_ndcg@10``), which ``EarlyStopping`` then monitors.  The test target is
-never read here.
+never read here.  The Trainer's ``run_fn`` and the offline evaluation (``stars eval``)
+both stop and select with it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from stars.evaluation import retrieval_metrics as RM
+from models import length_buckets
+from stars import retrieval_metrics as RM
 
 MONITOR = "val_ndcg@10"
 K = 10
@@ -158,7 +160,6 @@ def by_span(batches: Sequence[dict], history: Sequence[np.ndarray],
     """The ranking over inference ``batches`` regrouped by history span and cut to it
     (``models.length_buckets.by_span``: the encoder then runs on events, not on the
     window's padding), with ``history`` and ``targets`` realigned to the new order."""
-    from models import length_buckets
     batches, order = length_buckets.by_span(list(batches), max_history, 256)
     return ValidationRanking(batches, [history[i] for i in order],
                              [targets[i] for i in order], variants, verbose=verbose)
