@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -93,6 +93,7 @@ def _converter(dtype_enum: int):
         return convert
 
     if dtype.is_floating:
+        assert np_dtype is not None  # a floating dtype is not a string
         digits = _FLOAT_DIGITS.get(np_dtype, 53)
         max_int = (1 << digits) - 1
         finfo = np.finfo(np_dtype)
@@ -333,7 +334,7 @@ def outputs_to_json(outputs: Mapping, fmt: str) -> dict:
         if len(names) == 1:
             return {"outputs": array_to_json(outputs[names[0]], names[0])}
         return {"outputs": {n: array_to_json(outputs[n], n) for n in names}}
-    batch = None
+    batch: Optional[int] = None
     for name in names:
         shape = np.shape(outputs[name])
         if not shape:
@@ -346,7 +347,7 @@ def outputs_to_json(outputs: Mapping, fmt: str) -> dict:
     columns = {n: array_to_json(outputs[n], n) for n in names}
     if len(names) == 1:
         return {"predictions": columns[names[0]]}
-    return {"predictions": [{n: columns[n][i] for n in names} for i in range(batch)]}
+    return {"predictions": [{n: columns[n][i] for n in names} for i in range(batch or 0)]}
 
 
 # --------------------------------------------------------------------------- TensorProto

@@ -98,8 +98,9 @@ class Catalogue:
         attr_index = {a: i for i, a in enumerate(self.attributes)}
         n = n_items
         # every subclass gets items, then the rest at random
-        sub = np.concatenate([np.arange(len(self.subclasses)),
-                              rng.integers(0, len(self.subclasses), max(0, n - len(self.subclasses)))])[:n]
+        n_sub = len(self.subclasses)
+        sub = np.concatenate([np.arange(n_sub),
+                              rng.integers(0, n_sub, max(0, n - n_sub))])[:n]
         rng.shuffle(sub)
         self.subclass = sub
         self.category = np.array([self.categories.index(self.subclasses[s][0]) for s in sub])
@@ -165,7 +166,8 @@ class Catalogue:
             r for k, r in enumerate(V.REGIONS) if self.region_mask[i] >> k & 1)
         merchant_tags = "|".join(attrs) if attrs and rng.random() < 0.3 else ""
         return [self.ids[i], " ".join(title), description, brand,
-                f"{category} > {subclass.replace('_', ' ').title()}", f"{category.lower()}/{subclass}",
+                f"{category} > {subclass.replace('_', ' ').title()}",
+                f"{category.lower()}/{subclass}",
                 f"{price:.2f}", int(self.stock[i]), regions, merchant_tags]
 
     def available(self, pool, t: int) -> np.ndarray:
@@ -187,8 +189,8 @@ class Catalogue:
 
 @dataclasses.dataclass
 class Counts:
-    events: dict = dataclasses.field(default_factory=lambda: {e: 0 for e in
-                                                                ("view", "add_to_cart", "purchase")})
+    events: dict = dataclasses.field(
+        default_factory=lambda: {e: 0 for e in ("view", "add_to_cart", "purchase")})
     sessions: int = 0
     pages: int = 0
     intents: dict = dataclasses.field(default_factory=lambda: {
@@ -235,8 +237,9 @@ class ShopperSimulator:
         for _ in range(n_sessions):
             while True:  # weekday sessions are thinned: more shopping at weekends
                 day = int(t // DAY)
-                if datetime.datetime.fromtimestamp(day * DAY, datetime.timezone.utc).weekday() >= 5 \
-                        or rng.random() < self.b.weekday_acceptance:
+                weekday = datetime.datetime.fromtimestamp(day * DAY,
+                                                          datetime.timezone.utc).weekday()
+                if weekday >= 5 or rng.random() < self.b.weekday_acceptance:
                     break
                 t += DAY
             start = max(int(t), day * DAY + int(rng.choice(24, p=self._hours)) * 3600
@@ -268,7 +271,8 @@ class ShopperSimulator:
         seasonal = hol >= 0
         if seasonal.any():
             closeness = c.season_closeness(t)[hol[seasonal]]
-            w[seasonal] *= np.where(closeness > 0, 1 + (b.season_peak - 1) * closeness, b.off_season)
+            w[seasonal] *= np.where(closeness > 0, 1 + (b.season_peak - 1) * closeness,
+                                    b.off_season)
         w *= np.where(c.attr_mask[pool] & s["liked_mask"], b.liked_attribute_boost, 1.0)
         w *= np.where(c.region_mask[pool] >> s["region"] & 1, 1.0, b.out_of_region)
         w *= np.exp(-0.5 * (c.price_z[pool] - s["price_z"]) ** 2) + 0.3
@@ -287,7 +291,9 @@ class ShopperSimulator:
                     self.cat.subclass_pool)(intent[1], t)
             if len(pool) == 0:
                 continue
-            session, events, pages = f"s{uid[1:]}_{k:03d}", [], []
+            session = f"s{uid[1:]}_{k:03d}"
+            events: list = []
+            pages: list = []
             counts.sessions += 1
             for p in range(1 + int(rng.random() < 0.5)):
                 weights = self._weights(pool, t)
@@ -367,7 +373,8 @@ def generate(out_dir, size: str = "tiny", seed: int = 0,
         "holidays": {h: {"time": int(catalogue.holiday_time[k]),
                          "season_start": int(catalogue.holiday_time[k] - SEASON_DAYS * DAY),
                          "season_end": int(catalogue.holiday_time[k] + DAY),
-                         "items": [catalogue.ids[i] for i in np.flatnonzero(catalogue.holiday == k)]}
+                         "items": [catalogue.ids[i]
+                                   for i in np.flatnonzero(catalogue.holiday == k)]}
                      for k, h in enumerate(catalogue.holidays)},
         "cold_start_items": {catalogue.ids[i]: int(catalogue.launch[i])
                              for i in np.flatnonzero(catalogue.launch > START)},
