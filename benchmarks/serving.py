@@ -289,7 +289,7 @@ def _ensure_model(config, model_base: str) -> dict:
 
 def _ensure_user_store(model_base: str, data_dir: str, store: str, version: int) -> dict:
     from serving.batch import job
-    from serving.batch.store import open_store
+    from serving.batch.stores import open_store
     reader = open_store(store)
     try:
         stats = reader.stats()

@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from serving.batch import store as store_lib
 from serving.batch.embedded_store import EmbeddedStore
 from serving.batch.store import StoreError, UserEmbeddingReader, UserEmbeddingStore, decode, encode
+from serving.batch.stores import open_store
 from tests.redis_server import start_or_skip
 
 DIM = 4
@@ -298,11 +298,11 @@ def test_grace_period_delays_cleanup(tmp_path):
 
 
 def test_open_store_specs(tmp_path, redis_url):
-    embedded = store_lib.open_store(f"embedded:{tmp_path / 'e'}", grace_seconds=0)
+    embedded = open_store(f"embedded:{tmp_path / 'e'}", grace_seconds=0)
     assert isinstance(embedded, EmbeddedStore) and embedded.grace_seconds == 0
-    redis_store = store_lib.open_store(redis_url)
+    redis_store = open_store(redis_url)
     assert redis_store.version() is None or isinstance(redis_store.version(), str)
     redis_store.close()
     for bad in ("sqlite:/x", "embedded:", "/tmp/x"):
         with pytest.raises(ValueError):
-            store_lib.open_store(bad)
+            open_store(bad)

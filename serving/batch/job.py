@@ -255,7 +255,7 @@ class _WriteToStore(beam.DoFn):
         self._writer: Optional[ShardWriter] = None
 
     def setup(self):
-        from serving.batch.store import open_store
+        from serving.batch.stores import open_store
         self._store = open_store(self._spec)
 
     def start_bundle(self):
@@ -336,7 +336,7 @@ def run(model_base_path: str, data_dir: str, store: str, version: Optional[int] 
     generation is aborted and readers keep the previous one."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from serving.batch.store import open_store
+    from serving.batch.stores import open_store
 
     if max_history < 1 or batch_size < 1:
         raise ValueError("max_history and batch_size must be positive")

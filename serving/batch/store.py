@@ -21,7 +21,7 @@ workers write into the same generation through ``shard_writer(generation)``
 
 Backends: :mod:`serving.batch.embedded_store` (default; a directory of SQLite files
 and an atomically renamed pointer file) and :mod:`serving.batch.redis_store`.
-``open_store("embedded:/path")`` / ``open_store("redis://host:port/db")`` picks one.
+``serving.batch.stores.open_store("embedded:/path" | "redis://host:port/db")`` picks one.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ import secrets
 import time
 from typing import (
     TYPE_CHECKING,
-    Any,
     Iterable,
     List,
     Optional,
@@ -221,24 +220,7 @@ class RefreshContext:
         return False
 
 
-def open_store(spec: str, grace_seconds: Optional[float] = None) -> UserEmbeddingStore:
-    """``embedded:PATH`` (a directory) or ``redis://host:port/db`` (also ``rediss://``,
-    ``unix://``)."""
-    spec = str(spec)
-    kwargs: dict[str, Any] = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
-    if spec.startswith("embedded:"):
-        from serving.batch.embedded_store import EmbeddedStore
-        path = spec[len("embedded:"):]
-        if not path:
-            raise ValueError("embedded store needs a directory: embedded:PATH")
-        return EmbeddedStore(path, **kwargs)
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        from serving.batch.redis_store import RedisStore
-        return RedisStore.from_url(spec, **kwargs)
-    raise ValueError(f"unknown store {spec!r}: expected embedded:PATH or redis://host:port/db")
-
-
 __all__ = ["Entry", "StoreError", "UserEmbeddingReader", "UserEmbeddingStore", "RefreshWriter",
-           "ShardWriter", "as_items", "read_entry", "row_parts", "RefreshContext", "open_store",
+           "ShardWriter", "as_items", "read_entry", "row_parts", "RefreshContext",
            "new_generation", "encode", "decode",
            "as_vectors", "DEFAULT_GRACE_SECONDS"]

@@ -161,7 +161,7 @@ def add_serve_sidecar_parser(serve_subparsers):
     p.add_argument("--user-store", default="",
                    help="the batch job's user-embedding store: embedded:PATH or "
                         "redis://host:port/db (none: every user is encoded from events)")
-    p.add_argument("--user-store-factory", default="serving.batch.store:open_store",
+    p.add_argument("--user-store-factory", default="serving.batch.stores:open_store",
                    help="module:callable that opens --user-store")
     p.add_argument("--user-store-timeout-ms", type=float, default=50.0,
                    help="connect and socket timeout of a redis:// user store (a URL's own "
