@@ -5,12 +5,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.stars-installed
-export TF_USE_LEGACY_KERAS := 1
-export TF_CPP_MIN_LOG_LEVEL := 2
-# google-api-core warns about Python 3.11's end of life on every import; not actionable here.
-export PYTHONWARNINGS := ignore::FutureWarning
+# Process set-up (Keras 2 for TFRS, quiet TensorFlow) is done by the entry points themselves
+# (stars.environment.configure), so `stars ...`, pytest and the benchmarks need no variables.
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +29,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"
+
+# ruff (ruff.toml) on the tree and mypy on the packages in mypy.ini; CI runs it before the tests.
+lint: $(STAMP)
+	.ci/lint
 
 clean:
 	rm -rf out
