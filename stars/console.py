@@ -71,12 +71,13 @@ def _absl_through_python_logging() -> None:
     absl_logging.get_absl_logger().propagate = True
 
 
-def progress(iterable: Iterable[T], total: Optional[int] = None, desc: str = "",
-             unit: str = "it"):
-    """``iterable`` with a progress bar on stderr when stderr is a terminal."""
+def progress(iterable: Optional[Iterable[T]] = None, total: Optional[int] = None,
+             desc: str = "", unit: str = "it"):
+    """``iterable`` with a progress bar on stderr when stderr is a terminal; without an
+    iterable, a bar to ``update(n)`` by hand (use it as a context manager)."""
     from tqdm.auto import tqdm
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
-                disable=None, dynamic_ncols=True)
+                disable=None, dynamic_ncols=True, unit_scale=True)
 
 
 __all__ = ["setup", "progress", "OWN_PACKAGES"]

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from stars.batching import batches
+from stars.console import progress
 from stars.enrichment.cache import EnrichmentCache
 from stars.enrichment.item_text import content_hash
 
@@ -44,27 +45,35 @@ def enrich(features_stream: Iterable[dict], encoder, tagger,
            cache: EnrichmentCache, report: EnrichmentReport,
            batch_size: int = 256) -> Iterator[dict]:
     """Yields each item's features with ``text_embedding`` and ``attribute_tags``."""
-    for batch in batches(features_stream, batch_size):
-        records = [item_record(f) for f in batch]
-        emb_keys = [content_hash(r, encoder.name) for r in records]
-        tag_keys = [content_hash(r, tagger.name) for r in records]
-        missing = [i for i, k in enumerate(emb_keys) if cache.vector(k) is None]
-        if missing:
-            vectors = np.asarray(encoder.encode([records[i] for i in missing]), np.float32)
-            for i, vector in zip(missing, vectors):
-                cache.put_vector(emb_keys[i], vector)
-        untagged = [i for i, k in enumerate(tag_keys) if cache.tags(k) is None]
-        if untagged:
-            for i, tags in zip(untagged, tagger.tag([records[i] for i in untagged])):
-                cache.put_tags(tag_keys[i], tags)
-        report.items += len(batch)
-        report.encoded += len(missing)
-        report.embeddings_from_cache += len(batch) - len(missing)
-        report.tagged += len(untagged)
-        report.tags_from_cache += len(batch) - len(untagged)
-        for features, ek, tk in zip(batch, emb_keys, tag_keys):
-            vector, tags = cache.vector(ek), cache.tags(tk)
-            assert vector is not None and tags is not None  # both put above when missing
-            report.embedding_dim = int(vector.shape[0])
-            report.items_with_tags += bool(tags)
-            yield {**features, "text_embedding": vector.tolist(), "attribute_tags": list(tags)}
+    with progress(desc="enriching items", unit="item") as bar:
+        for batch in batches(features_stream, batch_size):
+            yield from _enrich_batch(batch, encoder, tagger, cache, report)
+            bar.update(len(batch))
+
+
+def _enrich_batch(batch, encoder, tagger, cache: EnrichmentCache,
+                  report: EnrichmentReport) -> Iterator[dict]:
+    """One batch: the encoder and the tagger see only what the cache does not hold."""
+    records = [item_record(f) for f in batch]
+    emb_keys = [content_hash(r, encoder.name) for r in records]
+    tag_keys = [content_hash(r, tagger.name) for r in records]
+    missing = [i for i, k in enumerate(emb_keys) if cache.vector(k) is None]
+    if missing:
+        vectors = np.asarray(encoder.encode([records[i] for i in missing]), np.float32)
+        for i, vector in zip(missing, vectors):
+            cache.put_vector(emb_keys[i], vector)
+    untagged = [i for i, k in enumerate(tag_keys) if cache.tags(k) is None]
+    if untagged:
+        for i, tags in zip(untagged, tagger.tag([records[i] for i in untagged])):
+            cache.put_tags(tag_keys[i], tags)
+    report.items += len(batch)
+    report.encoded += len(missing)
+    report.embeddings_from_cache += len(batch) - len(missing)
+    report.tagged += len(untagged)
+    report.tags_from_cache += len(batch) - len(untagged)
+    for features, ek, tk in zip(batch, emb_keys, tag_keys):
+        vector, tags = cache.vector(ek), cache.tags(tk)
+        assert vector is not None and tags is not None  # both put above when missing
+        report.embedding_dim = int(vector.shape[0])
+        report.items_with_tags += bool(tags)
+        yield {**features, "text_embedding": vector.tolist(), "attribute_tags": list(tags)}
