@@ -71,7 +71,8 @@ def read_outs(hidden, valid, use_user_token: bool):
         h_gen = hidden[:, 0]
     else:
         weights = tf.cast(valid, hidden.dtype)[..., None]
-        pooled = tf.reduce_sum(hidden[:, 1:] * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+        pooled = (tf.reduce_sum(hidden[:, 1:] * weights, 1)
+                  / tf.maximum(tf.reduce_sum(weights, 1), 1.0))
         h_gen = tf.where(tf.reduce_any(valid, 1)[:, None], pooled, hidden[:, 0])
     return h_gen, h_next
 

@@ -38,6 +38,7 @@ from models import cold_items, length_buckets, semantic_match, successor_source
 from models import features as F
 from models import validation_ranking as VR
 from models.config import ModelConfig, make_config
+from models.epoch_progress import EpochProgress
 from models.inputs import InputAdapter, numpy_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
 from models.item_trend import TrendTable, distinct_events, trend_table
@@ -97,7 +98,8 @@ class ModelMeta:
 def user_features(tft_output) -> tuple:
     """(numeric feature names, {categorical feature: vocabulary size incl. OOV})."""
     spec = tft_output.transformed_feature_spec()
-    numeric = sorted(k[:-2] for k in spec if k.startswith(F.USER_NUMERIC_PREFIX) and k.endswith("_z"))
+    numeric = sorted(k[:-2] for k in spec
+                     if k.startswith(F.USER_NUMERIC_PREFIX) and k.endswith("_z"))
     categorical = {}
     for key in spec:
         if key.startswith(F.USER_CATEGORICAL_PREFIX) and key.endswith("_id"):
@@ -317,7 +319,7 @@ def model_config_from(custom_config: dict) -> ModelConfig:
 
 
 def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_steps: int,
-          log_dir: Optional[str] = None, verbose: int = 2, validation_callbacks=(),
+          log_dir: Optional[str] = None, verbose: int = 0, validation_callbacks=(),
           monitor: str = "val_loss_next", monitor_mode: str = "min"):
     """Fits with early stopping on ``monitor`` (best weights restored).
 
@@ -334,6 +336,7 @@ def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_s
             restore_best_weights=True))
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1))
+    callbacks.append(EpochProgress())  # last: it reports what the callbacks above logged
     return model.fit(train_data, validation_data=eval_data, epochs=config.epochs,
                      callbacks=callbacks, verbose=verbose)
 

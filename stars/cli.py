@@ -255,6 +255,7 @@ def _add_serving_commands(sub) -> None:
 # Commands whose console is for a person (progress, results); library logs go to a file.
 # The servers and batch jobs keep logging to stderr, where their supervisor collects it.
 PERSON_FACING = ("data", "pipeline", "demo", "eval")
+WITH_LOG_FILE = ("pipeline", "demo", "eval")  # the ones that load TensorFlow, TFX and Beam
 
 
 def _add_console_options(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +267,8 @@ def _add_console_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_log_file(args) -> str:
+    if args.command not in WITH_LOG_FILE:
+        return ""
     where = getattr(args, "out", None) or getattr(args, "root", None)
     return os.path.join(where, "stars.log") if where and "://" not in where else ""
 
@@ -286,6 +289,7 @@ def main(argv=None) -> int:
     _add_console_options(early)
     # before any subcommand's imports build a model or load TensorFlow (stars.environment)
     configure(verbose=early.parse_known_args(argv)[0].verbose)
+    console.hold_until_setup()  # warnings of the imports below go where setup says
     args = build_parser().parse_args(argv)
     _set_up_console(args)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from logging.handlers import MemoryHandler
 from typing import Iterable, Optional, TypeVar
 
 OWN_PACKAGES = ("stars", "models", "components", "pipeline", "serving", "benchmarks", "__main__")
@@ -29,6 +30,18 @@ class _ConsoleFilter(logging.Filter):
         return record.name.split(".")[0] in OWN_PACKAGES
 
 
+def hold_until_setup() -> None:
+    """Keeps the records and warnings of the start-up imports (before the command line is
+    parsed and the log file known) for :func:`setup` to write where they belong."""
+    root = logging.getLogger()
+    if not any(isinstance(h, MemoryHandler) and getattr(h, "_stars_console", False)
+               for h in root.handlers):
+        held = MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
+        held._stars_console = True  # type: ignore[attr-defined]
+        root.addHandler(held)
+    logging.captureWarnings(True)
+
+
 def setup(log_file: Optional[str], verbose: bool = False,
           filtered: bool = True) -> Optional[str]:
     """Routes logging: everything to ``log_file`` (appended; None: no file); the console
@@ -36,9 +49,11 @@ def setup(log_file: Optional[str], verbose: bool = False,
     ``filtered`` is off.  Idempotent: replaces the handlers an earlier call added (and
     leaves others, e.g. pytest's).  Returns the log file's absolute path."""
     root = logging.getLogger()
+    held = [h for h in root.handlers if isinstance(h, MemoryHandler)]
     for handler in [h for h in root.handlers if getattr(h, "_stars_console", False)]:
         root.removeHandler(handler)
-        handler.close()
+        if handler not in held:
+            handler.close()
     root.setLevel(logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -55,6 +70,11 @@ def setup(log_file: Optional[str], verbose: bool = False,
     for handler in handlers:
         handler._stars_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    for memory in held:  # start-up records, through the handlers just set up
+        for record in memory.buffer:
+            root.handle(record)
+        memory.buffer.clear()
+        memory.close()
     logging.captureWarnings(True)  # DeprecationWarnings & co. become log records
     _absl_through_python_logging()
     return log_file

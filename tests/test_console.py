@@ -61,3 +61,12 @@ def test_progress_is_silent_off_a_terminal(capsys):
         bar.update(3)
     assert items == [0, 1, 2, 3, 4] and bar.disable  # pytest's stderr is not a terminal
     assert capsys.readouterr().err == ""
+
+
+def test_start_up_warnings_are_held_for_the_log_file(routed, capsys):
+    console.hold_until_setup()
+    warnings.warn("an import-time notice", UserWarning, stacklevel=1)
+    assert capsys.readouterr().err == ""  # held, not printed
+    path = console.setup(str(routed))
+    assert "an import-time notice" in open(path).read()
+    assert "an import-time notice" not in capsys.readouterr().err
