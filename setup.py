@@ -59,6 +59,7 @@ setup(
         # noida-db: an independent Elasticsearch-API server for the backend's tests.
         # ruff and mypy run in .ci/run before the tests (ruff.toml, mypy.ini).
         "test": ["pytest", "kfp", "kfp-pipeline-spec", "ruff", "mypy",
+                 "nbclient", "nbformat", "ipykernel", "lxml",  # the review notebook's test
                  "noida-db; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     },
     entry_points={"console_scripts": ["stars=stars.cli:main"]},
