@@ -109,3 +109,12 @@ BENCH_HTTP_ARGS ?=
 
 bench-http-stack: $(STAMP)
 	$(BIN)/python -m benchmarks.http_stack $(BENCH_HTTP_ARGS)
+
+# Request validation cost (benchmarks/README.md): the sidecar's compiled openapi.yaml check
+# (fastjsonschema) beside jsonschema's interpreter -> benchmarks/results/request_validation.json.
+BENCH_VALIDATION_ARGS ?=
+
+.PHONY: bench-validation
+
+bench-validation: $(STAMP)
+	$(BIN)/python -m benchmarks.request_validation $(BENCH_VALIDATION_ARGS)
