@@ -240,7 +240,8 @@ def _parse_thresholds(thresholds: Optional[Mapping[str, Any]], models: Mapping[s
     thresholds = dict(thresholds or {})
     unknown = set(thresholds) - {"candidate", "metrics"}
     if unknown:
-        raise ValueError(f"unknown thresholds keys {sorted(unknown)}; expected 'candidate', 'metrics'")
+        raise ValueError(f"unknown thresholds keys {sorted(unknown)}; "
+                         "expected 'candidate', 'metrics'")
     rules: List[Dict[str, Any]] = []
     for metric, spec in (thresholds.get("metrics") or {}).items():
         bad = set(spec) - set(RULES)
@@ -248,7 +249,8 @@ def _parse_thresholds(thresholds: Optional[Mapping[str, Any]], models: Mapping[s
             raise ValueError(f"thresholds for {metric}: unknown rules {sorted(bad)}; use {RULES}")
         for rule in ("min", "max"):
             if rule in spec:
-                rules.append(dict(metric=metric, rule=rule, reference=None, bound=float(spec[rule])))
+                rules.append(dict(metric=metric, rule=rule, reference=None,
+                                  bound=float(spec[rule])))
         for rule in ("min_ratio", "max_drop"):
             for ref, bound in (spec.get(rule) or {}).items():
                 rules.append(dict(metric=metric, rule=rule, reference=ref, bound=float(bound)))
@@ -256,7 +258,8 @@ def _parse_thresholds(thresholds: Optional[Mapping[str, Any]], models: Mapping[s
     if rules and candidate is None:
         raise ValueError("thresholds need 'candidate': the model whose metrics decide blessing")
     if candidate is not None and candidate not in models:
-        raise ValueError(f"threshold candidate {candidate!r} is not one of the models {list(models)}")
+        raise ValueError(f"threshold candidate {candidate!r} is not one of the models "
+                         f"{list(models)}")
     return candidate, rules
 
 
@@ -269,7 +272,8 @@ def _tfma_threshold(rule: Mapping[str, Any]) -> tfma.MetricThreshold:
             upper_bound={"value": rule["bound"]}))
     if rule["rule"] == "min_ratio":
         return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
-            relative={"value": rule["bound"] - 1.0}, direction=tfma.MetricDirection.HIGHER_IS_BETTER))
+            relative={"value": rule["bound"] - 1.0},
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER))
     return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
         absolute={"value": -rule["bound"]}, direction=tfma.MetricDirection.HIGHER_IS_BETTER))
 
@@ -296,7 +300,8 @@ def _build_eval_config(tfma_names: Mapping[str, str], columns: Mapping[str, Mapp
         configs.append(tfma.MetricConfig(class_name="ExampleCount"))
         metrics_specs.append(tfma.MetricsSpec(metrics=configs,
                                               model_names=[tname] if tname else []))
-    slicing_specs = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[c]) for c in slice_columns]
+    slicing_specs = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[c])
+                                            for c in slice_columns]
     return tfma.EvalConfig(model_specs=model_specs, metrics_specs=metrics_specs,
                            slicing_specs=slicing_specs)
 
@@ -305,15 +310,18 @@ def _build_eval_config(tfma_names: Mapping[str, str], columns: Mapping[str, Mapp
 # reading TFMA's output back
 # --------------------------------------------------------------------------
 
-def _read_metrics(output_path: str, model_of: Mapping[str, str]) -> Dict[str, Dict[str, Dict[str, float]]]:
+def _read_metrics(output_path: str,
+                  model_of: Mapping[str, str]) -> Dict[str, Dict[str, Dict[str, float]]]:
     result: Dict[str, Dict[str, Dict[str, float]]] = {m: {} for m in model_of.values()}
     for proto in tfma.load_metrics(output_path):
-        slice_name = tfma.slicer.stringify_slice_key(tfma.slicer.deserialize_slice_key(proto.slice_key))
+        slice_name = tfma.slicer.stringify_slice_key(
+            tfma.slicer.deserialize_slice_key(proto.slice_key))
         for kv in proto.metric_keys_and_values:
             if kv.key.is_diff or kv.key.name.startswith("_"):
                 continue
             value = float(kv.value.double_value.value)
-            targets = [model_of[kv.key.model_name]] if kv.key.model_name in model_of else list(result)
+            targets = ([model_of[kv.key.model_name]] if kv.key.model_name in model_of
+                       else list(result))
             for model in targets:  # model-independent keys go to every model
                 result[model].setdefault(slice_name, {})[kv.key.name] = value
     return result
@@ -341,7 +349,8 @@ def _tfma_failures(validation) -> List[Dict[str, Any]]:
 # rule arithmetic (stars-side, same semantics as TFMA)
 # --------------------------------------------------------------------------
 
-def _check_rule(rule: Dict[str, Any], cand: Optional[float], ref: Optional[float]) -> Dict[str, Any]:
+def _check_rule(rule: Dict[str, Any], cand: Optional[float],
+                ref: Optional[float]) -> Dict[str, Any]:
     rec = dict(rule, candidate_value=cand, reference_value=ref, required=None, message="")
     kind, bound = rule["rule"], rule["bound"]
     if cand is None or (isinstance(cand, float) and math.isnan(cand)):
@@ -508,8 +517,8 @@ def evaluate(frame: pd.DataFrame, models: Mapping[str, str], baseline: Optional[
             failures.append(_describe(rec, candidate))
     # Anything TFMA rejected that no rule explains (should not happen) still fails.
     for f in tfma_fail:
-        if not any(r["checked_by"] == "tfma" and r["metric"] == f["metric"] and r["rule"] == f["rule"]
-                   for r in rules):
+        if not any(r["checked_by"] == "tfma" and r["metric"] == f["metric"]
+                   and r["rule"] == f["rule"] for r in rules):
             failures.append(f"TFMA validation failure on {f['model']} {f['metric']} ({f['rule']}): "
                             f"{f['message'].strip()}")
     # Without thresholds TFMA reports validation_ok=False, missing_thresholds=True:
@@ -524,7 +533,8 @@ def evaluate(frame: pd.DataFrame, models: Mapping[str, str], baseline: Optional[
                           validations=records, output_path=output_path,
                           tfma_validation_ok=tfma_ok)
     sidecar = dict(models=dict(models), baseline=baseline, candidate=candidate,
-                   slice_columns=list(slice_columns), metrics=metrics, corpus_metrics=corpus_metrics,
+                   slice_columns=list(slice_columns), metrics=metrics,
+                   corpus_metrics=corpus_metrics,
                    thresholds=dict(thresholds or {}), validations=records,
                    tfma_validation_ok=summary.tfma_validation_ok, blessed=summary.blessed,
                    failures=failures)
