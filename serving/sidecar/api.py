@@ -23,10 +23,11 @@ import json
 import logging
 import os
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from serving.sidecar.filters import filters_from_checked
 from serving.sidecar.model_client import Event
+from serving.sidecar.popularity import ModelPopularity
 from serving.sidecar.recommender import RecommendationRequest, Recommender
 from serving.sidecar.validation import OPENAPI_PATH, Limits, RequestError, check
 from stars.data.contract import _EVENT_ALIASES, EVENT_TYPES
@@ -214,7 +215,8 @@ class SidecarApp:
     def __init__(self, recommender: Recommender, config: ApiConfig = ApiConfig(),
                  clock: Callable[[], float] = time.time):
         self.recommender, self.config, self.clock = recommender, config, clock
-        self.popularity_source = None  # a ModelPopularity keeping the ranking current
+        # the ModelPopularity keeping the ranking current (cli.build_app sets it)
+        self.popularity_source: Optional[ModelPopularity] = None
         self.metrics = Metrics()
         try:
             with open(OPENAPI_PATH, "rb") as f:
@@ -249,8 +251,8 @@ class SidecarApp:
         """Ready: the model server has an available version and the process is not draining.
         Every backend's state is reported; the filter backend is required only with
         ``require_filter_ready`` (the catalogue snapshot answers while it is down)."""
-        checks, ready = {}, not draining
-        checks["draining"] = draining
+        checks: Dict[str, Any] = {"draining": draining}
+        ready = not draining
         rec = self.recommender
         try:
             version = rec.model.model_version(timeout_s=self.config.ready_timeout_s)

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def _print(obj) -> None:
 
 def _es_client(args):
     from serving.sidecar.elasticsearch_backend import make_client
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     api_key = os.environ.get(args.es_api_key_env) if args.es_api_key_env else None
     if api_key:
         kwargs["api_key"] = api_key
@@ -59,7 +60,7 @@ def build_app(args):
     """The SidecarApp for parsed ``serve sidecar`` arguments (no socket opened)."""
     from serving.sidecar.api import ApiConfig, SidecarApp
     from serving.sidecar.elasticsearch_backend import ElasticsearchFilterBackend
-    from serving.sidecar.filters import EmbeddedFilterBackend
+    from serving.sidecar.filters import EmbeddedFilterBackend, FilterBackend
     from serving.sidecar.model_client import make_model_client
     from serving.sidecar.popularity import ModelPopularity, Popularity
     from serving.sidecar.recommender import Recommender, RecommenderConfig
@@ -67,6 +68,7 @@ def build_app(args):
 
     catalog = EmbeddedFilterBackend.from_catalog(args.data_dir)
     popularity = Popularity.load(catalog, args.popularity_counts or None)
+    backend: FilterBackend
     if args.filter_backend == "elasticsearch":
         if not args.es_hosts:
             raise ValueError("--filter-backend elasticsearch needs --es-hosts")

@@ -29,7 +29,7 @@ import datetime
 import logging
 import re
 import secrets
-from typing import Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, cast
 
 from serving.sidecar.filters import EVERYWHERE, Filters, FilterUnavailable, unique_in_order
 
@@ -62,7 +62,7 @@ def index_settings(replicas: Optional[int] = None) -> dict:
 
 def filter_clauses(filters: Filters) -> list:
     """The attribute clauses of ``filters`` (without the ids clause), in a fixed order."""
-    clauses = []
+    clauses: List[Dict[str, Any]] = []
     if filters.region is not None:
         clauses.append({"terms": {"regions": [filters.region, EVERYWHERE]}})
     if filters.categories:
@@ -181,8 +181,10 @@ def index_catalog(client, documents: Iterable[Mapping], alias: str = DEFAULT_ALI
             yield {"_index": name, "_id": doc["item_id"], "_source": dict(doc)}
 
     try:
-        _, errors = helpers.bulk(es, actions(), chunk_size=chunk_size, raise_on_error=False,
+        _, result = helpers.bulk(es, actions(), chunk_size=chunk_size, raise_on_error=False,
                                  stats_only=False)
+        # typed "int | list": the count is what stats_only=True answers
+        errors = cast(List[Dict[str, Any]], result)
         if errors:
             raise ValueError(f"{len(errors)} catalogue documents were rejected by "
                              f"Elasticsearch, first: {errors[0]}")

@@ -30,7 +30,7 @@ import json
 import math
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -114,6 +114,8 @@ class SignatureInfo:
 
 
 def _dim(signature: Optional[Mapping], tensor: str, axis: int) -> Optional[int]:
+    if signature is None:
+        return None
     try:
         size = int(signature["inputs"][tensor]["tensor_shape"]["dim"][axis]["size"])
     except (KeyError, IndexError, TypeError, ValueError):
@@ -122,7 +124,7 @@ def _dim(signature: Optional[Mapping], tensor: str, axis: int) -> Optional[int]:
 
 
 class ModelClient(Protocol):
-    def search(self, queries: Mapping[str, Sequence[float]], k: int,
+    def search(self, queries: Mapping[str, Union[Sequence[float], np.ndarray]], k: int,
                timeout_s: Optional[float] = None, version: Optional[str] = None,
                latest_items: Sequence[str] = ()) -> Candidates:
         """Top-k per query embedding; ``queries``: variant -> [D] vector; NI also merges
@@ -177,8 +179,10 @@ def recommend_inputs(events: Sequence[Event], context: ModelContext,
     features = context.user_features or {}
     for name in info.user_numeric:
         value = features.get(name)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        inputs[f"user_num_{name}"] = ("float", [float(value) if ok else math.nan])
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            inputs[f"user_num_{name}"] = ("float", [float(value)])
+        else:
+            inputs[f"user_num_{name}"] = ("float", [math.nan])
     for name in info.user_categorical:
         value = features.get(name)
         inputs[f"user_cat_{name}"] = ("string", [value if isinstance(value, str) else ""])
@@ -261,7 +265,8 @@ class _BaseClient:
         variants = list(queries)
         matrix = [[float(x) for x in np.asarray(queries[v], np.float32).reshape(-1)]
                   for v in variants]
-        signature, inputs = "search", {"query_embeddings": ("float", matrix)}
+        signature = "search"
+        inputs: Dict[str, Tuple[str, List[Any]]] = {"query_embeddings": ("float", matrix)}
         if latest_items and "ni" in variants and self.signature_info(timeout).search_after_items:
             signature = "search_after_items"
             latest = list(latest_items)[-LATEST_ITEMS_WIDTH:]

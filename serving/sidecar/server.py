@@ -89,14 +89,24 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
-def uvicorn_config(app, http: HttpConfig, **kwargs) -> uvicorn.Config:
-    config = uvicorn.Config(
+class SidecarConfig(uvicorn.Config):
+    """uvicorn's Config with the head deadline that :class:`HeadDeadlineProtocol` reads
+    (an attribute, so that it is pickled with the config into worker processes)."""
+    head_timeout_s: float = HttpConfig.head_timeout_s
+
+
+def uvicorn_config(app, http: HttpConfig, **kwargs) -> SidecarConfig:
+    # uvicorn annotates both timeouts as int, but uses them as seconds for
+    # loop.call_later / asyncio.timeout, which take floats: sub-second values are meant.
+    config = SidecarConfig(
         app, http=HeadDeadlineProtocol, loop="uvloop", lifespan="on", access_log=False,
-        log_level="warning", timeout_keep_alive=http.keep_alive_s,
+        log_level="warning",
+        timeout_keep_alive=http.keep_alive_s,  # type: ignore[arg-type]  # float s, see above
         limit_concurrency=http.max_connections,
-        timeout_graceful_shutdown=http.graceful_timeout_s, **kwargs)
-    config.head_timeout_s = http.head_timeout_s  # read by HeadDeadlineProtocol (pickled
-    return config                                # with the config into worker processes)
+        timeout_graceful_shutdown=http.graceful_timeout_s,  # type: ignore[arg-type]  # float
+        **kwargs)
+    config.head_timeout_s = http.head_timeout_s
+    return config
 
 
 class SidecarServer:
@@ -145,6 +155,8 @@ def run(app: Optional[SidecarApp], args: dict, host: str, port: int, http: HttpC
     sock = listen(host, port, http.reuse_port)
     try:
         if http.workers <= 1:
+            if app is None:
+                raise ValueError("one worker serves the app given: app is None")
             config = uvicorn_config(SidecarASGI(app, drain_s=http.drain_s), http)
             uvicorn.Server(config).run(sockets=[sock])
             return

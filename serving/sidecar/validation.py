@@ -122,8 +122,8 @@ _KINDS = {"integer": "an integer", "number": "a number", "string": "a string",
 
 
 def _expected(schema: dict) -> str:
-    types = schema.get("type")
-    types = [types] if isinstance(types, str) else [t for t in types if t != "null"]
+    declared = schema["type"]  # a "type" error: the failing schema has one
+    types = [declared] if isinstance(declared, str) else [t for t in declared if t != "null"]
     if sorted(types) == ["integer", "string"]:
         return "unix seconds or an ISO-8601 time"
     if types == ["array"] and schema.get("items", {}).get("type") == "string":
