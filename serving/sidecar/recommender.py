@@ -1,17 +1,17 @@
 """The recommendation flow of the sidecar, transport-free (the HTTP layer is ``api.py``).
 
-1. **User embedding.**  A user with embeddings from the batch job (``UserEmbeddingStore``)
+1. **User embedding.** A user with embeddings from the batch job (``UserEmbeddingStore``)
    takes the *stored* path: the request's context offset (``context_offset``, cached per
-   model version, UTC hour and signals -- Δ_ctx depends on the time only through the
-   hour, day of week, week and holiday) is added to ``h_gen_base``/``h_next_base`` and
-   the index is searched (``search``; ``search_after_items`` when the store kept the
-   user's latest items and the model serves it: NI then merges the successor source).  When the stored version is a model version (an
-   integer) both calls are pinned to it, so embeddings are never searched in another
-   version's space; any other version string (a store generation id) is not pinned.  Otherwise the
-   request's recent events are *encoded* by the model (``recommend_with_context``) --
-   the cold-start answer from events, and the path when a stored embedding's model
-   version is no longer served.  A user with neither gets the region's popular items
-   (``cold_start``, not degraded).
+   model version, UTC hour and signals -- Δ_ctx depends on the time only through the hour,
+   day of week, week and holiday) is added to ``h_gen_base``/``h_next_base`` and the index
+   is searched (``search``; ``search_after_items`` when the store kept the user's latest
+   items and the model serves it: NI then merges the successor source). When the stored
+   version is a model version (an integer) both calls are pinned to it, so embeddings are
+   never searched in another version's space; any other version string (a store generation
+   id) is not pinned. Otherwise the request's recent events are *encoded* by the model
+   (``recommend_with_context``) -- the cold-start answer from events, and the path when a
+   stored embedding's model version is no longer served. A user with neither gets the
+   region's popular items (``cold_start``, not degraded).
 2. **Over-fetch.**  ``ceil(k * overfetch)`` candidates (plus the excluded ids) are asked
    for; only the variants the mode needs (``next``: NI = h_next, ``general``: GI = h_gen,
    ``rr``: both).
@@ -48,7 +48,7 @@ import logging
 import math
 import threading
 import time
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Protocol, Tuple, cast
 
 import numpy as np
 import pybreaker
@@ -187,6 +187,14 @@ class _Clock:
     def finish(self) -> Dict[str, float]:
         self.hops["total"] = (time.perf_counter() - self.start) * 1000.0
         return self.hops
+
+
+class _Fetcher(Protocol):
+    """A retrieval call (``n`` candidates within ``timeout_s``); ``pinned``: to the stored
+    embedding's model version."""
+    pinned: bool
+
+    def __call__(self, n: int, timeout_s: float) -> Candidates: ...
 
 
 class Recommender:
@@ -333,8 +341,9 @@ class Recommender:
         def fetch(n: int, timeout_s: float) -> Candidates:
             return self.model.search(queries, n, timeout_s=timeout_s, version=version,
                                      latest_items=latest)
-        fetch.pinned = version is not None
-        return fetch, None
+        fetcher = cast(_Fetcher, fetch)
+        fetcher.pinned = version is not None
+        return fetcher, None
 
     def _encode_fetcher(self, request):
         context = ModelContext(timestamp=request.timestamp, signals=tuple(request.signals),
@@ -343,8 +352,9 @@ class Recommender:
 
         def fetch(n: int, timeout_s: float) -> Candidates:
             return self.model.recommend(request.events, context, n, timeout_s=timeout_s)
-        fetch.pinned = False
-        return fetch
+        fetcher = cast(_Fetcher, fetch)
+        fetcher.pinned = False
+        return fetcher
 
     # ------------------------------------------------------------------ retrieval
     def _retrieve(self, request, fetch, clock, result) -> None:
