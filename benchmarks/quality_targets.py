@@ -4,7 +4,7 @@ ablation must cost, checked on the results document, and the report's target tab
 ``stars eval`` reports figures; the benchmark judges them (``report_section``)."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, cast
 
 from stars.evaluation import seed_means
 from stars.evaluation.offline import SWITCHED_OFF_BY_DATA
@@ -29,7 +29,8 @@ def settings_apart_from_ablation(stars_entry: dict, ablated_entry: dict, ablatio
     differ: an ablation only measures its switch when nothing else moved."""
     from models.config import ABLATIONS, completed, variant_tuning
     preset = ((ablated_entry.get("config") or {}).get("training") or {}).get("preset")
-    ignored = (set(ABLATIONS.get(ablation, {})) | set(variant_tuning(preset, ablation))
+    switched = cast(dict, ABLATIONS.get(ablation, {}))  # field -> value
+    ignored = (set(switched) | set(variant_tuning(preset or "", ablation))
                | set(seed_means.PER_RUN_FIELDS))
     a, b = completed(stars_entry.get("config") or {}), completed(ablated_entry.get("config") or {})
     return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k) != b.get(k))
