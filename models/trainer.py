@@ -153,7 +153,9 @@ def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta,
                 trend: Optional[TrendTable] = None,
                 successors: Optional[SuccessorTable] = None) -> StarsModel:
     """The model; without ``trend`` (``successors``), an item trend (a successor table)
-    of ``meta``'s layout whose values a checkpoint then restores."""
+    of ``meta``'s layout whose values a checkpoint then restores.  Seeded here, so the
+    first model of a process starts from the same weights as any later one."""
+    tf.keras.utils.set_random_seed(config.seed)
     if config.item_trend and trend is None:
         if not meta.trend_rows:
             raise ValueError("item_trend is on but the model meta has no trend table")
@@ -237,7 +239,7 @@ def user_embedding_variants(config: ModelConfig) -> tuple:
 
 
 def validation_ranking(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
-                       config: ModelConfig, verbose: bool = False):
+                       config: ModelConfig):
     """The eval split's full-catalogue ranking callback (``ValidationRanking``): model
     inputs kept in memory, each example's whole history masked as already seen, its
     target(s) held out.  None when the split holds no example."""
@@ -252,7 +254,7 @@ def validation_ranking(file_pattern, data_accessor, tft_output, adapter: InputAd
     if not batches:
         return None
     return VR.by_span(batches, history, targets, adapter.max_history,
-                      user_embedding_variants(config), verbose=verbose)
+                      user_embedding_variants(config))
 
 
 def local_data_accessor():

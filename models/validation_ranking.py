@@ -32,8 +32,7 @@ class ValidationRanking(tf.keras.callbacks.Callback):
     the held-out target(s).  ``variants``: which user embeddings are ranked."""
 
     def __init__(self, batches: Sequence[dict], history: Sequence[np.ndarray],
-                 targets: Sequence[np.ndarray], variants: Sequence[str] = ("gi", "ni"),
-                 verbose: bool = False):
+                 targets: Sequence[np.ndarray], variants: Sequence[str] = ("gi", "ni")):
         super().__init__()
         if not batches:
             raise ValueError("the validation split is empty: nothing to stop on")
@@ -47,7 +46,6 @@ class ValidationRanking(tf.keras.callbacks.Callback):
         if len(self.history) != len(self.targets):
             raise ValueError(f"{len(self.history)} histories for {len(self.targets)} targets")
         self.variants = tuple(variants)
-        self.verbose = verbose
         self._request_time = None
         self.epochs: List[dict] = []
         self._embed = None
@@ -148,18 +146,14 @@ class ValidationRanking(tf.keras.callbacks.Callback):
             logs[f"val_{variant}_ndcg@{K}"] = ndcg
         logs[MONITOR] = max(ndcg for _, ndcg in scores.values())
         self.epochs.append({k: float(v) for k, v in logs.items() if k.startswith("val_")})
-        if self.verbose:
-            print(f"epoch {epoch + 1}: " + " ".join(
-                f"{v} hr@{K} {hr:.4f} ndcg@{K} {ndcg:.4f}" for v, (hr, ndcg) in scores.items()),
-                flush=True)
 
 
 def by_span(batches: Sequence[dict], history: Sequence[np.ndarray],
-            targets: Sequence[np.ndarray], max_history: int, variants: Sequence[str],
-            verbose: bool = False) -> ValidationRanking:
+            targets: Sequence[np.ndarray], max_history: int,
+            variants: Sequence[str]) -> ValidationRanking:
     """The ranking over inference ``batches`` regrouped by history span and cut to it
     (``models.length_buckets.by_span``: the encoder then runs on events, not on the
     window's padding), with ``history`` and ``targets`` realigned to the new order."""
     batches, order = length_buckets.by_span(list(batches), max_history, 256)
     return ValidationRanking(batches, [history[i] for i in order],
-                             [targets[i] for i in order], variants, verbose=verbose)
+                             [targets[i] for i in order], variants)

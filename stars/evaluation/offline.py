@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Mapping, Optional, Sequence
 
 from stars import calendar_context as CC
+from stars.console import progress
 from stars.evaluation.baselines import (
     evaluate_cooccurrence,
     evaluate_lambdamart,
@@ -111,7 +112,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
                      preset: str = "benchmark", seed: int = 0, encoder: str = "minilm",
                      overrides: Optional[Mapping] = None, results_path=None, report_path=None,
                      dataset: Optional[str] = None, tagger: str = "keyword",
-                     context: str = "auto", verbose: int = 0,
+                     context: str = "auto",
                      seeds: Optional[Sequence[int]] = None,
                      report_sections: Sequence[Callable[[dict], List[str]]] = ()) -> dict:
     """Data half (leave-one-out) -> each model trained and scored -> results JSON + report.
@@ -154,7 +155,9 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
             notes.append(f"{name} {note}: {reason}")
 
     runs = [(name, s) for s in dict.fromkeys(seeds if seeds else [seed]) for name in models]
-    for name, seed in runs:
+    bar = progress(runs, desc="models", unit="model")
+    for name, seed in bar:
+        bar.set_description(f"{name} (seed {seed})")
         log.info("offline eval: %s (seed %d)", name, seed)
         if name == "popularity":
             entries += evaluate_popularity(ctx, seed)
@@ -174,8 +177,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
             skip(name, f"the same model as stars here ({NO_USER_FEATURES})", "not run")
         else:
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
-                                          CC.context_overrides(name, use_context, overrides),
-                                          verbose)
+                                          CC.context_overrides(name, use_context, overrides))
     test_examples = next((e["masked"]["num_examples"] for e in entries), None)
     protocol = protocol_record(ctx, test_examples, quick, data_info, context_reason)
     document = merge_results(results_path, dataset, protocol, entries, dropped=skipped)
@@ -231,7 +233,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overrides", default="",
                         help='JSON of ModelConfig fields for every model, with optional '
                              'per-model dicts: \'{"epochs": 30, "sasrec_id": {"dropout": 0.5}}\'')
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity (0, 1, 2)")
 
 
 def parse_seeds(text: str) -> Optional[List[int]]:
@@ -253,7 +254,7 @@ def run_from_args(args, report_sections: Sequence[Callable[[dict], List[str]]] =
         encoder=args.encoder, tagger=args.tagger, context=args.context,
         overrides=json.loads(args.overrides) if args.overrides else None,
         results_path=results, report_path=args.report or None, dataset=dataset,
-        verbose=args.verbose, report_sections=report_sections)
+        report_sections=report_sections)
 
 
 def summary_lines(document: dict) -> List[str]:

@@ -99,8 +99,7 @@ def evaluate_second_source(ctx: EvalContext, model, adapter, ranking, stars_entr
             "wall_s": round(stars_entry["wall_s"] + time.time() - started, 1)}
 
 
-def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
-                       verbose: bool = False):
+def validation_ranking(ctx: EvalContext, model: str, adapter, variants):
     """The early-stopping callback over the validation split (inputs kept in memory)."""
     from models import validation_ranking as VR
     batches, parts = [], []
@@ -108,8 +107,7 @@ def validation_ranking(ctx: EvalContext, model: str, adapter, variants,
         batches.append(inputs)
         parts.append(ctx.to_split_data(raw))
     data = SplitData.concat(parts)
-    return VR.by_span(batches, data.history, data.targets, adapter.max_history, variants,
-                      verbose=verbose)
+    return VR.by_span(batches, data.history, data.targets, adapter.max_history, variants)
 
 
 def model_config(variant: str, preset: str, seed: int, quick: bool,
@@ -131,8 +129,7 @@ def model_config(variant: str, preset: str, seed: int, quick: bool,
 
 
 def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark", seed: int = 0,
-                       quick: bool = False, overrides: Optional[Mapping] = None,
-                       verbose: int = 0) -> List[dict]:
+                       quick: bool = False, overrides: Optional[Mapping] = None) -> List[dict]:
     """Trains one STARS variant with ``models.trainer`` (validation split = early
     stopping), then scores the validation split (model selection) and, once, the test
     split.  Returns one result entry per retrieval (GI, NI, RR; NI only when the GI
@@ -173,9 +170,9 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     model.items.build(None)
     trained = T.user_embedding_variants(config)
     variants = trained + ("rr",) if "gi" in trained else trained  # rr interleaves gi and ni
-    ranking = validation_ranking(ctx, variant, adapter, trained, verbose=bool(verbose))
+    ranking = validation_ranking(ctx, variant, adapter, trained)
     history = T.train(model, config, train_inputs, None, steps * config.epochs,
-                      verbose=verbose, validation_callbacks=[ranking],
+                      validation_callbacks=[ranking],
                       monitor=VR.MONITOR, monitor_mode="max")
     selection = [float(x) for x in history.history.get(VR.MONITOR, [])]
     selected = T.select_after_training(model, ranking, ctx.counts, config)
