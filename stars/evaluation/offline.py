@@ -179,7 +179,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
             entries += train_and_evaluate(ctx, name, preset, seed, quick,
                                           CC.context_overrides(name, use_context, overrides))
     test_examples = next((e["masked"]["num_examples"] for e in entries), None)
-    protocol = protocol_record(ctx, test_examples, quick, data_info, context_reason)
+    protocol = protocol_record(ctx.num_items, test_examples, quick, data_info, context_reason)
     document = merge_results(results_path, dataset, protocol, entries, dropped=skipped)
     wall = round(time.time() - started, 1)
     if data_info.get("wall_s") and not data_info.get("reused"):

@@ -4,10 +4,7 @@ are merged only when their protocols agree, ``results.merge_results``)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Tuple
-
-if TYPE_CHECKING:
-    from stars.evaluation.splits import EvalContext
+from typing import Tuple
 
 KS: Tuple[int, ...] = (5, 10, 20)
 K_MAX = max(KS)
@@ -40,7 +37,7 @@ class QuickSettings:
 QUICK = QuickSettings()
 
 
-def protocol_record(ctx: EvalContext, test_examples: int, quick: bool, data_info: dict,
+def protocol_record(num_items: int, test_examples: int, quick: bool, data_info: dict,
                     calendar_context_reason: str = "") -> dict:
     """The protocol of a run, as its results file records it."""
     return {
@@ -53,6 +50,6 @@ def protocol_record(ctx: EvalContext, test_examples: int, quick: bool, data_info
         "cold_start": f"Recall@{COLD_K} over test targets with zero training count",
         "rr": "round-robin interleaving of GI and NI, GI first",
         "calendar_context": calendar_context_reason,
-        "num_items": ctx.num_items, "test_examples": test_examples,
+        "num_items": num_items, "test_examples": test_examples,
         "quick": bool(quick), "data": {k: data_info.get(k) for k in ("sample", "fingerprint")},
     }
