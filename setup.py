@@ -17,7 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["stars", "stars.*", "pipeline", "pipeline.*",
                                     "components", "components.*", "models", "models.*",
-                                    "serving", "serving.*"]),
+                                    "serving", "serving.*", "evaluation", "evaluation.*",
+                                    "cli", "cli.*"]),
     install_requires=[
         "tfx",
         "tensorflow",
@@ -62,5 +63,5 @@ setup(
                  "nbclient", "nbformat", "ipykernel", "lxml",  # the review notebook's test
                  "noida-db; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     },
-    entry_points={"console_scripts": ["stars=stars.cli:main"]},
+    entry_points={"console_scripts": ["stars=cli.main:main"]},
 )

@@ -6,7 +6,7 @@
 Runs the leave-one-out data half once under ``<out>/pipeline``, trains and
 scores every model with the standard full-catalogue protocol (history-masked
 and unmasked), and writes the results JSON and a Markdown report with PNG plots
-(see :mod:`stars.evaluation.offline` and ``benchmarks/README.md``), the report with the
+(see :mod:`evaluation.offline` and ``benchmarks/README.md``), the report with the
 quality targets checked (``benchmarks/quality_targets.py``): what ``stars eval`` reports,
 judged.
 """
@@ -18,8 +18,8 @@ import logging
 import sys
 
 from benchmarks import quality_targets
+from evaluation import offline
 from stars.environment import configure
-from stars.evaluation import offline
 
 
 def build_parser() -> argparse.ArgumentParser:

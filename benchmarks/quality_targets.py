@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import List, Optional, cast
 
-from stars.evaluation import seed_means
-from stars.evaluation.offline import SWITCHED_OFF_BY_DATA
-from stars.evaluation.report import entry_label, fmt
+from evaluation import seed_means
+from evaluation.offline import SWITCHED_OFF_BY_DATA
+from evaluation.report import entry_label, fmt
 
 SASREC_TARGET = {"hr@10": 0.095, "ndcg@10": 0.056}
 STARS_TARGET = {"hr@10": 0.110, "ndcg@10": 0.066}
@@ -115,7 +115,7 @@ def _verdict(check: dict) -> str:
 
 
 def report_section(document: dict) -> List[str]:
-    """The report's "Targets" table (``stars.evaluation.report.write_report``'s
+    """The report's "Targets" table (``evaluation.report.write_report``'s
     ``sections``): each target
     with its value, bar and verdict; nothing when no target applies."""
     lines: List[str] = []

@@ -374,7 +374,7 @@ def _floor_child(model_dir: str, queries_file: str, out_file: str, calls: int) -
     configure()
     import tensorflow as tf
 
-    from models.serving import load_serving_model  # registers the ScaNN ops
+    from stars.saved_model import load_serving_model  # registers the ScaNN ops
     search = load_serving_model(model_dir).signatures["search"]
     queries = np.load(queries_file)
     for q in queries[:20]:  # warm-up

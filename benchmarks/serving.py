@@ -366,7 +366,8 @@ def _warm_signatures(port: int, signatures: dict, times: int = 3) -> None:
 def bench_size(size: str, args) -> dict:
     import tensorflow as tf
 
-    from models.serving import load_serving_model, recall_against_brute_force
+    from cli.main import build_parser
+    from models.serving import recall_against_brute_force
     from serving.batch.job import resolve_model_dir
     from serving.model_server.server import serve
     from serving.sidecar.api import RECOMMENDATIONS_PATH
@@ -381,7 +382,7 @@ def bench_size(size: str, args) -> dict:
         recommend_inputs,
     )
     from serving.sidecar.server import make_server
-    from stars.cli import build_parser
+    from stars.saved_model import load_serving_model
 
     size_started = time.time()
     preset = _synth_preset(size)

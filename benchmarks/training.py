@@ -39,8 +39,8 @@ def _epoch(step, data) -> dict:
 def measure(pipeline_root: str, variant: str, epochs: int, overrides=None) -> dict:
     import tensorflow as tf
 
+    from evaluation import offline
     from models import trainer as T
-    from stars.evaluation import offline
     ctx = offline.EvalContext(pipeline_root)
     layouts = {}
     for buckets in (False, True):

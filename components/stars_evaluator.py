@@ -26,11 +26,11 @@ from tfx.utils import path_utils
 
 from models import features as F
 from models.popularity import read_popularity_counts
-from models.serving import load_serving_model
 from stars import retrieval_metrics as RM
+from stars import serving_requests as requests
 from stars.data import tf_example
-from stars.evaluation import requests
 from stars.interleaving import interleave_round_robin
+from stars.saved_model import load_serving_model
 
 KS = (5, 10, 20, 50)
 SLICES = ("category", "candidate_set_size", "cold_start_target")
@@ -97,7 +97,7 @@ def evaluate_predictions(predictions: dict, targets, popularity_top: np.ndarray,
 def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_uri: str,
         output_dir: str, baseline_dir: Optional[str], max_history: int,
         min_recall_vs_popularity: float, max_regression: float, split: str = "eval") -> dict:
-    from stars.evaluation import tfma_evaluation
+    from components import tfma_evaluation
     categories = catalog_categories(catalog_uri)
     item_ids = sorted(categories)
     index = {item: i for i, item in enumerate(item_ids)}

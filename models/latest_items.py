@@ -4,7 +4,7 @@ Both item-to-item parts of the NI score look at the same few events: the semanti
 (``models.semantic_match``: text similarity to them) and the successor source
 (``models.successor_source``: what followed them in training).  One recency profile
 r = (1, ½, ¼) over the latest three known events serves both, and the offline
-co-occurrence baseline (``stars.evaluation.cooccurrence``) uses it too, so the three
+co-occurrence baseline (``evaluation.cooccurrence``) uses it too, so the three
 agree on what "latest" means.
 """
 from __future__ import annotations

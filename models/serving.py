@@ -49,6 +49,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from stars.saved_model import WARMUP_FILE
+
 SCANN_NAMESPACE = "Scann"
 CONTEXT_NAMES = ("hour", "day_of_week", "week_of_year", "holiday")
 
@@ -329,23 +331,16 @@ def save_serving_model(module: ServingModule, export_dir: str, item_ids=None) ->
     return export_dir
 
 
-def load_serving_model(export_dir: str):
-    """Loads a serving SavedModel; the ScaNN ops are registered by importing scann."""
-    import scann  # noqa: F401  (registers the Scann op namespace)
-    return tf.saved_model.load(export_dir)
-
-
 def recall_against_brute_force(scann_ids: np.ndarray, exact_ids: np.ndarray) -> float:
     """Share of the exact top-K that the approximate top-K found (ScaNN's recall@K)."""
     hits = [len(set(a) & set(b)) for a, b in zip(scann_ids.tolist(), exact_ids.tolist())]
     return float(np.sum(hits) / max(1, exact_ids.size))
 
 
-__all__ = ["ServingModule", "save_serving_model", "load_serving_model", "make_index",
+__all__ = ["ServingModule", "save_serving_model", "make_index",
            "raw_request_features", "recall_against_brute_force"]
 
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 def warmup_requests(module: "ServingModule", item_ids) -> list:
@@ -388,21 +383,3 @@ def write_warmup(export_dir: str, requests) -> str:
                 predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path
-
-
-def replay_warmup(loaded, export_dir: str) -> int:
-    """Runs a SavedModel's warm-up requests (as TF Serving does at load); returns how many."""
-    from tensorflow_serving.apis import prediction_log_pb2
-    path = os.path.join(export_dir, WARMUP_FILE)
-    if not tf.io.gfile.exists(path):
-        return 0
-    count = 0
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-        log = prediction_log_pb2.PredictionLog.FromString(record)
-        request = log.predict_log.request
-        signature = loaded.signatures.get(request.model_spec.signature_name or "serving_default")
-        if signature is None:
-            continue
-        signature(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
-        count += 1
-    return count

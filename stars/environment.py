@@ -4,7 +4,7 @@ TFRS 0.7 is written against Keras 2; TensorFlow 2.16 binds Keras 3 unless
 ``TF_USE_LEGACY_KERAS=1`` is set before ``tf.keras`` is first touched.  The entry
 points call :func:`configure` before they import anything that builds a model:
 
-* the ``stars`` command (``stars.cli.main``);
+* the ``stars`` command (``cli.main.main``);
 * the test configuration (``tests/conftest.py``, ``pytest_configure``);
 * the benchmarks' ``main`` functions;
 * the pipeline image (``Dockerfile``: ``ENV TF_USE_LEGACY_KERAS=1``), where TFX's

@@ -2,7 +2,7 @@
 
 Shared by everything that scores a ranking: the Trainer's validation ranking
 (``models.validation_ranking``), the pipeline's Evaluator (``components.stars_evaluator``)
-and the offline evaluation (``stars.evaluation``); numpy only, below all of them.
+and the offline evaluation (``evaluation``); numpy only, below all of them.
 
 Conventions shared by every function here:
 

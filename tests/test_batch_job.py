@@ -182,8 +182,8 @@ def test_failed_job_keeps_the_live_generation(model_base, data_dir, tmp_path):
 def test_job_with_the_pushed_stars_model(pushed_model, tmp_path):
     """The real job, the real pushed STARS model, the tiny synthetic data (plus a user with
     only unknown items and one with features but no events), into the embedded store."""
-    from models.serving import load_serving_model
     from stars.data import contract
+    from stars.saved_model import load_serving_model
     config, model_base_path = pushed_model
     data = tmp_path / "data"
     shutil.copytree(config.data_dir, data)

@@ -2,8 +2,8 @@
 import pandas as pd
 import pytest
 
+from models import calendar_context as CC
 from models.config import make_config
-from stars import calendar_context as CC
 from stars.data import contract
 
 

@@ -1,7 +1,7 @@
 """The `stars` command: bad input is a clear message and exit code 2, not a traceback."""
 import json
 
-from stars import cli
+from cli import main as cli
 from tests.fixtures import write_small_dataset
 
 

@@ -1,9 +1,9 @@
-"""The co-occurrence counts (stars.evaluation.cooccurrence) against plain-Python references."""
+"""The co-occurrence counts (evaluation.cooccurrence) against plain-Python references."""
 from collections import Counter
 
 import numpy as np
 
-from stars.evaluation.cooccurrence import CooccurrenceCounts
+from evaluation.cooccurrence import CooccurrenceCounts
 from tests.test_lambdamart import NUM_ITEMS, TRAIN, _split
 
 

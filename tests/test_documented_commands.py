@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from stars.cli import build_parser
+from cli.main import build_parser
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 DOCUMENTS = ["README.md", "BUILD_NOTES.md", "benchmarks/README.md", "Makefile", "Dockerfile"]
-SOURCES = ["stars", "serving", "pipeline", "components", "models", "benchmarks", "deploy"]
+SOURCES = ["cli", "stars", "serving", "pipeline", "components", "models", "evaluation",
+           "benchmarks", "deploy"]
 COMMAND = re.compile(r"\bstars ((?:data|pipeline|serve|batch|index|catalog|eval|demo)\b.*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 

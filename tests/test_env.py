@@ -48,7 +48,7 @@ def test_configure_after_keras_3_was_bound_fails_loudly():
 
 
 def test_the_stars_command_configures_itself():
-    result = _run("import sys\nfrom stars.cli import main\n"
+    result = _run("import sys\nfrom cli.main import main\n"
                   "sys.argv = ['stars', 'eval', '--help']\nmain()")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "--data-dir" in result.stdout

@@ -4,9 +4,9 @@ from collections import Counter
 
 import numpy as np
 
+from evaluation import lambdamart
+from evaluation.splits import SplitData
 from models.item_catalog import ItemCatalog
-from stars.evaluation import lambdamart
-from stars.evaluation.splits import SplitData
 
 NUM_ITEMS = 12
 TRAIN = [[0, 1, 2, 3], [1, 2, 4], [2, 3, 5, 1], [6, 7], [0, 2, 3], [8, 9, 10]]

@@ -1,4 +1,4 @@
-"""The offline evaluation (``stars eval``, ``stars.evaluation``): the ranking helpers, the
+"""The offline evaluation (``stars eval``, ``evaluation``): the ranking helpers, the
 results file, the report, and the whole quick run on tiny synthetic data (e2e)."""
 import json
 import math
@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation import offline, ranking, report, training
+from evaluation.protocol import K_MAX, QUICK, SECOND_SOURCE_MODEL
+from evaluation.report import write_report
+from evaluation.results import merge_results
+from evaluation.splits import EvalContext, SplitData, pipeline_root
 from models import cold_items, semantic_match, successor_source
 from models import validation_ranking as VR
-from stars.evaluation import offline, ranking, report, training
-from stars.evaluation.protocol import K_MAX, QUICK, SECOND_SOURCE_MODEL
-from stars.evaluation.report import write_report
-from stars.evaluation.results import merge_results
-from stars.evaluation.splits import EvalContext, SplitData, pipeline_root
 
 METRIC_KEYS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg", "recall")]
 
@@ -145,9 +145,9 @@ def _direct_leave_one_out(data_dir):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
+    from evaluation import lambdamart
     from models import trainer as T
     from stars.data import synth
-    from stars.evaluation import lambdamart
     base = tmp_path_factory.mktemp("offline_eval")
     synth.generate(base / "data", "tiny", seed=4)
     events, leaks = [], []
@@ -373,7 +373,7 @@ def test_several_seeds_score_every_model_once_per_seed(quick_run):
 
 @pytest.mark.e2e
 def test_a_skipped_model_is_noted_once_whatever_the_number_of_seeds(quick_run, monkeypatch):
-    from stars.evaluation import lambdamart
+    from evaluation import lambdamart
     base = quick_run[0]
     monkeypatch.setattr(lambdamart, "available", lambda: False)
     # As on data without user features (the synthetic users have some).
@@ -394,7 +394,7 @@ def test_a_skipped_model_is_noted_once_whatever_the_number_of_seeds(quick_run, m
 
 
 def test_plots_draw_one_bar_per_model_with_its_mean_over_seeds(tmp_path, monkeypatch):
-    from stars.evaluation import plots
+    from evaluation import plots
     drawn = {}
     monkeypatch.setattr(plots, "grouped_bars",
                         lambda path, title, bars, series: drawn.setdefault(title, bars) or True)

@@ -15,11 +15,11 @@ import sys
 import pytest
 import tensorflow_model_analysis as tfma
 
+from components import tfma_evaluation
 from models import cold_items, semantic_match, successor_source
 from pipeline.configs import PipelineConfig
 from pipeline.runners import local
 from stars.data import synth
-from stars.evaluation import tfma_evaluation
 
 pytestmark = pytest.mark.e2e
 TOP_K = 20
@@ -120,14 +120,14 @@ def test_blessing_gates_the_pusher(runs):
 def test_pushed_versions_and_new_process_answers(runs):
     import tensorflow as tf
 
-    from models.serving import load_serving_model
+    from stars.saved_model import load_serving_model
     config, first = runs
     versions = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
     assert len(first) == 1 and len(versions) == 2 and first[0] in versions  # 3rd not pushed
     export = os.path.join(config.serving_base, "stars", versions[-1])
     script = f"""
 import json, stars, tensorflow as tf
-from models.serving import load_serving_model
+from stars.saved_model import load_serving_model
 m = load_serving_model({export!r})
 out = m.signatures["serving_default"](**{REQUEST})
 print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 4) for x in row]
@@ -142,7 +142,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
             assert len(row) == TOP_K and len(set(row)) == TOP_K
         assert all(a >= b for row in answer[f"{variant}_scores"] for a, b in zip(row, row[1:]))
     # Same answer in this process; the index alone (search) agrees with recommend.
-    from models.serving import replay_warmup
+    from stars.saved_model import replay_warmup
     loaded = load_serving_model(export)
     assert replay_warmup(loaded, export) == 8  # TF Serving's warm-up file, one per signature
     here = _as_lists(loaded.signatures["serving_default"](**eval(REQUEST)))

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from benchmarks import quality_targets
+from evaluation.report import write_report
 from models.config import make_config, variant_tuning
-from stars.evaluation.report import write_report
 from tests.test_offline_eval import _seeded
 
 

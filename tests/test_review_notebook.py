@@ -1,4 +1,4 @@
-"""The review notebook (notebooks/review.ipynb) and its helpers (stars.evaluation.review).
+"""The review notebook (notebooks/review.ipynb) and its helpers (evaluation.review).
 
 The helpers are tested on data built here: a small MLMD store with the pipeline's lineage,
 a TFMA run over a hand-made frame, TensorBoard event files and a projector written by the
@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stars.evaluation import review
-from stars.evaluation import tfma_evaluation as te
+from components import tfma_evaluation as te
+from evaluation import review
 
 NOTEBOOK = os.path.join(os.path.dirname(os.path.dirname(__file__)), "notebooks", "review.ipynb")
 

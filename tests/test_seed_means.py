@@ -1,7 +1,7 @@
-"""stars.evaluation.seed_means: several seeds of a model are averaged, never cherry-picked."""
+"""evaluation.seed_means: several seeds of a model are averaged, never cherry-picked."""
 import pytest
 
-from stars.evaluation import seed_means
+from evaluation import seed_means
 
 
 def _entry(model, variant, seed, ndcg, hr=0.1, val=None, **config):

@@ -191,7 +191,7 @@ def test_truth_counts_match_the_files(small):
 
 
 def test_cli_writes_the_dataset(tmp_path, capsys):
-    from stars import cli
+    from cli import main as cli
     assert cli.main(["data", "synth", "--size", "tiny", "--seed", "1", "--out",
                      str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["users"] == 150

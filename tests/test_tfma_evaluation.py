@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import tensorflow_model_analysis as tfma
 
+from components import tfma_evaluation as te
 from stars import retrieval_metrics as rm
-from stars.evaluation import tfma_evaluation as te
 
 MODELS = {"stars_rr": "stars_rr_", "stars_ni": "stars_ni_", "popularity": "popularity_",
           "last_blessed": "last_blessed_"}

@@ -17,10 +17,10 @@ from tfx import v1 as tfx
 from tfx.orchestration.kubeflow.v2 import compiler_utils
 from tfx.utils import import_utils
 
+from cli import main as cli
 from pipeline.configs import PipelineConfig
 from pipeline.pipeline import create_pipeline
 from pipeline.runners import vertex
-from stars import cli
 
 IMAGE = "europe-west4-docker.pkg.dev/proj/repo/stars:test"
 BEAM_ARGS = ("--runner=DataflowRunner", "--project=proj", "--region=europe-west4",

@@ -5,7 +5,7 @@
     interactions (+ users) of a data directory (the data contract)
       -> drop events after ``as_of``; group by user (CoGroupByKey with the users table)
       -> keep the latest ``max_history`` events (ordered by timestamp, sequence_number)
-      -> batched requests (stars.evaluation.requests.request_batch)
+      -> batched requests (stars.serving_requests.request_batch)
       -> a DoFn that loads the pushed serving SavedModel once per worker (setup) and calls
          its ``user_embeddings`` signature
       -> a sink that writes ``h_gen_base``/``h_next_base`` and the last ``LATEST_ITEMS``
@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 
+from stars import serving_requests as requests
 from stars.data import contract
 from stars.data.sequences import USER_REGION_FEATURE
-from stars.evaluation import requests
 
 if TYPE_CHECKING:
     from serving.batch.store import ShardWriter
@@ -201,7 +201,7 @@ class _Embed(beam.DoFn):
         self._signature: Any = None  # the SavedModel's signature function, from setup()
 
     def setup(self):
-        from models.serving import load_serving_model
+        from stars.saved_model import load_serving_model
         self._model = load_serving_model(self._model_dir)
         self._signature = self._model.signatures[SIGNATURE]
         numeric, categorical, self._num_signals = requests.signature_inputs(self._signature)

@@ -58,7 +58,7 @@ def load_saved_model(export_dir: str):
         log.warning("scann is not importable: models with ScaNN ops will not load")
     import tensorflow as tf
 
-    from models.serving import replay_warmup
+    from stars.saved_model import replay_warmup
     loaded = tf.saved_model.load(export_dir, tags=[SERVE_TAG])
     # TF Serving replays assets.extra/tf_serving_warmup_requests before serving a version.
     warmed = replay_warmup(loaded, export_dir)

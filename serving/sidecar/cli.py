@@ -1,4 +1,4 @@
-"""Command-line entry points of the sidecar, to be wired into ``stars/cli.py``:
+"""Command-line entry points of the sidecar, to be wired into ``cli/main.py``:
 
     stars serve sidecar --data-dir DIR [--model-url grpc://localhost:8500] ...
     stars index items --data-dir DIR --es-hosts http://localhost:9200 [--alias stars-items]

@@ -22,7 +22,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from stars.evaluation.tfma_evaluation import OVERALL, _tfma_failures
+from components.tfma_evaluation import OVERALL, _tfma_failures
 
 EVALUATOR = "StarsEvaluator"        # the component id in pipeline/pipeline.py
 LAST_BLESSED = "last_blessed"       # StarsEvaluator's name for the last blessed model

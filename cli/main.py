@@ -22,7 +22,6 @@ import os
 import sys
 import time
 
-from stars import calendar_context as CC
 from stars import console
 from stars.data.contract import ContractError
 from stars.environment import configure
@@ -62,7 +61,7 @@ def _validate(args) -> int:
 
 def _model_overrides(args) -> str:
     """``--model-overrides`` with the ``--context`` decision folded in
-    (``stars.calendar_context``); ``auto`` on a remote data URI keeps the model's
+    (``models.calendar_context``); ``auto`` on a remote data URI keeps the model's
     default, as the data is not read at compile time."""
     if args.context == "auto" and "://" in args.data_dir:
         return args.model_overrides
@@ -70,6 +69,7 @@ def _model_overrides(args) -> str:
         overrides = json.loads(args.model_overrides) if args.model_overrides else {}
     except ValueError as e:
         raise ValueError(f"--model-overrides is not valid JSON: {e}") from None
+    from models import calendar_context as CC
     use_context, why = CC.calendar_context(args.data_dir, args.context)
     print(f"stars: {why}", file=sys.stderr)
     return json.dumps(CC.context_overrides(args.variant, use_context, overrides),
@@ -144,6 +144,7 @@ def _demo(args) -> int:
 
 
 def _add_pipeline_options(parser) -> None:
+    from models import calendar_context as CC  # the models package: after configure()
     parser.add_argument("--encoder", default="minilm",
                         help="minilm | precomputed | http:URL?model=M | hashing")
     parser.add_argument("--tagger", default="keyword", help="keyword | chat:URL?model=M")
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_options(p)
     p.set_defaults(func=_demo)
     p = sub.add_parser("eval", help="offline evaluation: leave-one-out, full-catalogue ranking")
-    from stars.evaluation import offline
+    from evaluation import offline
     offline.add_arguments(p)
     p.set_defaults(func=_eval)
     _add_serving_commands(sub)
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _eval(args) -> int:
-    from stars.evaluation import offline
+    from evaluation import offline
     result = offline.run_from_args(args)
     for line in offline.summary_lines(result):
         print(line)

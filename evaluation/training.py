@@ -10,15 +10,15 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from stars.evaluation.protocol import K_MAX, QUICK, SECOND_SOURCE_MODEL
-from stars.evaluation.ranking import (
+from evaluation.protocol import K_MAX, QUICK, SECOND_SOURCE_MODEL
+from evaluation.ranking import (
     cold_start_mask,
     metric_block,
     rank_full_catalogue,
     slice_metrics,
     validation_block,
 )
-from stars.evaluation.splits import EvalContext, SplitData
+from evaluation.splits import EvalContext, SplitData
 from stars.interleaving import interleave_round_robin
 
 

@@ -44,7 +44,7 @@ protocol of the sequential-recommendation literature (see
   three items in training sequences, popularity filling in -- no learning, so it
   also shows how far the validation and test targets differ by themselves),
   ``lambdamart`` (LightGBM lambdarank over the top-100 candidates of that
-  popularity + co-occurrence generator, see :mod:`stars.evaluation.lambdamart`;
+  popularity + co-occurrence generator, see :mod:`evaluation.lambdamart`;
   skipped with a note when ``lightgbm`` is not installed) and the paper's
   ablations (``stars_no_text``, ``stars_no_tags``, ``stars_no_context``,
   ``stars_no_user``).  Every ``stars`` run also scores ``stars_cooc``: the same trained
@@ -69,18 +69,18 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, List, Mapping, Optional, Sequence
 
-from stars import calendar_context as CC
-from stars.console import progress
-from stars.evaluation.baselines import (
+from evaluation.baselines import (
     evaluate_cooccurrence,
     evaluate_lambdamart,
     evaluate_popularity,
 )
-from stars.evaluation.protocol import ALL_MODELS, QUICK, protocol_record
-from stars.evaluation.report import entry_label, fmt, write_report
-from stars.evaluation.results import merge_results
-from stars.evaluation.splits import EvalContext, pipeline_root, prepare_data
-from stars.evaluation.training import model_config, train_and_evaluate
+from evaluation.protocol import ALL_MODELS, QUICK, protocol_record
+from evaluation.report import entry_label, fmt, write_report
+from evaluation.results import merge_results
+from evaluation.splits import EvalContext, pipeline_root, prepare_data
+from evaluation.training import model_config, train_and_evaluate
+from models import calendar_context as CC
+from stars.console import progress
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
     Returns the results document (``{"dataset", "protocol", "results"}``) with
     ``"paths"`` (results, report), ``"skipped"`` ({model: reason}) and ``"wall_s"``.
     ``context`` (auto | on | off) decides the STARS models' calendar context
-    (``stars.calendar_context``); with it and the item trend off, ``stars_no_context``
+    (``models.calendar_context``); with it and the item trend off, ``stars_no_context``
     would repeat ``stars`` and is not run (its earlier entries are dropped).  Likewise
     ``stars_no_user`` on data without user features, where STARS has no [USER] token
     (``models.trainer.fit_user_token``).
@@ -164,7 +164,7 @@ def run_offline_eval(data_dir, out_dir, models: Iterable[str] = ALL_MODELS, quic
         elif name == "cooccurrence":
             entries += evaluate_cooccurrence(ctx, seed)
         elif name == "lambdamart":
-            from stars.evaluation import lambdamart
+            from evaluation import lambdamart
             if lambdamart.available():
                 entries += evaluate_lambdamart(ctx, seed, quick)
             else:

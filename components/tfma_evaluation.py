@@ -356,6 +356,10 @@ def _check_rule(rule: Dict[str, Any], cand: Optional[float],
     if cand is None or (isinstance(cand, float) and math.isnan(cand)):
         rec.update(status="failed", message="metric not found")
         return rec
+    if kind in ("min_ratio", "max_drop") and ref is None:
+        rec.update(status="failed", message="reference metric not found")
+        return rec
+    ref = 0.0 if ref is None else ref  # only the relative rules read it, checked above
     if kind == "min":
         rec["required"], ok = bound, cand >= bound
     elif kind == "max":
@@ -538,8 +542,8 @@ def evaluate(frame: pd.DataFrame, models: Mapping[str, str], baseline: Optional[
                    thresholds=dict(thresholds or {}), validations=records,
                    tfma_validation_ok=summary.tfma_validation_ok, blessed=summary.blessed,
                    failures=failures)
-    with open(os.path.join(output_path, SIDECAR_FILE), "w") as f:
-        json.dump(sidecar, f, indent=2, sort_keys=True, default=_json_default)
+    with open(os.path.join(output_path, SIDECAR_FILE), "w") as out:
+        json.dump(sidecar, out, indent=2, sort_keys=True, default=_json_default)
     return summary
 
 

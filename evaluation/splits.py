@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from stars.evaluation.protocol import QUICK
+from evaluation.protocol import QUICK
 
 log = logging.getLogger(__name__)
 

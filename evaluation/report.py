@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from stars.evaluation import seed_means
-from stars.evaluation.protocol import SECOND_SOURCE_MODEL, SLICE_K
+from evaluation import seed_means
+from evaluation.protocol import SECOND_SOURCE_MODEL, SLICE_K
 
 # Published full-ranking, history-masked results on Amazon Beauty (shared/data/README.md).
 PUBLISHED_BEAUTY = (
@@ -47,7 +47,7 @@ def entry_label(entry: dict, seeds: bool = True) -> str:
 
 def _plots(document: dict, stem: Path) -> Tuple[List[Tuple[str, str]], str]:
     """PNG bar charts next to the report: [(title, file name)], and the renderer used."""
-    from stars.evaluation import plots
+    from evaluation import plots
     entries = document["results"]
     charts = []
     for key, title in (("hr@10", "HR@10"), ("ndcg@10", "NDCG@10")):

@@ -9,8 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from stars import retrieval_metrics as RM
-from stars.evaluation.protocol import (
+from evaluation.protocol import (
     CANDIDATE_SET_BUCKETS,
     COLD_K,
     COVERAGE_K,
@@ -19,8 +18,9 @@ from stars.evaluation.protocol import (
     MAX_CATEGORY_SLICES,
     SLICE_K,
 )
-from stars.evaluation.results import json_value
-from stars.evaluation.splits import SplitData
+from evaluation.results import json_value
+from evaluation.splits import SplitData
+from stars import retrieval_metrics as RM
 
 
 def rank_full_catalogue(queries, item_embeddings, k: int = K_MAX,

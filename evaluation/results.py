@@ -12,8 +12,8 @@ from typing import Iterable, List
 
 import numpy as np
 
-from stars.evaluation import seed_means
-from stars.evaluation.protocol import ALL_MODELS, SECOND_SOURCE_MODEL
+from evaluation import seed_means
+from evaluation.protocol import ALL_MODELS, SECOND_SOURCE_MODEL
 
 log = logging.getLogger(__name__)
 

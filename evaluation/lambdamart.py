@@ -33,8 +33,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from evaluation.cooccurrence import RECENT, CooccurrenceCounts
 from stars import retrieval_metrics as RM
-from stars.evaluation.cooccurrence import RECENT, CooccurrenceCounts
 
 FEATURES = ("log_popularity", "cooc_last", "cooc_last_share", "cooc_recent",
             "same_category_last", "same_subclass_last", "text_sim_last", "text_sim_recent",

@@ -7,15 +7,15 @@ import dataclasses
 import time
 from typing import List
 
-from stars.evaluation.protocol import K_MAX, QUICK
-from stars.evaluation.ranking import (
+from evaluation.protocol import K_MAX, QUICK
+from evaluation.ranking import (
     cold_start_mask,
     metric_block,
     rank_by_item_scores,
     slice_metrics,
     validation_block,
 )
-from stars.evaluation.splits import EvalContext
+from evaluation.splits import EvalContext
 
 
 def evaluate_popularity(ctx: EvalContext, seed: int = 0) -> List[dict]:
@@ -38,7 +38,7 @@ def evaluate_popularity(ctx: EvalContext, seed: int = 0) -> List[dict]:
 def evaluate_cooccurrence(ctx: EvalContext, seed: int = 0) -> List[dict]:
     """The LambdaMART baseline's candidate generator ranking the whole catalogue by
     itself; scored on the validation target too (nothing is selected on it)."""
-    from stars.evaluation import cooccurrence, lambdamart
+    from evaluation import cooccurrence, lambdamart
     started = time.time()
     settings = lambdamart.Settings(seed=seed)
     generator = lambdamart.LambdaMartBaseline(ctx.catalog, ctx.counts,
@@ -63,7 +63,7 @@ def evaluate_cooccurrence(ctx: EvalContext, seed: int = 0) -> List[dict]:
 
 
 def evaluate_lambdamart(ctx: EvalContext, seed: int = 0, quick: bool = False) -> List[dict]:
-    from stars.evaluation import lambdamart
+    from evaluation import lambdamart
     started = time.time()
     train = ctx.read_split("train", "lambdamart")
     validation = ctx.read_split("eval", "lambdamart")
