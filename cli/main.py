@@ -268,8 +268,8 @@ def _add_console_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _default_log_file(args) -> str:
-    if args.command not in WITH_LOG_FILE:
-        return ""
+    if args.command not in WITH_LOG_FILE or getattr(args, "pipeline_command", "run") != "run":
+        return ""  # compile only writes a spec: nothing to log, no file beside it
     where = getattr(args, "out", None) or getattr(args, "root", None)
     return os.path.join(where, "stars.log") if where and "://" not in where else ""
 
