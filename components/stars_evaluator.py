@@ -59,8 +59,11 @@ def materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
     LocalDagRunner) crashes in ScaNN's ops at 100k items."""
     import concurrent.futures
     import multiprocessing
+
+    from stars.console import setup_child
     with concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=setup_child) as pool:
         return pool.submit(_materialise, serving_dir, examples, list(item_ids),
                            max_history).result()
 

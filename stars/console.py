@@ -16,7 +16,10 @@ import sys
 from logging.handlers import MemoryHandler
 from typing import Iterable, Optional, TypeVar
 
-OWN_PACKAGES = ("stars", "models", "components", "pipeline", "serving", "benchmarks", "__main__")
+OWN_PACKAGES = ("stars", "models", "components", "pipeline", "serving", "evaluation", "cli",
+                "benchmarks", "__main__")
+# What setup chose, for the child processes our code starts (they inherit the environment).
+LOG_FILE_VAR, VERBOSE_VAR = "STARS_LOG_FILE", "STARS_VERBOSE"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 T = TypeVar("T")
 
@@ -77,7 +80,16 @@ def setup(log_file: Optional[str], verbose: bool = False,
         memory.close()
     logging.captureWarnings(True)  # DeprecationWarnings & co. become log records
     _absl_through_python_logging()
+    os.environ[LOG_FILE_VAR] = log_file or ""
+    os.environ[VERBOSE_VAR] = "1" if verbose else ""
     return log_file
+
+
+def setup_child() -> None:
+    """The same routing in a child process our code starts (a process pool's initializer):
+    its imports' warnings go to the parent's log file, not the console."""
+    if LOG_FILE_VAR in os.environ:
+        setup(os.environ[LOG_FILE_VAR] or None, verbose=bool(os.environ.get(VERBOSE_VAR)))
 
 
 def _absl_through_python_logging() -> None:
@@ -100,4 +112,4 @@ def progress(iterable: Optional[Iterable[T]] = None, total: Optional[int] = None
                 disable=None, dynamic_ncols=True, unit_scale=True)
 
 
-__all__ = ["setup", "progress", "OWN_PACKAGES"]
+__all__ = ["setup", "setup_child", "hold_until_setup", "progress", "OWN_PACKAGES"]

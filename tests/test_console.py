@@ -8,8 +8,10 @@ from stars import console
 
 
 @pytest.fixture()
-def routed(tmp_path):
-    """console.setup for the test, and the root logger as it was afterwards."""
+def routed(tmp_path, monkeypatch):
+    """console.setup for the test, and the root logger (and environment) as it was after."""
+    monkeypatch.delenv(console.LOG_FILE_VAR, raising=False)  # restored after the test
+    monkeypatch.delenv(console.VERBOSE_VAR, raising=False)
     root = logging.getLogger()
     level = root.level
     yield tmp_path / "logs" / "stars.log"
@@ -70,3 +72,20 @@ def test_start_up_warnings_are_held_for_the_log_file(routed, capsys):
     path = console.setup(str(routed))
     assert "an import-time notice" in open(path).read()
     assert "an import-time notice" not in capsys.readouterr().err
+
+
+def _warn_in_child() -> int:
+    warnings.warn("a child process's notice", UserWarning, stacklevel=1)
+    return 1
+
+
+def test_child_processes_log_where_the_parent_does(routed, capfd):
+    import concurrent.futures
+    import multiprocessing
+    path = console.setup(str(routed))
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+            initializer=console.setup_child) as pool:
+        assert pool.submit(_warn_in_child).result() == 1
+    assert "a child process's notice" in open(path).read()
+    assert "a child process's notice" not in capfd.readouterr().err
