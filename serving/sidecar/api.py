@@ -29,7 +29,7 @@ from serving.sidecar.filters import filters_from_checked
 from serving.sidecar.model_client import Event
 from serving.sidecar.popularity import ModelPopularity
 from serving.sidecar.recommender import RecommendationRequest, Recommender
-from serving.sidecar.validation import OPENAPI_PATH, Limits, RequestError, check
+from serving.sidecar.validation import OPENAPI_PATH, Limits, RequestError, check, validator
 from stars.data.contract import _EVENT_ALIASES, EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,7 @@ class SidecarApp:
     def __init__(self, recommender: Recommender, config: ApiConfig = ApiConfig(),
                  clock: Callable[[], float] = time.time):
         self.recommender, self.config, self.clock = recommender, config, clock
+        validator("RecommendationRequest", config.limits)  # compiled now, not on request 1
         # the ModelPopularity keeping the ranking current (cli.build_app sets it)
         self.popularity_source: Optional[ModelPopularity] = None
         self.metrics = Metrics()
