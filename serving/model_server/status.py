@@ -7,18 +7,18 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from serving.model_server import errors
+from serving.model_server.models import as_registry
 
 SIGNATURE_DEF_FIELD = "signature_def"
 
 
-def model_status(versions, name: str, version: Optional[int] = None):
-    """``GetModelStatusResponse`` for ``name`` (NOT_FOUND as TF Serving for unknown ones)."""
-    if name != versions.name:
-        if version is not None:
-            raise errors.not_found(f"Could not find version {version} of model {name}")
-        raise errors.not_found(f"Could not find any versions of model {name}")
+def model_status(models, name: str, version: Optional[int] = None):
+    """``GetModelStatusResponse`` for ``name`` from a ``ModelRegistry`` (NOT_FOUND as TF
+    Serving for unknown ones).  A version label is not looked at: TF Serving's
+    GetModelStatus answers every version unless a number is given."""
+    states = as_registry(models).status(name, version)
     response = get_model_status_pb2.GetModelStatusResponse()
-    for state in versions.status(version):
+    for state in states:
         entry = response.model_version_status.add()
         entry.version = state.version
         entry.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)

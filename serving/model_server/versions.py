@@ -3,8 +3,10 @@
 ``<base>/<N>/saved_model.pb`` is version ``N`` (numeric directory names only, as TF Serving's
 file-system source).  A poller thread rescans the base path every ``poll_seconds`` and
 
-* loads the versions the policy asks for (default TF Serving's ``latest 1``; also
-  ``latest N`` or a fixed list of specific versions) while the current ones keep serving;
+* loads the versions the policy asks for (TF Serving's ``ServableVersionPolicy``: default
+  ``latest 1``; also ``latest N``, ``all`` or ``specific`` versions) while the current ones
+  keep serving; ``configure`` changes the policy or base path of a running model (a
+  reloaded model config);
 * swaps the serving set in one step under a lock (a request sees the old set or the new one);
 * retires a version that leaves the set only after its in-flight requests finish: every
   request holds a reference (``handle``) and the last one out finishes the unload;
@@ -122,15 +124,11 @@ class ModelVersions:
     def __init__(self, base_path: str, name: str, poll_seconds: float = 1.0,
                  num_latest: int = 1, specific_versions: Optional[Iterable[int]] = None,
                  max_load_retries: int = 3,
-                 loader: Callable[[str], object] = load_saved_model):
-        if num_latest < 1:
-            raise ValueError("num_latest must be >= 1")
-        self.base_path = os.path.abspath(base_path)
+                 loader: Callable[[str], object] = load_saved_model,
+                 all_versions: bool = False):
         self.name = name
         self.poll_seconds = poll_seconds
-        self.num_latest = num_latest
-        self.specific_versions = (sorted({int(v) for v in specific_versions})
-                                  if specific_versions else None)
+        self._set_policy(base_path, num_latest, specific_versions, all_versions)
         self.max_load_retries = max_load_retries
         self.loader = loader
         self._lock = threading.Condition()       # guards _serving, refs, _states
@@ -142,6 +140,34 @@ class ModelVersions:
         self._thread: Optional[threading.Thread] = None
         self._collect = False
         self._stopped = False
+
+    def _set_policy(self, base_path: str, num_latest: int,
+                    specific_versions: Optional[Iterable[int]], all_versions: bool) -> None:
+        if num_latest < 1:
+            raise ValueError("num_latest must be >= 1")
+        self.base_path = os.path.abspath(base_path)
+        self.num_latest = num_latest
+        self.specific_versions = (sorted({int(v) for v in specific_versions})
+                                  if specific_versions is not None else None)
+        self.all_versions = bool(all_versions) and self.specific_versions is None
+
+    def policy(self) -> tuple:
+        """``(base_path, num_latest, specific_versions, all_versions)``: what ``configure``
+        takes, to tell whether a reloaded config changes this model."""
+        specific = tuple(self.specific_versions) if self.specific_versions is not None else None
+        return self.base_path, self.num_latest, specific, self.all_versions
+
+    def configure(self, base_path: str, num_latest: int = 1,
+                  specific_versions: Optional[Iterable[int]] = None,
+                  all_versions: bool = False) -> None:
+        """A new version policy (or base path) for a running model, applied by one
+        immediate scan: versions the new policy wants are loaded before the ones it drops
+        are retired, as on any poll.  A version already loaded stays loaded under the same
+        number even when the base path moves (TF Serving identifies a servable by name and
+        version)."""
+        with self._poll_lock:
+            self._set_policy(base_path, num_latest, specific_versions, all_versions)
+        self.poll()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ModelVersions":
@@ -256,7 +282,7 @@ class ModelVersions:
             else:
                 candidates = sorted((v for v in on_disk if not self._given_up(v, on_disk[v])),
                                     reverse=True)
-                wanted = candidates[:self.num_latest]
+                wanted = candidates if self.all_versions else candidates[:self.num_latest]
             loaded = {}
             for version in wanted:
                 if version in serving:
@@ -361,6 +387,12 @@ class ModelVersions:
             if not self._states:
                 raise errors.not_found(f"Could not find any versions of model {self.name}")
             return [dataclasses.replace(self._states[v]) for v in sorted(self._states)]
+
+    def states(self) -> dict[int, str]:
+        """``{version: state}`` of every version this model has touched (empty before the
+        first scan); version labels may only point at an AVAILABLE one."""
+        with self._lock:
+            return {v: s.state for v, s in self._states.items()}
 
     def serving_versions(self) -> list[int]:
         with self._lock:

@@ -79,7 +79,8 @@ def build_app(args):
     store = load_user_store(args.user_store_factory,
                             with_socket_timeouts(args.user_store, args.user_store_timeout_ms)) \
         if args.user_store else None
-    model = make_model_client(args.model_url, args.model_name, args.model_timeout_ms / 1000.0)
+    model = make_model_client(args.model_url, args.model_name, args.model_timeout_ms / 1000.0,
+                              version_label=getattr(args, "model_version_label", "") or None)
     config = RecommenderConfig(
         overfetch=args.overfetch, growth=args.growth, max_fetch=args.max_fetch,
         model_timeout_s=args.model_timeout_ms / 1000.0,
@@ -143,6 +144,10 @@ def add_serve_sidecar_parser(serve_subparsers):
     p.add_argument("--model-url", default="grpc://localhost:8500",
                    help="grpc://HOST:PORT (TF Serving gRPC) or http://HOST:PORT (REST)")
     p.add_argument("--model-name", default="stars")
+    p.add_argument("--model-version-label", default="",
+                   help="ask for this version label of the model server's model config "
+                        "(e.g. stable) instead of the latest version, except for stored "
+                        "embeddings, which keep their own version")
     p.add_argument("--popularity-counts", default="",
                    help="item counts: Transform 'item_popularity' vocabulary or item_id,count "
                         "CSV (default: the served model's own ranking, its popular_items "

@@ -20,6 +20,13 @@ every answer is reported: gRPC answers carry it in ``model_spec``; the REST clie
 pins each call to the newest AVAILABLE version from the status API (cached for
 ``status_ttl_s``, re-read when that version disappears).
 
+With a ``version_label`` (a label of the server's model config, e.g. ``stable``), the
+calls not pinned to a stored embedding's version ask for that label instead of the latest
+version (gRPC ``model_spec.version_label``, REST ``/labels/L``), so moving the label in the
+config moves the sidecar.  ``model_version`` is then the label's version, read from the
+metadata by label (TF Serving's status ignores labels); the REST client reports that
+version, cached for ``status_ttl_s``, for its label calls.
+
 Served indexes return a fixed K (the one exported); asking for more than K gives K,
 which callers see as ``Candidates.exhausted``.
 """
@@ -220,8 +227,9 @@ class _BaseClient:
     """The signature logic shared by both transports; subclasses implement ``_predict``,
     ``_status`` and ``_metadata``."""
 
-    def __init__(self, model_name: str, timeout_s: float):
+    def __init__(self, model_name: str, timeout_s: float, version_label: Optional[str] = None):
         self.model_name, self.timeout_s = model_name, timeout_s
+        self.version_label = version_label or None
         self._info: Optional[SignatureInfo] = None
         self._info_version: Optional[str] = None
         self._info_failed_at = -math.inf
@@ -360,8 +368,9 @@ class RestModelClient(_BaseClient):
     SINGLE_OUTPUT = {"context_offset": "offset"}  # TF Serving omits the name of a lone output
 
     def __init__(self, base_url: str, model_name: str, timeout_s: float = 0.05,
-                 status_ttl_s: float = 5.0, pool_size: int = 32):
-        super().__init__(model_name, timeout_s)
+                 status_ttl_s: float = 5.0, pool_size: int = 32,
+                 version_label: Optional[str] = None):
+        super().__init__(model_name, timeout_s, version_label)
         import urllib3
         self._urllib3 = urllib3
         self.base_url = base_url.rstrip("/")
@@ -391,11 +400,22 @@ class RestModelClient(_BaseClient):
                                    "non-JSON") from e
         return response.status, payload
 
+    def _label_path(self) -> str:
+        from urllib.parse import quote
+        return f"/v1/models/{self.model_name}/labels/{quote(str(self.version_label), safe='')}"
+
     def _status(self, timeout: float) -> Optional[str]:
-        status, payload = self._request("GET", f"/v1/models/{self.model_name}", timeout)
-        if status != 200:
-            raise ModelUnavailable(f"model status: HTTP {status}: {payload.get('error', '')}")
-        version = _newest_available(payload.get("model_version_status", []))
+        if self.version_label:  # the label's version: metadata by label names it
+            status, payload = self._request("GET", self._label_path() + "/metadata", timeout)
+            if status != 200:
+                raise ModelUnavailable(f"model label {self.version_label!r}: HTTP {status}: "
+                                       f"{payload.get('error', '')}")
+            version = str((payload.get("model_spec") or {}).get("version") or "") or None
+        else:
+            status, payload = self._request("GET", f"/v1/models/{self.model_name}", timeout)
+            if status != 200:
+                raise ModelUnavailable(f"model status: HTTP {status}: {payload.get('error', '')}")
+            version = _newest_available(payload.get("model_version_status", []))
         with self._lock:
             self._version, self._version_at = version, time.monotonic()
         return version
@@ -406,7 +426,8 @@ class RestModelClient(_BaseClient):
         return self._status(timeout)
 
     def _metadata(self, timeout: float) -> Mapping:
-        status, payload = self._request("GET", f"/v1/models/{self.model_name}/metadata", timeout)
+        base = self._label_path() if self.version_label else f"/v1/models/{self.model_name}"
+        status, payload = self._request("GET", base + "/metadata", timeout)
         if status in (404, 405, 501):
             raise MetadataUnsupported(f"model metadata: HTTP {status}")
         if status != 200:
@@ -419,11 +440,15 @@ class RestModelClient(_BaseClient):
     def _predict(self, signature, inputs, timeout, version):
         deadline = time.monotonic() + timeout
         pinned = version
+        label = self.version_label if version is None else None
         for attempt in (0, 1):
             if pinned is None:
                 pinned = self._current_version(timeout)
-            path = (f"/v1/models/{self.model_name}/versions/{pinned}:predict" if pinned
-                    else f"/v1/models/{self.model_name}:predict")
+            if label:  # reported as the label's (cached) version
+                path = self._label_path() + ":predict"
+            else:
+                path = (f"/v1/models/{self.model_name}/versions/{pinned}:predict" if pinned
+                        else f"/v1/models/{self.model_name}:predict")
             body = {"signature_name": signature,
                     "inputs": {name: values for name, (_, values) in inputs.items()}}
             status, payload = self._request("POST", path, max(1e-3, deadline - time.monotonic()),
@@ -435,7 +460,7 @@ class RestModelClient(_BaseClient):
                 if not isinstance(outputs, dict):
                     raise ModelUnavailable(f"'{signature}' answer has no outputs object")
                 return outputs, pinned
-            if status == 404 and version is None and attempt == 0:
+            if status == 404 and version is None and attempt == 0 and not label:
                 self._version_at = -math.inf  # the cached version went away: re-read status
                 pinned = None
                 continue
@@ -489,8 +514,8 @@ class GrpcModelClient(_BaseClient):
     ``ModelService.GetModelStatus``) with a deadline on every call."""
 
     def __init__(self, target: str, model_name: str, timeout_s: float = 0.05, channel=None,
-                 max_message_mb: int = 64):
-        super().__init__(model_name, timeout_s)
+                 max_message_mb: int = 64, version_label: Optional[str] = None):
+        super().__init__(model_name, timeout_s, version_label)
         import grpc
         from tensorflow_serving.apis import (
             get_model_metadata_pb2,
@@ -535,6 +560,8 @@ class GrpcModelClient(_BaseClient):
             if not str(version).isdigit():
                 raise ModelUnavailable(f"model versions are integers, got {version!r}")
             request.model_spec.version.value = int(version)
+        elif self.version_label:
+            request.model_spec.version_label = self.version_label
 
     def _predict(self, signature, inputs, timeout, version):
         predict_pb2 = self._pb[0]
@@ -548,6 +575,14 @@ class GrpcModelClient(_BaseClient):
         return {name: tensor_values(t) for name, t in response.outputs.items()}, got
 
     def _status(self, timeout):
+        if self.version_label:  # status ignores labels; metadata by label names the version
+            request = self._pb[1].GetModelMetadataRequest()
+            self._spec(request, None)
+            request.metadata_field.append("signature_def")
+            response = self._call(self._predict_stub.GetModelMetadata, request, timeout,
+                                  f"model label {self.version_label!r}")
+            return (str(response.model_spec.version.value)
+                    if response.model_spec.HasField("version") else None)
         request = self._pb[2].GetModelStatusRequest()
         self._spec(request, None)
         response = self._call(self._model_stub.GetModelStatus, request, timeout, "model status")
@@ -571,11 +606,14 @@ class GrpcModelClient(_BaseClient):
         return json_format.MessageToDict(defs, preserving_proto_field_name=True)["signature_def"]
 
 
-def make_model_client(url: str, model_name: str, timeout_s: float = 0.05) -> ModelClient:
-    """``grpc://host:port`` (or ``host:port``) -> gRPC; ``http(s)://...`` -> REST."""
+def make_model_client(url: str, model_name: str, timeout_s: float = 0.05,
+                      version_label: Optional[str] = None) -> ModelClient:
+    """``grpc://host:port`` (or ``host:port``) -> gRPC; ``http(s)://...`` -> REST.
+    ``version_label``: unpinned calls ask for that version label of the model config."""
     if url.startswith(("http://", "https://")):
-        return RestModelClient(url, model_name, timeout_s)
-    return GrpcModelClient(url.removeprefix("grpc://"), model_name, timeout_s)
+        return RestModelClient(url, model_name, timeout_s, version_label=version_label)
+    return GrpcModelClient(url.removeprefix("grpc://"), model_name, timeout_s,
+                           version_label=version_label)
 
 
 __all__ = ["ModelClient", "GrpcModelClient", "RestModelClient", "make_model_client",
