@@ -5,6 +5,8 @@ the messages used across the package follow TF Serving's own wording where it ha
 """
 from __future__ import annotations
 
+import re
+
 import grpc
 
 Code = grpc.StatusCode
@@ -60,13 +62,24 @@ def tf_error_code(code: grpc.StatusCode) -> int:
         else error_codes_pb2.UNKNOWN
 
 
+# What eager Python adds around a kernel's message: TF Serving (C++) returns the message alone.
+_EAGER_PREFIX = re.compile(r"\AGraph execution error:\s*(?:Detected at node .*?"
+                           r"<stack traces unavailable>\n)?", re.DOTALL)
+_EAGER_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\](?: name: [^\n]*)?\s*\Z")
+
+
+def tf_message(message: str) -> str:
+    """A TensorFlow error's message without eager execution's wrapping."""
+    return _EAGER_SUFFIX.sub("", _EAGER_PREFIX.sub("", message)).strip()
+
+
 def from_exception(exc: BaseException) -> ServingError:
     """Any failure -> ServingError: TF errors keep their code; others are UNKNOWN/INTERNAL."""
     if isinstance(exc, ServingError):
         return exc
     import tensorflow as tf
     if isinstance(exc, tf.errors.OpError):
-        message = exc.message.strip() if exc.message else str(exc)
+        message = tf_message(exc.message) if exc.message else str(exc)
         return ServingError(code_from_int(exc.error_code), message)
     if isinstance(exc, (TypeError, ValueError)):
         return invalid_argument(str(exc))

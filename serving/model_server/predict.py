@@ -2,7 +2,10 @@
 
 Shared by REST and gRPC.  Checks and messages follow TF Serving's ``predict_util.cc``:
 unknown signature -> FAILED_PRECONDITION (``Serving signature key "x" not found.``); a wrong
-set of inputs, a wrong dtype or an incompatible shape -> INVALID_ARGUMENT, before any TF call.
+set of inputs or a wrong dtype -> INVALID_ARGUMENT, before any TF call.  Shapes are not
+checked against the SignatureDef: TF Serving feeds the tensors as given and the graph decides
+(``{"instances": [2.0, 3.0]}`` to an input of shape [-1, 1] is answered), so a shape the graph
+cannot take fails with TensorFlow's own message and code.
 """
 from __future__ import annotations
 
@@ -26,20 +29,9 @@ def find_signature(servable, signature_name: str):
     return key, signature
 
 
-def _shape_list(tensor_shape) -> list | None:
-    if tensor_shape.unknown_rank:
-        return None
-    return [d.size for d in tensor_shape.dim]
-
-
-def _compatible(shape: tuple, expected: list | None) -> bool:
-    if expected is None:
-        return True
-    return len(shape) == len(expected) and all(e < 0 or e == s for s, e in zip(shape, expected))
-
-
 def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """The request's inputs against the SignatureDef: names, dtypes, shapes."""
+    """The request's inputs against the SignatureDef: names and dtypes (TensorFlow refuses a
+    fed tensor of another dtype with this message; shapes are the graph's business)."""
     expected = signature.inputs
     if len(inputs) > len(expected) or (len(inputs) < len(expected) and not signature.defaults):
         sent, wanted = set(inputs), set(expected)
@@ -66,12 +58,6 @@ def check_inputs(signature, inputs: Mapping[str, np.ndarray]) -> None:
             raise errors.invalid_argument(
                 f"Expects arg[{position}] to be {dtype_string(info.dtype)} but {got_name} is "
                 f"provided")
-        shape = _shape_list(info.tensor_shape)
-        if shape is not None and not _compatible(array.shape, shape):
-            raise errors.invalid_argument(
-                f"Input \"{name}\" has shape [{','.join(map(str, array.shape))}] which is not "
-                f"compatible with the signature's [{','.join(map(str, shape))}] "
-                f"(-1 = any size)")
 
 
 def select_outputs(signature, output_filter: Iterable[str]) -> list[str]:
@@ -111,7 +97,15 @@ def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
     key, signature = find_signature(servable, signature_name)
     check_inputs(signature, inputs)
     wanted = select_outputs(signature, output_filter)
+    return key, call_signature(servable, key, signature, inputs, wanted, batcher)
+
+
+def call_signature(servable, key: str, signature, inputs: Mapping[str, np.ndarray],
+                   wanted: Iterable[str], batcher=None) -> dict:
+    """Runs signature ``key`` on checked inputs; ``{output alias: array}`` for ``wanted``.
+    Shared with Classify/Regress (``inference``): they batch and fail the same way."""
     import tensorflow as tf
+    wanted = tuple(wanted)
     function = servable.signature(key)
     if function is None:  # unloaded under us: cannot happen while the handle is held
         raise errors.ServingError(errors.Code.UNAVAILABLE, "Servable is being unloaded")
@@ -123,8 +117,8 @@ def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
         return {alias: np.asarray(result[alias].numpy()) for alias in wanted}
     try:
         if batcher is None:
-            return key, call(inputs)
-        return key, batcher.run((id(servable), key, tuple(wanted)), inputs, call)
+            return call(inputs)
+        return batcher.run((id(servable), key, wanted), inputs, call)
     except errors.ServingError:
         raise
     except Exception as e:  # noqa: BLE001 - TF errors keep their code; the rest is mapped
@@ -132,4 +126,4 @@ def run_predict(servable, signature_name: str, inputs: Mapping[str, np.ndarray],
 
 
 __all__ = ["DEFAULT_SIGNATURE", "find_signature", "check_inputs", "check_rows",
-           "select_outputs", "run_predict"]
+           "select_outputs", "run_predict", "call_signature"]

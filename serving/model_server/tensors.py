@@ -5,6 +5,13 @@
   ``{"inputs": value | {name: value}}``; strings are JSON strings or ``{"b64": "..."}``;
   responses are ``{"predictions": ...}`` (row) or ``{"outputs": ...}`` (columnar), string
   outputs whose name ends in ``_bytes`` (or that are not UTF-8) as ``{"b64": ...}``.
+* Numbers as ``AddValueToTensor`` reads them: any JSON number fills a float/double input
+  (an integer too, rounded; beyond float's range +-Infinity, as rapidjson's ``GetFloat``
+  casts); integer inputs take JSON integers in rapidjson's ``IsInt``/``IsInt64``/``IsUint``/
+  ``IsUint64`` range (int8/int16/uint8 then wrap, as TensorProto's ``int_val`` does); other
+  dtypes (half, complex...) are UNIMPLEMENTED.  And as ``WriteDecimal`` writes them: ``%g``
+  when that reads back to the same value, else ``%.9g`` (float) / ``%.17g`` (double), ``.0``
+  added to whole numbers, ``NaN``/``Infinity``; outputs of other dtypes cannot be written.
 * ``TensorProto`` for gRPC, through ``tf.make_ndarray`` / ``tf.make_tensor_proto``.
 
 Every malformed input raises ``ServingError(INVALID_ARGUMENT)`` with TF Serving's message.
@@ -14,16 +21,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from typing import Mapping, Optional
 
 import numpy as np
 
 from serving.model_server import errors
+from serving.model_server.json_text import RawJson, debug_string, json_type, string_text
 
 ROW, COLUMNAR = "row", "columnar"
-MAX_RANK = 32
-_FLOAT_DIGITS = {np.dtype(np.float16): 11, np.dtype(np.float32): 24, np.dtype(np.float64): 53}
+MAX_RANK = 32  # numpy's; TensorFlow's is 254
 _TF_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
+# Integer dtypes by the JSON range AddValueToTensor accepts (IsInt, IsInt64, IsUint, IsUint64);
+# int8/int16/uint8 take any int32 and are then cast, as TensorProto's int_val is.
+_INT_RANGES = {"int32": (-(1 << 31), (1 << 31) - 1), "int16": (-(1 << 31), (1 << 31) - 1),
+               "int8": (-(1 << 31), (1 << 31) - 1), "uint8": (-(1 << 31), (1 << 31) - 1),
+               "int64": (-(1 << 63), (1 << 63) - 1), "uint32": (0, (1 << 32) - 1),
+               "uint64": (0, (1 << 64) - 1)}
 
 
 def as_dtype(dtype_enum: int):
@@ -38,53 +52,29 @@ def dtype_string(dtype_enum: int) -> str:
 
 
 # --------------------------------------------------------------------------- JSON -> arrays
-def _json_text(value, limit: int = 200) -> str:
-    try:
-        text = json.dumps(value, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _json_type(value) -> str:
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
 def is_b64(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def _type_error(value, dtype_enum) -> errors.ServingError:
     return errors.invalid_argument(
-        f"JSON Value: {_json_text(value)} Type: {_json_type(value)} is not of expected type: "
+        f"JSON Value: {debug_string(value)} Type: {json_type(value)} is not of expected type: "
         f"{dtype_string(dtype_enum)}")
 
 
 def _converter(dtype_enum: int):
     """``value -> python scalar`` for one JSON leaf, checked like TF Serving's AddValueToTensor."""
-    dtype = as_dtype(dtype_enum)
-    np_dtype = np.dtype(dtype.as_numpy_dtype) if dtype.name != "string" else None
+    name = as_dtype(dtype_enum).name
 
-    if dtype.name == "string":
+    if name == "string":
         def convert(value):
             if isinstance(value, str):
                 return value.encode("utf-8", "surrogatepass")
             if isinstance(value, dict):
                 if not is_b64(value):
                     raise errors.invalid_argument(
-                        f"JSON Value: {_json_text(value)} not formatted correctly for base64 data")
+                        f"JSON Value: {debug_string(value)} not formatted correctly for base64 "
+                        f"data")
                 try:
                     return base64.b64decode(value["b64"], validate=True)
                 except (binascii.Error, ValueError):
@@ -92,42 +82,25 @@ def _converter(dtype_enum: int):
             raise _type_error(value, dtype_enum)
         return convert
 
-    if dtype.is_floating:
-        assert np_dtype is not None  # a floating dtype is not a string
-        digits = _FLOAT_DIGITS.get(np_dtype, 53)
-        max_int = (1 << digits) - 1
-        finfo = np.finfo(np_dtype)
-
-        def convert(value):
+    if name in ("float32", "float64"):
+        def convert(value):  # IsNumber; the cast to the dtype happens in json_to_array
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise _type_error(value, dtype_enum)
-            if isinstance(value, int):
-                if abs(value) > max_int:
-                    raise errors.invalid_argument(
-                        f"Cannot convert JSON value: {value} to {dtype_string(dtype_enum)} "
-                        f"without loss of precision.")
-                return float(value)
-            if np.isfinite(value) and not (finfo.min <= value <= finfo.max):
-                raise errors.invalid_argument(
-                    f"Cannot convert JSON value: {_json_text(value)} to "
-                    f"{dtype_string(dtype_enum)} without loss of precision.")
-            return value
+            return float(value)
         return convert
 
-    if dtype.is_bool:
+    if name == "bool":
         def convert(value):
             if not isinstance(value, bool):
                 raise _type_error(value, dtype_enum)
             return value
         return convert
 
-    if dtype.is_integer:
-        info = np.iinfo(np_dtype)
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
 
         def convert(value):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _type_error(value, dtype_enum)
-            if not info.min <= value <= info.max:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise _type_error(value, dtype_enum)
             return value
         return convert
@@ -135,7 +108,7 @@ def _converter(dtype_enum: int):
     def unsupported(value):
         raise errors.ServingError(
             errors.Code.UNIMPLEMENTED,
-            f"Conversion of JSON Value: {_json_text(value)} to type: {dtype_string(dtype_enum)}")
+            f"Conversion of JSON Value: {debug_string(value)} to type: {dtype_string(dtype_enum)}")
     return unsupported
 
 
@@ -156,7 +129,7 @@ def _fill(value, level: int, shape: list, convert, out: list) -> None:
     if not isinstance(value, list):
         if level != rank:
             raise errors.invalid_argument(
-                f"JSON Value: {_json_text(value)} found at incorrect level: {level + 1} in the "
+                f"JSON Value: {debug_string(value)} found at incorrect level: {level + 1} in the "
                 f"JSON DOM. Expected at level: {rank}")
         out.append(convert(value))
         return
@@ -181,6 +154,11 @@ def json_to_array(value, dtype_enum: int) -> np.ndarray:
         array = np.empty(len(flat), dtype=object)
         array[:] = flat
         return array.reshape(shape)
+    if dtype.name in ("float32", "float64"):
+        with np.errstate(over="ignore"):  # beyond float's range: +-inf, as a C cast gives
+            return np.asarray(flat, dtype=np.float64).astype(dtype.as_numpy_dtype).reshape(shape)
+    if dtype.name in ("int8", "int16", "uint8"):  # int_val (int32) cast to the narrow type
+        return np.asarray(flat, dtype=np.int64).astype(dtype.as_numpy_dtype).reshape(shape)
     return np.asarray(flat, dtype=dtype.as_numpy_dtype).reshape(shape)
 
 
@@ -189,11 +167,8 @@ def _shape_text(shape) -> str:
 
 
 def instances_to_arrays(instances, input_infos: Mapping) -> dict:
-    """Row format: ``instances`` (a list, one element per example) -> ``{input: [B, ...]}``."""
-    if not isinstance(instances, list):
-        raise errors.invalid_argument("Excepting 'instances' to be an list/array")
-    if not instances:
-        raise errors.invalid_argument("No values in 'instances' array")
+    """Row format: ``instances`` (a non-empty list, one element per example) ->
+    ``{input: [B, ...]}``."""
     names = sorted(input_infos)
 
     def is_object(v):
@@ -237,7 +212,7 @@ def instances_to_arrays(instances, input_infos: Mapping) -> dict:
             if set(element) != set(names):
                 raise errors.invalid_argument(
                     f"Failed to process element: {i} of 'instances' list. JSON object: "
-                    f"{_json_text(element)} keys must be equal to: {','.join(names)}")
+                    f"{debug_string(element)} keys must be equal to: {','.join(names)}")
         else:
             if is_object(element):
                 raise errors.invalid_argument(
@@ -276,67 +251,138 @@ def inputs_to_arrays(inputs, input_infos: Mapping) -> dict:
     return out
 
 
-def request_to_arrays(document, input_infos: Mapping) -> tuple[dict, str]:
+def signature_name(document: dict) -> str:
+    """``FillSignature``: the optional ``signature_name``, which must be a string."""
+    name = document.get("signature_name", "")
+    if not isinstance(name, str):
+        raise errors.invalid_argument(
+            f"JSON Value: {debug_string(document)} not formatted correctly. 'signature_name' key "
+            f"must be a string value.")
+    return name
+
+
+def request_to_arrays(document, input_infos: Mapping,
+                      signature_name: str = "") -> tuple[dict, str]:
     """A parsed predict request body -> (``{input: array}``, ``ROW`` | ``COLUMNAR``)."""
     if not input_infos:
-        raise errors.invalid_argument("Failed to get input map for signature")
+        raise errors.invalid_argument(
+            f"Failed to get input map for signature: {signature_name or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in document, "inputs" in document
     if has_instances and has_inputs:
         raise errors.invalid_argument(
-            f"JSON Value: {_json_text(document)} Not formatted correctly expecting only one of "
-            f"'inputs' or 'instances' keys to exist ")
-    try:
-        if has_instances:
-            return instances_to_arrays(document["instances"], input_infos), ROW
-        if has_inputs:
-            return inputs_to_arrays(document["inputs"], input_infos), COLUMNAR
-    except RecursionError:
-        raise errors.invalid_argument("JSON value is nested too deeply") from None
+            f"JSON Value: {debug_string(document)} Not formatted correctly expecting only one "
+            f"of 'inputs' or 'instances' keys to exist ")
+    if has_instances:
+        instances = document["instances"]
+        if not isinstance(instances, list):
+            raise errors.invalid_argument(
+                f"JSON Value: {debug_string(document)} Expecting 'instances' to be an list/array")
+        if not instances:
+            raise errors.invalid_argument(
+                f"JSON Value: {debug_string(document)} No values in 'instances' array")
+        return instances_to_arrays(instances, input_infos), ROW
+    if has_inputs:
+        return inputs_to_arrays(document["inputs"], input_infos), COLUMNAR
     raise errors.invalid_argument("Missing 'inputs' or 'instances' key")
 
 
 # --------------------------------------------------------------------------- arrays -> JSON
-def _string_value(value: bytes, as_bytes: bool):
+_WRITABLE = {"float32", "float64", "int32", "int16", "int8", "uint8", "int64", "uint32",
+             "uint64", "bool"}
+
+
+def decimal_texts(values) -> list[str]:
+    """``WriteDecimal`` for each float32/float64 value (see the module docstring)."""
+    flat = np.asarray(values).ravel()
+    single = flat.dtype == np.float32
+    numbers = flat.astype(np.float64).tolist()
+    texts = ["%g" % v for v in numbers]
+    with np.errstate(over="ignore", invalid="ignore"):
+        back = np.array(texts, dtype=np.float32 if single else np.float64)
+    full = "%.9g" if single else "%.17g"
+    for i in np.flatnonzero(back != flat).tolist():  # NaN included: replaced below
+        texts[i] = full % numbers[i]
+    out = [t if "." in t or "e" in t else t + ".0" for t in texts]
+    for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+        value = numbers[i]
+        out[i] = "NaN" if math.isnan(value) else ("-Infinity" if value < 0 else "Infinity")
+    return out
+
+
+_string_json_text = json.JSONEncoder(ensure_ascii=False).encode  # C-accelerated for a str
+
+
+def _string_json(value: bytes, as_bytes: bool) -> str:
     if not as_bytes:
         try:
-            return value.decode("utf-8")
+            return _string_json_text(value.decode("utf-8"))
         except UnicodeDecodeError:
             pass
-    return {"b64": base64.b64encode(value).decode("ascii")}
+    return '{"b64":"' + base64.b64encode(value).decode("ascii") + '"}'
 
 
-def array_to_json(array: np.ndarray, name: str = ""):
-    """One output tensor -> nested JSON lists (TF Serving's value formatting)."""
-    array = np.asarray(array)
+def _strings_json(values, as_bytes: bool) -> list[str]:
+    """String values as JSON strings; ``{"b64": ...}`` for ``*_bytes`` outputs and for bytes
+    that are not UTF-8 (TF Serving writes those raw, which is not JSON)."""
+    raw = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in values]
+    if not as_bytes:
+        try:
+            return [_string_json_text(v.decode("utf-8")) for v in raw]
+        except UnicodeDecodeError:
+            pass
+    return [_string_json(v, as_bytes) for v in raw]
+
+
+def _leaf_texts(array: np.ndarray, name: str) -> list[str]:
+    """Each value's JSON text, as ``AddSingleValueAndAdvance`` writes it."""
+    flat = array.ravel()
     if array.dtype == object or array.dtype.kind in "SU":
-        as_bytes = name.endswith("_bytes")
-        flat = [_string_value(v if isinstance(v, bytes) else str(v).encode("utf-8"), as_bytes)
-                for v in array.ravel()]
-    elif array.dtype.kind == "f" and array.dtype != np.float64:
-        # Shortest repr that round-trips in the tensor's own precision (0.1, not 0.100000001).
-        flat = [float(text) for text in array.ravel().astype(str)]
-    elif array.dtype.kind == "c":
+        return _strings_json(flat.tolist(), name.endswith("_bytes"))
+    try:
+        dtype = as_dtype(array.dtype)
+    except TypeError:
         raise errors.invalid_argument(
-            f"Failed to write JSON value for tensor type: {array.dtype.name}")
-    else:
-        return array.tolist()
-    holder = np.empty(len(flat), dtype=object)
-    holder[:] = flat
-    return holder.reshape(array.shape).tolist()
+            f"Failed to write JSON value for tensor type: {array.dtype.name}") from None
+    if dtype.name not in _WRITABLE:
+        raise errors.invalid_argument(
+            f"Failed to write JSON value for tensor type: {dtype_string(dtype.as_datatype_enum)}")
+    if dtype.name in ("float32", "float64"):
+        return decimal_texts(flat)
+    if dtype.name == "bool":
+        return ["true" if v else "false" for v in flat.tolist()]
+    return [str(v) for v in flat.tolist()]
+
+
+def _nest(texts: list[str], shape: tuple, down_to: int = 0) -> list[str]:
+    """Leaf texts (row-major) -> one JSON array text per index of ``shape[:down_to]``."""
+    items = texts
+    for axis in range(len(shape) - 1, down_to - 1, -1):
+        size, groups = shape[axis], int(np.prod(shape[:axis], dtype=np.int64))
+        items = ["[" + ",".join(items[g * size:(g + 1) * size]) + "]" for g in range(groups)]
+    return items
+
+
+def array_to_json(array: np.ndarray, name: str = "") -> RawJson:
+    """One output tensor -> its JSON text (nested lists; TF Serving's value formatting)."""
+    array = np.asarray(array)
+    return RawJson(_nest(_leaf_texts(array, name), array.shape)[0])
 
 
 def outputs_to_json(outputs: Mapping, fmt: str) -> dict:
-    """``{output: array}`` -> ``{"predictions": ...}`` (row) or ``{"outputs": ...}``."""
+    """``{output: array}`` -> ``{"predictions": ...}`` (row) or ``{"outputs": ...}``, the
+    tensors as ``RawJson`` (written by ``json_text.json_bytes``)."""
     if not outputs:
         raise errors.invalid_argument("Cannot convert empty tensor map to JSON")
     names = sorted(outputs)
+    arrays = {n: np.asarray(outputs[n]) for n in names}
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return {"outputs": array_to_json(outputs[names[0]], names[0])}
-        return {"outputs": {n: array_to_json(outputs[n], n) for n in names}}
+            return {"outputs": array_to_json(arrays[names[0]], names[0])}
+        return {"outputs": RawJson("{" + ",".join(
+            f"{string_text(n)}:{array_to_json(arrays[n], n)}" for n in names) + "}")}
     batch: Optional[int] = None
     for name in names:
-        shape = np.shape(outputs[name])
+        shape = arrays[name].shape
         if not shape:
             raise errors.invalid_argument(f"Tensor name: {name} has no shape information ")
         if batch is not None and shape[0] != batch:
@@ -344,10 +390,13 @@ def outputs_to_json(outputs: Mapping, fmt: str) -> dict:
                 f"Tensor name: {name} has inconsistent batch size: {shape[0]} expecting: "
                 f"{batch}")
         batch = shape[0]
-    columns = {n: array_to_json(outputs[n], n) for n in names}
+    rows = {n: _nest(_leaf_texts(arrays[n], n), arrays[n].shape, 1) for n in names}
     if len(names) == 1:
-        return {"predictions": columns[names[0]]}
-    return {"predictions": [{n: columns[n][i] for n in names} for i in range(batch or 0)]}
+        items = rows[names[0]]
+    else:
+        items = ["{" + ",".join(f"{string_text(n)}:{rows[n][i]}" for n in names) + "}"
+                 for i in range(batch or 0)]
+    return {"predictions": RawJson("[" + ",".join(items) + "]")}
 
 
 # --------------------------------------------------------------------------- TensorProto
@@ -365,6 +414,6 @@ def array_to_tensor_proto(array: np.ndarray):
     return tf.make_tensor_proto(np.asarray(array))
 
 
-__all__ = ["ROW", "COLUMNAR", "request_to_arrays", "instances_to_arrays", "inputs_to_arrays",
-           "json_to_array", "outputs_to_json", "array_to_json", "tensor_proto_to_array",
-           "array_to_tensor_proto", "dtype_string", "is_b64"]
+__all__ = ["ROW", "COLUMNAR", "signature_name", "request_to_arrays", "instances_to_arrays",
+           "inputs_to_arrays", "json_to_array", "outputs_to_json", "array_to_json", "decimal_texts",
+           "tensor_proto_to_array", "array_to_tensor_proto", "dtype_string", "is_b64"]
