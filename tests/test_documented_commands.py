@@ -13,7 +13,7 @@ DOCUMENTS = ["README.md", "BUILD_NOTES.md", "benchmarks/README.md", "Makefile", 
 SOURCES = ["cli", "stars", "serving", "pipeline", "components", "models", "evaluation",
            "benchmarks", "deploy"]
 COMMAND = re.compile(r"\bstars ((?:data|pipeline|serve|batch|index|catalog|eval|demo)\b.*)")
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*")
 
 
 def _documented_lines():

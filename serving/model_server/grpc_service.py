@@ -1,7 +1,9 @@
 """TF Serving's gRPC services, on the official ``tensorflow-serving-api`` generated code.
 
-``tensorflow.serving.PredictionService``: Predict, GetModelMetadata (Classify, Regress and
-MultiInference answer UNIMPLEMENTED); ``tensorflow.serving.ModelService``: GetModelStatus.
+``tensorflow.serving.PredictionService``: Predict, GetModelMetadata, and Classify, Regress and
+MultiInference on ``tf.Example`` signatures (``inference.py``);
+``tensorflow.serving.ModelService``: GetModelStatus and
+HandleReloadConfigRequest (a new ``ModelServerConfig``, applied by ``models.ModelRegistry``).
 Any client built on ``prediction_service_pb2_grpc.PredictionServiceStub`` works unchanged.
 Failures abort with TF Serving's status code and message; an oversized message is refused by
 gRPC itself with RESOURCE_EXHAUSTED (``grpc.max_receive_message_length``).
@@ -13,9 +15,15 @@ from concurrent import futures
 from typing import Optional
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from serving.model_server import errors, predict, status, tensors
+from serving.model_server import errors, inference, predict, status, tensors
+from serving.model_server.models import as_registry
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +52,11 @@ def _check_deadline(context) -> None:
 
 class _Servables:
     def __init__(self, versions):
-        self.versions = versions
+        self.versions = as_registry(versions)
 
     def handle(self, model_spec):
         name, version, label = _spec(model_spec)
-        if name != self.versions.name:
-            raise errors.servable_not_found(name, version)
-        return self.versions.handle(version, label)
+        return self.versions.servable(name, version, label)
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -83,6 +89,39 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, errors.ServingError(errors.Code.INTERNAL,
                                                 f"{type(e).__name__}: {e}"))
 
+    def _infer(self, what: str, run, request, context, model_spec):
+        """Classify/Regress/MultiInference: ``run(servable, request, max_rows, batcher)`` on
+        the servable ``model_spec`` names, with Predict's deadline and error handling."""
+        try:
+            _check_deadline(context)
+            with self.servables.handle(model_spec) as servable:
+                return run(servable, request, self.max_rows, self.batcher)
+        except errors.ServingError as e:
+            _abort(context, e)
+        except Exception as e:  # noqa: BLE001
+            log.exception("%s failed", what)
+            _abort(context, errors.ServingError(errors.Code.INTERNAL,
+                                                f"{type(e).__name__}: {e}"))
+
+    def Classify(self, request, context):
+        if not request.HasField("model_spec"):
+            _abort(context, errors.invalid_argument("Missing ModelSpec"))
+        return self._infer("Classify", inference.classify, request, context, request.model_spec)
+
+    def Regress(self, request, context):
+        if not request.HasField("model_spec"):
+            _abort(context, errors.invalid_argument("Missing ModelSpec"))
+        return self._infer("Regress", inference.regress, request, context, request.model_spec)
+
+    def MultiInference(self, request, context):
+        """The servable is the first task's (an unnamed one when there is no task)."""
+        model_spec = request.tasks[0].model_spec if request.tasks else None
+        if model_spec is None:
+            from tensorflow_serving.apis import model_pb2
+            model_spec = model_pb2.ModelSpec()
+        return self._infer("MultiInference", inference.multi_inference, request, context,
+                           model_spec)
+
     def GetModelMetadata(self, request, context):
         try:
             if not request.HasField("model_spec"):
@@ -100,24 +139,40 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, versions):
-        self.versions = versions
+        self.versions = as_registry(versions)
 
     def GetModelStatus(self, request, context):
         try:
             if not request.HasField("model_spec"):
                 raise errors.invalid_argument("Missing ModelSpec")
-            name, version, label = _spec(request.model_spec)
-            if label:
-                raise errors.invalid_argument(f"Unrecognized servable version label: {label}")
+            name, version, _ = _spec(request.model_spec)  # a label is not looked at
             return status.model_status(self.versions, name, version)
         except errors.ServingError as e:
             _abort(context, e)
+
+    def HandleReloadConfigRequest(self, request, context):
+        """Applies ``request.config`` (model_service_impl.cc): only a model list; a refused
+        config fails the call with its status.  ``metric_names`` are answered with an
+        increase of 0 each, TF Serving's answer for a metric it does not collect."""
+        try:
+            if request.config.WhichOneof("config") != "model_config_list":
+                raise errors.invalid_argument(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                    "ModelConfigList is currently supported")
+            self.versions.reload(request.config)
+        except errors.ServingError as e:
+            log.error("ReloadConfig failed: %s", e.message)
+            _abort(context, e)
+        response = model_management_pb2.ReloadConfigResponse()
+        for name in request.metric_names:
+            response.metric.add(name=name, int64_value_increase=0)
+        return response
 
 
 def create_grpc_server(versions, address: str, max_message_bytes: int,
                        max_workers: int = 8, max_rows: Optional[int] = None,
                        max_concurrent_rpcs: Optional[int] = None,
-                       batcher=None) -> tuple[grpc.Server, int]:
+                       batcher=None, interceptors=()) -> tuple[grpc.Server, int]:
     """A started-ready (not started) gRPC server with both services; returns it and its port.
     Beyond ``max_concurrent_rpcs`` calls in progress or queued, a call is refused at once
     (RESOURCE_EXHAUSTED) instead of queueing past its caller's deadline."""
@@ -126,7 +181,8 @@ def create_grpc_server(versions, address: str, max_message_bytes: int,
                ("grpc.so_reuseport", 0)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="grpc"),
-                         options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
+                         options=options, maximum_concurrent_rpcs=max_concurrent_rpcs,
+                         interceptors=list(interceptors))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(versions, max_rows, batcher), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(versions), server)

@@ -2,8 +2,12 @@
 
 * ``POST /v1/models/NAME[/versions/N|/labels/L]:predict`` -> ``{"predictions": ...}`` (row
   request) or ``{"outputs": ...}`` (columnar request);
+* ``POST /v1/models/NAME[/versions/N|/labels/L]:classify|:regress`` (``{"examples": [...]}``,
+  optional ``"context"``) -> ``{"results": ...}`` (``inference.py``);
 * ``GET /v1/models/NAME[/versions/N]`` -> ``{"model_version_status": [...]}``;
 * ``GET /v1/models/NAME[/versions/N]/metadata`` -> ``{"model_spec": ..., "metadata": ...}``.
+* ``GET /monitoring/prometheus/metrics`` (the ``--monitoring_config_file`` path) -> the
+  Prometheus text format (``monitoring.py``).
 
 Errors are ``{"error": "<message>"}`` with TF Serving's HTTP status for the code (400, 404,
 501, 503, ...); a body over the size limit gets 413 and the connection is closed.  Bad input is
@@ -12,16 +16,18 @@ never a 500: only a bug in this server is.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from serving.model_server import errors, predict, status, tensors
+from serving.model_server import errors, inference, json_text, predict, status, tensors
+from serving.model_server.deadline import CallDeadline
+from serving.model_server.models import as_registry
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +43,29 @@ class BodyTooLarge(Exception):
     pass
 
 
-def _parse_json(body: bytes):
-    if not body:
-        raise errors.invalid_argument("JSON Parse error: The document is empty")
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise errors.invalid_argument(
-            f"JSON Parse error: Invalid encoding in string. at offset: {e.start}") from None
-    except json.JSONDecodeError as e:
-        raise errors.invalid_argument(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
-    except RecursionError:
-        raise errors.invalid_argument("JSON Parse error: nesting too deep") from None
-    if not isinstance(document, dict):
-        raise errors.invalid_argument(f"JSON Value: {tensors._json_text(document)} Is not object")
-    return document
-
-
 class RestApi:
     """Request routing and TF Serving semantics, independent of the HTTP plumbing."""
 
-    def __init__(self, versions, max_rows: Optional[int] = None, batcher=None):
-        self.versions, self.max_rows, self.batcher = versions, max_rows, batcher
+    def __init__(self, versions, max_rows: Optional[int] = None, batcher=None,
+                 metrics=None, deadline: Optional[CallDeadline] = None):
+        self.versions, self.max_rows, self.batcher = as_registry(versions), max_rows, batcher
+        self.metrics, self.deadline = metrics, deadline or CallDeadline(None)
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        started, code = time.perf_counter(), errors.Code.OK
         try:
+            if method == "POST":  # inference: --rest_api_timeout_in_ms
+                return 200, self.deadline.run(self._route, method, path, body)
             return 200, self._route(method, path, body)
         except errors.ServingError as e:
+            code = e.code
             return e.http_status, {"error": e.message}
+        except BaseException:
+            code = errors.Code.INTERNAL
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.record_rest(method, path, code, time.perf_counter() - started)
 
     def _route(self, method: str, path: str, body: bytes) -> dict:
         path = urllib.parse.urlsplit(path).path
@@ -74,10 +75,9 @@ class RestApi:
                 name, version, label, verb = match.groups()
                 name = urllib.parse.unquote(name)
                 label = urllib.parse.unquote(label) if label else None
-                if verb.lower() != "predict":
-                    raise errors.ServingError(
-                        errors.Code.UNIMPLEMENTED,
-                        f"The {verb.lower()} API is not supported by this server: use predict")
+                verb = verb.lower()
+                if verb != "predict":
+                    return self.classify_or_regress(verb, name, _version(version), label, body)
                 return self.predict(name, _version(version), label, body)
         elif method == "GET":
             match = STATUS_PATH.fullmatch(path)
@@ -89,36 +89,44 @@ class RestApi:
                 label = urllib.parse.unquote(label) if label else None
                 if metadata:
                     return self.metadata(name, _version(version), label)
-                if label:
-                    raise errors.invalid_argument(
-                        f"Unrecognized servable version label: {label}")
                 return status.status_json(
                     status.model_status(self.versions, name, _version(version)))
         raise errors.invalid_argument(f"Malformed request: {method} {path}")
 
     def _servable(self, name: str, version: Optional[int], label: Optional[str]):
-        if name != self.versions.name:
-            raise errors.servable_not_found(name, version)
-        return self.versions.handle(version, label)
+        return self.versions.servable(name, version, label)
 
     def predict(self, name: str, version: Optional[int], label: Optional[str],
                 body: bytes) -> dict:
-        document = _parse_json(body)
-        signature_name = document.get("signature_name", "")
-        if not isinstance(signature_name, str):
-            raise errors.invalid_argument(
-                f"JSON Value: {tensors._json_text(document)} not formatted correctly. "
-                f"'signature_name' key must be a string value.")
+        document = json_text.parse_object(body)
+        signature_name = tensors.signature_name(document)
         with self._servable(name, version, label) as servable:
             key = signature_name or predict.DEFAULT_SIGNATURE
             signature = servable.signature_defs.get(key)
             if signature is None or servable.signature(key) is None:
                 raise errors.invalid_argument(
                     f'Serving signature name: "{key}" not found in signature def')
-            inputs, fmt = tensors.request_to_arrays(document, signature.inputs)
+            inputs, fmt = tensors.request_to_arrays(document, signature.inputs, signature_name)
             _, outputs = predict.run_predict(servable, key, inputs, max_rows=self.max_rows,
                                              batcher=self.batcher)
         return tensors.outputs_to_json(outputs, fmt)
+
+    def classify_or_regress(self, verb: str, name: str, version: Optional[int],
+                            label: Optional[str], body: bytes) -> dict:
+        """TF Serving's order: the body is read (and refused) before the model is looked up."""
+        from tensorflow_serving.apis import classification_pb2, regression_pb2
+        request = (classification_pb2.ClassificationRequest() if verb == "classify"
+                   else regression_pb2.RegressionRequest())
+        request.model_spec.name = name
+        document = json_text.parse_object(body)
+        request.model_spec.signature_name = tensors.signature_name(document)
+        request.input.CopyFrom(inference.input_from_json(document))
+        with self._servable(name, version, label) as servable:
+            if verb == "classify":
+                response = inference.classify(servable, request, self.max_rows, self.batcher)
+                return inference.classification_json(response.result)
+            response = inference.regress(servable, request, self.max_rows, self.batcher)
+        return inference.regression_json(response.result)
 
     def metadata(self, name: str, version: Optional[int], label: Optional[str]) -> dict:
         with self._servable(name, version, label) as servable:
@@ -129,9 +137,12 @@ def _version(text: Optional[str]) -> Optional[int]:
     if not text:
         return None
     try:
-        return int(text)
+        version = int(text)
     except ValueError:
-        raise errors.invalid_argument(f"Failed to convert version: {text} to numeric.") from None
+        version = -1
+    if not 0 <= version < 1 << 63:  # absl::SimpleAtoi into an int64
+        raise errors.invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return version
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -216,10 +227,13 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _send(self, code: int, payload: dict, close: bool = False) -> None:
-        data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        self._send_bytes(code, json_text.json_bytes(payload), "application/json", close)
+
+    def _send_bytes(self, code: int, data: bytes, content_type: str,
+                    close: bool = False) -> None:
         try:
             self.send_response(code)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             if close:
                 self.send_header("Connection", "close")
@@ -247,6 +261,10 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, OSError):
                 self._send(400, {"error": "Malformed HTTP request body"}, close=True)
                 return
+            metrics = server.api.metrics
+            if metrics is not None and metrics.serves(self.path):  # --monitoring_config_file
+                self._send_bytes(200, metrics.page(), metrics.content_type)
+                return
             if not self.path.lower().startswith("/v1/"):
                 self._send(404, {"error": f"Not found: {self.command} {self.path}"})
                 return
@@ -269,9 +287,10 @@ class RestServer(ThreadingHTTPServer):
 
     def __init__(self, address, versions, max_request_bytes: int,
                  max_rows: Optional[int] = None, read_timeout_s: float = 10.0,
-                 idle_timeout_s: float = 60.0, batcher=None):
+                 idle_timeout_s: float = 60.0, batcher=None, metrics=None,
+                 call_timeout_s: Optional[float] = None):
         super().__init__(address, _Handler)
-        self.api = RestApi(versions, max_rows, batcher)
+        self.api = RestApi(versions, max_rows, batcher, metrics, CallDeadline(call_timeout_s))
         self.max_request_bytes = max_request_bytes
         self.read_timeout_s, self.idle_timeout_s = read_timeout_s, idle_timeout_s
         self._state = threading.Condition()
@@ -311,6 +330,7 @@ class RestServer(ThreadingHTTPServer):
             while self._in_flight and time.monotonic() < deadline:
                 self._state.wait(0.05)
         self.server_close()
+        self.api.deadline.stop()
         if self._thread is not None:
             self._thread.join(grace)
 
