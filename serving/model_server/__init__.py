@@ -4,9 +4,11 @@
 what the Pusher writes under ``<serving_base>/<model_name>``) with the TF Serving APIs:
 
 * REST: ``POST /v1/models/NAME[/versions/N|/labels/L]:predict`` (row ``instances`` and
-  columnar ``inputs``), ``GET /v1/models/NAME[/versions/N]`` (status) and ``.../metadata``;
+  columnar ``inputs``), ``:classify`` and ``:regress`` (``tf.Example`` signatures),
+  ``GET /v1/models/NAME[/versions/N]`` (status) and ``.../metadata``;
   with ``--monitoring_config_file``, Prometheus metrics at ``/monitoring/prometheus/metrics``;
-* gRPC: ``tensorflow.serving.PredictionService`` (Predict, GetModelMetadata) and
+* gRPC: ``tensorflow.serving.PredictionService`` (Predict, Classify, Regress,
+  MultiInference, GetModelMetadata) and
   ``tensorflow.serving.ModelService`` (GetModelStatus, HandleReloadConfigRequest), from the
   official ``tensorflow-serving-api`` stubs, so any TF Serving client works unchanged.
 
@@ -20,9 +22,12 @@ real ``tensorflow_model_server`` is on PATH, ``stars serve model`` execs it inst
 
 Modules: ``errors`` (status codes), ``model_config`` (config and monitoring files),
 ``models`` (the configured models, labels, reloads), ``versions`` (discovery, loading,
-ref-counted swap), ``tensors`` (JSON/TensorProto <-> arrays), ``predict`` (signature calls),
+ref-counted swap), ``tensors`` (JSON/TensorProto <-> arrays, TF Serving's number rules),
+``json_text`` (rapidjson's parsing rules and messages), ``predict`` (signature calls),
+``inference`` (Classify / Regress / MultiInference over ``tf.Example`` inputs),
 ``rest``, ``grpc_service``, ``monitoring`` (Prometheus), ``deadline`` (REST call deadline),
-``server`` (``serve`` + ``main``), ``cli`` (``add_serve_model_parser``).
+``batching`` (server-side batching), ``status``, ``server`` (``serve`` + ``main``), ``cli``
+(``add_serve_model_parser``).  Not offered: TFLite models, the profiler service.
 """
 
 from serving.model_server.errors import ServingError
