@@ -74,15 +74,13 @@ HALF_PLUS_TWO_VERSION = 123
 # Features of TF Serving's tests that `stars serve model` lacks, and answers we take for bugs
 # (marks go when they land; those that landed so far are in git log: 12ea291 model config
 # files, labels, monitoring, REST timeout; 0256f95 Classify/Regress/MultiInference, no shape
-# check, TF Serving's JSON numbers, rapidjson's parsing).
+# check, TF Serving's JSON numbers, rapidjson's parsing; 554a2dd a URL version beyond int64
+# refused with 'Failed to convert version').
 MISSING_FEATURES = {
     "grpc_socket_path": "--grpc_socket_path (gRPC on a Unix domain socket)",
     "grpc_channel_arguments": "--grpc_channel_arguments",
 }
-KNOWN_BUGS = {
-    "version_overflow": "bug: a URL version beyond int64 is not refused with 'Failed to "
-                        "convert version' (the verb or the model lookup answers first)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 XFAIL_REASONS = {**MISSING_FEATURES, **KNOWN_BUGS}
 PredictionStub = prediction_service_pb2_grpc.PredictionServiceStub
 ModelServiceStub = model_service_pb2_grpc.ModelServiceStub
