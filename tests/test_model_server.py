@@ -662,3 +662,40 @@ def test_serves_the_pushed_stars_scann_model(pushed_model):
         assert [len(set(r)) for r in body["outputs"]["gi_ids"]] == [gi_ids.shape[1]] * 2
     finally:
         running.stop()
+
+
+# ------------------------------------------------------------------ gRPC socket and arguments
+
+def test_channel_arguments_parse_as_tf_serving_does():
+    from serving.model_server.grpc_service import parse_channel_arguments
+    assert parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb") \
+        == [("grpc.max_connection_age_ms", 2000), ("grpc.lb_policy_name", "grpclb")]
+    assert parse_channel_arguments("") == []
+    with pytest.raises(ValueError, match="--grpc_channel_arguments: expected key=value"):
+        parse_channel_arguments("grpc.max_connection_age_ms")
+
+
+def test_grpc_on_a_unix_socket_with_channel_arguments(exports, tmp_path):
+    """--grpc_socket_path serves gRPC on a Unix socket beside the port; a channel argument
+    overrides ours (a 1 KiB receive limit refuses a 2 KiB request)."""
+    base = _base_with(tmp_path, exports, 1)
+    socket_path = str(tmp_path / "model.sock")
+    running = serve(str(base), NAME, rest_port=None, grpc_port=0, poll_seconds=0,
+                    host="127.0.0.1", grpc_socket_path=socket_path,
+                    grpc_channel_arguments="grpc.max_receive_message_length=1024")
+    try:
+        small = _predict_request(x=np.ones((2, 2), np.float32), tag=np.array([b"a", b"b"]))
+        with grpc.insecure_channel(f"unix:{socket_path}") as unix_channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(unix_channel)
+            answer = stub.Predict(small, timeout=30)
+            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [2.0, 2.0]
+            big = _predict_request(x=np.ones((128, 2), np.float32),
+                                   tag=np.array([b"t"] * 128))
+            code, _ = _grpc_error(stub.Predict, big)
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as tcp_channel:
+            answer = prediction_service_pb2_grpc.PredictionServiceStub(tcp_channel).Predict(
+                small, timeout=30)
+            assert tf.make_ndarray(answer.outputs["y"]).tolist() == [2.0, 2.0]
+    finally:
+        running.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import grpc
 from tensorflow_serving.apis import (
@@ -169,16 +169,38 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
-def create_grpc_server(versions, address: str, max_message_bytes: int,
+def parse_channel_arguments(text: str) -> list[tuple[str, Union[int, str]]]:
+    """TF Serving's ``--grpc_channel_arguments``: ``key=value`` pairs separated by commas,
+    a value that parses as an integer passed as one (``server.cc``)."""
+    out: list[tuple[str, Union[int, str]]] = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item!r}")
+        try:
+            out.append((key, int(value)))
+        except ValueError:
+            out.append((key, value))
+    return out
+
+
+def create_grpc_server(versions, address: Optional[str], max_message_bytes: int,
                        max_workers: int = 8, max_rows: Optional[int] = None,
                        max_concurrent_rpcs: Optional[int] = None,
-                       batcher=None, interceptors=()) -> tuple[grpc.Server, int]:
-    """A started-ready (not started) gRPC server with both services; returns it and its port.
-    Beyond ``max_concurrent_rpcs`` calls in progress or queued, a call is refused at once
+                       batcher=None, interceptors=(), socket_path: Optional[str] = None,
+                       channel_arguments: Sequence[tuple[str, Union[int, str]]] = (),
+                       ) -> tuple[grpc.Server, Optional[int]]:
+    """A started-ready (not started) gRPC server with both services, listening on
+    ``address`` (host:port; None: no TCP port) and/or the Unix socket ``socket_path``
+    (TF Serving's ``--grpc_socket_path``); returns it and its TCP port.  ``channel_arguments``
+    (``--grpc_channel_arguments``) override the defaults below.  Beyond
+    ``max_concurrent_rpcs`` calls in progress or queued, a call is refused at once
     (RESOURCE_EXHAUSTED) instead of queueing past its caller's deadline."""
-    options = [("grpc.max_receive_message_length", max_message_bytes),
-               ("grpc.max_send_message_length", -1),
-               ("grpc.so_reuseport", 0)]
+    defaults = [("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0)]
+    given = {key for key, _ in channel_arguments}
+    options = [o for o in defaults if o[0] not in given] + list(channel_arguments)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix="grpc"),
                          options=options, maximum_concurrent_rpcs=max_concurrent_rpcs,
@@ -186,10 +208,15 @@ def create_grpc_server(versions, address: str, max_message_bytes: int,
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(versions, max_rows, batcher), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(versions), server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}")
+    port = None
+    if address is not None:
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot bind the gRPC server to {address}")
+    if socket_path:
+        if not server.add_insecure_port(f"unix:{socket_path}"):
+            raise OSError(f"cannot bind the gRPC server to the Unix socket {socket_path}")
     return server, port
 
 
-__all__ = ["PredictionService", "ModelService", "create_grpc_server"]
+__all__ = ["PredictionService", "ModelService", "create_grpc_server", "parse_channel_arguments"]

@@ -160,6 +160,7 @@ def serve(model_base_path: Optional[str] = None, model_name: Optional[str] = "st
           allow_version_labels_for_unavailable_models: bool = False,
           monitoring=None, monitoring_config_file: Optional[str] = None,
           rest_api_timeout_s: Optional[float] = DEFAULT_REST_API_TIMEOUT_MS / 1000.0,
+          grpc_socket_path: Optional[str] = None, grpc_channel_arguments: str = "",
           ) -> ModelServer:
     """Loads the models and serves them.
 
@@ -190,8 +191,10 @@ def serve(model_base_path: Optional[str] = None, model_name: Optional[str] = "st
     from serving.model_server.rest import RestServer
     from serving.model_server.versions import load_saved_model
 
-    if rest_port is None and grpc_port is None:
-        raise ValueError("at least one of rest_port and grpc_port is needed")
+    if rest_port is None and grpc_port is None and not grpc_socket_path:
+        raise ValueError("at least one of rest_port, grpc_port and grpc_socket_path is needed")
+    from serving.model_server.grpc_service import parse_channel_arguments
+    channel_arguments = parse_channel_arguments(grpc_channel_arguments)
     if isinstance(model_config, str):
         model_config = configs.parse_text(
             model_config, configs.model_server_config_pb2.ModelServerConfig(), "model_config")
@@ -221,13 +224,14 @@ def serve(model_base_path: Optional[str] = None, model_name: Optional[str] = "st
     batcher = Batcher(batching) if batching is not None else None
     rest_server = grpc_server = bound_grpc = poller = None
     try:
-        if grpc_port is not None:
-            address = f"[{host}]:{grpc_port}" if ":" in host else \
-                f"{host or '0.0.0.0'}:{grpc_port}"
+        if grpc_port is not None or grpc_socket_path:
+            address = None if grpc_port is None else (
+                f"[{host}]:{grpc_port}" if ":" in host else f"{host or '0.0.0.0'}:{grpc_port}")
             grpc_server, bound_grpc = create_grpc_server(
                 models, address, max_bytes, max_workers=grpc_workers, max_rows=max_batch_rows,
                 max_concurrent_rpcs=grpc_max_concurrent_rpcs, batcher=batcher,
-                interceptors=[MetricsInterceptor(metrics)] if metrics is not None else ())
+                interceptors=[MetricsInterceptor(metrics)] if metrics is not None else (),
+                socket_path=grpc_socket_path, channel_arguments=channel_arguments)
         if rest_port is not None:
             rest_server = RestServer((host or "0.0.0.0", rest_port), models, max_bytes,
                                      max_rows=max_batch_rows, read_timeout_s=rest_read_timeout_s,
@@ -281,6 +285,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--port", dest="port", type=int, default=8500, help="gRPC port")
     parser.add_argument("--rest-api-port", "--rest_api_port", dest="rest_api_port", type=int,
                         default=8501, help="REST port (0 = no REST API, as TF Serving)")
+    parser.add_argument("--grpc-socket-path", "--grpc_socket_path", dest="grpc_socket_path",
+                        default="", help="also serve gRPC on this Unix domain socket")
+    parser.add_argument("--grpc-channel-arguments", "--grpc_channel_arguments",
+                        dest="grpc_channel_arguments", default="",
+                        help="gRPC server arguments, comma separated "
+                             "(e.g. grpc.max_connection_age_ms=2000)")
     parser.add_argument("--host", default="0.0.0.0", help="address to bind (ours only)")
     parser.add_argument("--file-system-poll-wait-seconds", "--file_system_poll_wait_seconds",
                         dest="poll_seconds", type=float, default=1.0,
@@ -424,6 +434,10 @@ def native_argv(binary: str, args) -> list[str]:
                         ("tensorflow_inter_op_parallelism", getattr(args, "inter_op", 0))):
         if value:
             argv.append(f"--{flag}={value}")
+    if getattr(args, "grpc_socket_path", ""):
+        argv.append(f"--grpc_socket_path={args.grpc_socket_path}")
+    if getattr(args, "grpc_channel_arguments", ""):
+        argv.append(f"--grpc_channel_arguments={args.grpc_channel_arguments}")
     if getattr(args, "enable_batching", False):
         argv.append("--enable_batching=true")
         if args.batching_parameters_file:
@@ -459,7 +473,9 @@ def run(args) -> int:
                    allow_version_labels_for_unavailable_models=args.allow_unavailable_labels,
                    monitoring_config_file=args.monitoring_config_file or None,
                    rest_api_timeout_s=(args.rest_api_timeout_ms / 1000.0
-                                       if args.rest_api_timeout_ms > 0 else None))
+                                       if args.rest_api_timeout_ms > 0 else None),
+                   grpc_socket_path=args.grpc_socket_path or None,
+                   grpc_channel_arguments=args.grpc_channel_arguments)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
