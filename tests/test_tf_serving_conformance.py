@@ -71,15 +71,13 @@ RPC_TIMEOUT = 20.0          # tensorflow_model_server_test.py's RPC_TIMEOUT
 SERVER_START_TIMEOUT = 240.0
 HALF_PLUS_TWO_VERSION = 123
 
-# Features of TF Serving's tests that `stars serve model` lacks, and answers we take for bugs
-# (marks go when they land; those that landed so far are in git log: 12ea291 model config
-# files, labels, monitoring, REST timeout; 0256f95 Classify/Regress/MultiInference, no shape
-# check, TF Serving's JSON numbers, rapidjson's parsing; 554a2dd a URL version beyond int64
-# refused with 'Failed to convert version').
-MISSING_FEATURES = {
-    "grpc_socket_path": "--grpc_socket_path (gRPC on a Unix domain socket)",
-    "grpc_channel_arguments": "--grpc_channel_arguments",
-}
+# Features of TF Serving's tests that `stars serve model` lacks (key -> the feature), and
+# answers we take for bugs: a case marked with a key here is xfail(strict) until it lands.
+# None is left: all landed (git log: 12ea291 model config files, labels, monitoring, REST
+# timeout; 0256f95 Classify/Regress/MultiInference, no shape check, TF Serving's JSON numbers,
+# rapidjson's parsing; 554a2dd a URL version beyond int64 refused; 37140b5
+# --grpc_socket_path, --grpc_channel_arguments).
+MISSING_FEATURES: dict[str, str] = {}
 KNOWN_BUGS: dict[str, str] = {}
 XFAIL_REASONS = {**MISSING_FEATURES, **KNOWN_BUGS}
 PredictionStub = prediction_service_pb2_grpc.PredictionServiceStub
@@ -617,7 +615,6 @@ def test_model_config_reload_with_zero_poll_period(servers):
                                expected_version=HALF_PLUS_TWO_VERSION)
 
 
-@xfail("grpc_channel_arguments")
 def test_good_grpc_channel_args(servers):
     """tensorflow_model_server_test.py: testGoodGrpcChannelArgs (RunServer appends
     grpc.so_reuseaddr=1)."""
@@ -626,7 +623,6 @@ def test_good_grpc_channel_args(servers):
                                expected_version=HALF_PLUS_TWO_VERSION)
 
 
-@xfail("grpc_socket_path")
 def test_predict_uds(servers):
     """tensorflow_model_server_test.py: testPredictUDS (Predict over the Unix socket of
     --grpc_socket_path; a socket in the test's directory instead of /tmp/tf-serving.sock)."""
@@ -636,7 +632,6 @@ def test_predict_uds(servers):
                                expected_version=HALF_PLUS_TWO_VERSION)
 
 
-@xfail("grpc_socket_path", "grpc_channel_arguments")
 def test_run_server_command_line(servers):
     """test_util/tensorflow_model_server_test_base.py: RunServer's command line, with the
     flags it adds to every start (--rest_api_timeout_in_ms=5000, --grpc_socket_path,
