@@ -699,3 +699,18 @@ def test_grpc_on_a_unix_socket_with_channel_arguments(exports, tmp_path):
             assert tf.make_ndarray(answer.outputs["y"]).tolist() == [2.0, 2.0]
     finally:
         running.stop()
+
+
+def test_grpc_outputs_are_in_their_typed_fields_as_tf_serving_sends_them(server, channel):
+    """TF Serving fills ``float_val`` & co. (``Tensor::AsProtoField``), not ``tensor_content``:
+    a client reading ``outputs['y'].float_val`` gets every row."""
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    answer = stub.Predict(_predict_request(x=np.array([[1, 2], [3, 4], [5, 6]], np.float32),
+                                           tag=np.array([b"a", b"b", b"c"])), timeout=30)
+    y = answer.outputs["y"]
+    assert not y.tensor_content and list(y.float_val) == [3.0, 7.0, 11.0]
+    assert [d.size for d in y.tensor_shape.dim] == [3]
+    ids = stub.Predict(_predict_request(signature="ids", n=np.array([1, 2], np.int64)),
+                       timeout=30).outputs["out"]
+    assert not ids.tensor_content and list(ids.int64_val) == [1, 2]
+    assert list(answer.outputs["label"].string_val) == [b"a-v1", b"b-v1", b"c-v1"]

@@ -409,11 +409,36 @@ def tensor_proto_to_array(proto) -> np.ndarray:
         raise errors.invalid_argument(f"Unable to parse tensor proto: {e}") from None
 
 
-def array_to_tensor_proto(array: np.ndarray):
-    import tensorflow as tf
-    return tf.make_tensor_proto(np.asarray(array))
-
-
 __all__ = ["ROW", "COLUMNAR", "signature_name", "request_to_arrays", "instances_to_arrays",
            "inputs_to_arrays", "json_to_array", "outputs_to_json", "array_to_json", "decimal_texts",
            "tensor_proto_to_array", "array_to_tensor_proto", "dtype_string", "is_b64"]
+
+
+# TensorProto's typed field per dtype: TF Serving answers with ``Tensor::AsProtoField``
+# (``predict_util.cc``), so clients reading ``float_val`` & co. find their values there;
+# ``tf.make_tensor_proto`` packs more than one value into ``tensor_content`` instead.
+_PROTO_FIELDS = {"float32": "float_val", "float64": "double_val", "int32": "int_val",
+                 "int16": "int_val", "int8": "int_val", "uint8": "int_val", "uint16": "int_val",
+                 "int64": "int64_val", "uint32": "uint32_val", "uint64": "uint64_val",
+                 "bool": "bool_val", "float16": "half_val", "bfloat16": "half_val",
+                 "complex64": "scomplex_val", "complex128": "dcomplex_val"}
+
+
+def array_to_tensor_proto(array: np.ndarray):
+    """Array -> gRPC ``TensorProto`` with the values in their typed field, as TF Serving's
+    responses have them (``tf.make_tensor_proto`` builds it; only the layout changes)."""
+    import tensorflow as tf
+    proto = tf.make_tensor_proto(np.asarray(array))
+    if not proto.tensor_content:
+        return proto
+    values = tf.make_ndarray(proto).reshape(-1)
+    proto.tensor_content = b""
+    name = tf.dtypes.as_dtype(proto.dtype).name
+    field = getattr(proto, _PROTO_FIELDS[name])
+    if name in ("float16", "bfloat16"):  # half_val holds the 16-bit patterns
+        field.extend(values.view(np.uint16).tolist())
+    elif name.startswith("complex"):  # real and imaginary parts, interleaved
+        field.extend(np.column_stack([values.real, values.imag]).reshape(-1).tolist())
+    else:
+        field.extend(values.tolist())
+    return proto
