@@ -49,10 +49,10 @@ def batching_parameters_class():
     if _message_class is None:
         from google.protobuf import (
             descriptor_pb2,
-            descriptor_pool,
-            message_factory,
             wrappers_pb2,  # noqa: F401  (registers the wrappers)
         )
+
+        from serving.model_server.protos import message_class
         F = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
             name="stars/tensorflow_serving_batching_parameters.proto",
@@ -68,13 +68,7 @@ def batching_parameters_class():
         for name, number in _BOOLS:
             message.field.add(name=name, number=number, type=F.TYPE_BOOL,
                               label=F.LABEL_OPTIONAL)
-        pool = descriptor_pool.Default()
-        try:
-            descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-        except KeyError:
-            pool.Add(file)
-            descriptor = pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters")
-        _message_class = message_factory.GetMessageClass(descriptor)
+        _message_class = message_class(file, "tensorflow.serving.BatchingParameters")
     return _message_class
 
 

@@ -151,7 +151,9 @@ def monitoring_config_class():
     ``prometheus_config { bool enable = 1; string path = 2; }``)."""
     global _monitoring_class
     if _monitoring_class is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import descriptor_pb2
+
+        from serving.model_server.protos import message_class
         F = descriptor_pb2.FieldDescriptorProto
         file = descriptor_pb2.FileDescriptorProto(
             name="stars/tensorflow_serving_monitoring_config.proto",
@@ -163,13 +165,7 @@ def monitoring_config_class():
         monitoring.field.add(name="prometheus_config", number=1, type=F.TYPE_MESSAGE,
                              type_name=".tensorflow.serving.PrometheusConfig",
                              label=F.LABEL_OPTIONAL)
-        pool = descriptor_pool.Default()
-        try:
-            descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-        except KeyError:
-            pool.Add(file)
-            descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-        _monitoring_class = message_factory.GetMessageClass(descriptor)
+        _monitoring_class = message_class(file, "tensorflow.serving.MonitoringConfig")
     return _monitoring_class
 
 
