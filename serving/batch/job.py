@@ -248,7 +248,8 @@ class _Embed(beam.DoFn):
 
 # -- the sink -----------------------------------------------------------------------------
 class _WriteToStore(beam.DoFn):
-    """Writes batches into the begun generation; one shard writer per bundle."""
+    """Writes batches into the begun generation; one shard writer per bundle.  Each worker
+    shows its users written as a progress bar when it has a terminal (the local runner)."""
 
     def __init__(self, store_spec: str, generation: str):
         self._spec, self._generation = store_spec, generation
@@ -256,7 +257,9 @@ class _WriteToStore(beam.DoFn):
 
     def setup(self):
         from serving.batch.stores import open_store
+        from stars.console import progress
         self._store = open_store(self._spec)
+        self._bar = progress(desc="user embeddings", unit="user")
 
     def start_bundle(self):
         self._writer = None
@@ -264,7 +267,9 @@ class _WriteToStore(beam.DoFn):
     def process(self, rows):
         if self._writer is None:
             self._writer = self._store.shard_writer(self._generation)
-        _counter("users_written").inc(self._writer.put_many(rows))
+        written = self._writer.put_many(rows)
+        _counter("users_written").inc(written)
+        self._bar.update(written)
         return ()
 
     def finish_bundle(self):
@@ -273,6 +278,8 @@ class _WriteToStore(beam.DoFn):
             self._writer = None
 
     def teardown(self):
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
         close = getattr(getattr(self, "_store", None), "close", None)
         if close is not None:
             close()
