@@ -42,6 +42,14 @@ def hold_until_setup() -> None:
         held = MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1)
         held._stars_console = True  # type: ignore[attr-defined]
         root.addHandler(held)
+    _capture_warnings()
+
+
+def _capture_warnings() -> None:
+    """Warnings become log records.  Off and on again: ``captureWarnings(True)`` does nothing
+    when an earlier call captured them and someone (a ``catch_warnings`` block) has since
+    put its own ``showwarning`` back."""
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
 
 
@@ -78,7 +86,7 @@ def setup(log_file: Optional[str], verbose: bool = False,
             root.handle(record)
         memory.buffer.clear()
         memory.close()
-    logging.captureWarnings(True)  # DeprecationWarnings & co. become log records
+    _capture_warnings()
     _absl_through_python_logging()
     os.environ[LOG_FILE_VAR] = log_file or ""
     os.environ[VERBOSE_VAR] = "1" if verbose else ""
