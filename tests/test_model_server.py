@@ -429,6 +429,12 @@ def test_hot_swap_without_failed_requests(exports, tmp_path):
         running.stop()
 
 
+def _look_twice(versions):
+    """A new version directory loads on the second look, once its files are settled."""
+    versions.poll()
+    versions.poll()
+
+
 def test_old_version_retires_after_in_flight_requests(exports, tmp_path):
     from serving.model_server.predict import run_predict
     base = _base_with(tmp_path, exports, 1)
@@ -437,7 +443,7 @@ def test_old_version_retires_after_in_flight_requests(exports, tmp_path):
         with versions.handle() as held:
             assert held.version == 1
             shutil.copytree(exports[2], base / "2")
-            versions.poll()
+            _look_twice(versions)
             assert versions.serving_versions() == [2]
             assert {s.version: s.state for s in versions.status()} == {1: "UNLOADING",
                                                                        2: "AVAILABLE"}
@@ -465,13 +471,12 @@ def test_failed_version_is_reported_and_never_replaces_a_good_one(exports, tmp_p
         assert states[3].error_message
         # A later good version replaces version 1; a broken newer one does not replace it.
         shutil.copytree(exports[2], base / "2")
-        versions.poll()
+        _look_twice(versions)
         assert versions.serving_versions() == [2]
         broken4 = base / "4"
         shutil.copytree(exports[2], broken4)
         (broken4 / "saved_model.pb").write_bytes(b"\x00garbage")
-        versions.poll()
-        versions.poll()
+        _look_twice(versions)
         assert versions.serving_versions() == [2]
         assert versions.status(4)[0].state == "END" and versions.status(4)[0].error_message
     finally:
@@ -714,3 +719,91 @@ def test_grpc_outputs_are_in_their_typed_fields_as_tf_serving_sends_them(server,
                        timeout=30).outputs["out"]
     assert not ids.tensor_content and list(ids.int64_val) == [1, 2]
     assert list(answer.outputs["label"].string_val) == [b"a-v1", b"b-v1", b"c-v1"]
+
+
+# ------------------------------------------------------------------ pushes copied in place
+
+class _Vocabulary(tf.Module):
+    """``index`` of a word in ``assets/vocab.txt``: the answer depends on an asset file."""
+
+    def __init__(self, vocab_path: str):
+        super().__init__()
+        self.vocab = tf.saved_model.Asset(vocab_path)
+        self.table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.vocab, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), -1)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "word")])
+    def lookup(self, word):
+        return {"index": self.table.lookup(word)}
+
+
+@pytest.fixture(scope="module")
+def vocabulary_export(tmp_path_factory):
+    """A SavedModel whose assets/vocab.txt is "a", "b", "c" (so "c" -> 2)."""
+    root = tmp_path_factory.mktemp("vocabulary")
+    (root / "vocab.txt").write_text("a\nb\nc\n")
+    module = _Vocabulary(str(root / "vocab.txt"))
+    tf.saved_model.save(module, str(root / "export"),
+                        signatures={"serving_default": module.lookup.get_concrete_function()})
+    return root / "export"
+
+
+def _index_of(versions, word: str, version=None) -> int:
+    from serving.model_server.predict import run_predict
+    with versions.handle(version) as servable:
+        _, out = run_predict(servable, "serving_default", {"word": np.array([word.encode()])})
+    return int(out["index"][0])
+
+
+def _rewrite(path, text: str, bump_s: int) -> None:
+    path.write_text(text)
+    stat = path.stat()  # a distinct modification time, even within one clock tick
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + bump_s * 1_000_000_000))
+
+
+def test_a_push_copied_in_place_is_loaded_only_once_its_files_settle(
+        vocabulary_export, exports, tmp_path):
+    """Version 2 arrives file by file (assets last, written twice): no poll loads it while
+    its files change; once they settle it is served, with the final assets."""
+    base = _base_with(tmp_path, exports, 1)
+    versions = ModelVersions(str(base), NAME, poll_seconds=0).start()
+    try:
+        target = base / "2"
+        shutil.copytree(vocabulary_export, target, ignore=shutil.ignore_patterns("assets"))
+        versions.poll()  # complete SavedModel files, assets still missing: first look
+        (target / "assets").mkdir()
+        _rewrite(target / "assets" / "vocab.txt", "c\n", 1)  # half-written
+        versions.poll()
+        assert versions.serving_versions() == [1]
+        _rewrite(target / "assets" / "vocab.txt", "a\nb\nc\n", 2)  # the copy finishes
+        versions.poll()
+        assert versions.serving_versions() == [1]
+        versions.poll()  # unchanged since the last look: settled
+        assert versions.serving_versions() == [2]
+        assert _index_of(versions, "c") == 2
+    finally:
+        versions.stop()
+
+
+def test_a_serving_version_whose_files_change_is_reloaded(vocabulary_export, tmp_path):
+    """Assets re-pushed into the serving version: once settled the version is loaded again
+    and swapped in; it stays AVAILABLE throughout, and a request holding the old copy
+    finishes on it."""
+    base = tmp_path / "base" / NAME
+    shutil.copytree(vocabulary_export, base / "1")
+    versions = ModelVersions(str(base), NAME, poll_seconds=0).start()
+    try:
+        assert _index_of(versions, "c") == 2
+        with versions.handle() as old:
+            _rewrite(base / "1" / "assets" / "vocab.txt", "c\nb\na\n", 1)
+            versions.poll()  # changed since the last look: not settled yet
+            assert _index_of(versions, "c") == 2
+            versions.poll()
+            assert _index_of(versions, "c") == 0  # the new assets
+            assert versions.status(1)[0].state == "AVAILABLE"
+            assert old.model is not None  # held: retired only after the request
+        assert old.model is None
+        assert versions.serving_versions() == [1] and versions.status(1)[0].state == "AVAILABLE"
+    finally:
+        versions.stop()

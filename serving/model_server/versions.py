@@ -13,6 +13,11 @@ file-system source).  A poller thread rescans the base path every ``poll_seconds
 * reports every version it touched, as TF Serving's ``ServableStateMonitor`` does
   (START/LOADING/AVAILABLE/UNLOADING/END, with the load error for a version that failed).
 
+A version directory is loaded only once it is complete and settled: ``saved_model.pb`` and
+the variables index present, and every file (``assets/`` included) unchanged since the
+previous look, so a push copied in place is not loaded half-written.  A serving version
+whose files change later (a copy that paused longer than a poll, a version re-pushed in
+place) is loaded again and swapped in like a new version.
 A version that fails to load is retried on the next polls (a Pusher copying files into place
 is the usual cause) up to ``max_load_retries`` times, then again only if its files change.
 It never replaces a good version: the versions serving keep serving until a newer one is
@@ -79,6 +84,8 @@ class Servable:
     signature_defs: dict
     refs: int = 0
     retiring: bool = False
+    fingerprint: tuple = ()  # the files it was loaded from (reloaded when they change)
+    replaced: bool = False   # retired because the same version was reloaded
 
     def signature(self, key: str):
         """The callable signature ``key`` (``None`` if the SavedModel has no such one)."""
@@ -100,22 +107,33 @@ class _Failure:
     attempts: int
 
 
+SETTLE_S = 0.2  # at start-up, the pause between the two looks that tell a directory settled
+
+
 def _fingerprint(path: str) -> tuple:
-    """Cheap change detector for a version directory (retry a failed load when it changes)."""
+    """Every file of a version directory (``assets/`` and ``assets.extra/`` included) with
+    its size and modification time: equal twice in a row = settled; different from what a
+    servable was loaded from = changed."""
     parts: list[tuple] = []
-    for rel in ("saved_model.pb", "fingerprint.pb", "variables"):
-        full = os.path.join(path, rel)
-        try:
-            names = sorted(os.listdir(full)) if os.path.isdir(full) else [""]
-        except OSError:
-            names = []
-        for name in names:
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
             try:
-                st = os.stat(os.path.join(full, name) if name else full)
-                parts.append((rel, name, st.st_size, st.st_mtime_ns))
+                st = os.stat(full)
+                parts.append((os.path.relpath(full, path), st.st_size, st.st_mtime_ns))
             except OSError:
-                parts.append((rel, name, None, None))
+                parts.append((os.path.relpath(full, path), None, None))
     return tuple(parts)
+
+
+def _complete(path: str) -> bool:
+    """A SavedModel's required files are there (variables only when it has a directory)."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        return False
+    variables = os.path.join(path, "variables")
+    return (not os.path.isdir(variables)
+            or os.path.exists(os.path.join(variables, "variables.index")))
 
 
 class ModelVersions:
@@ -136,6 +154,8 @@ class ModelVersions:
         self._serving: dict[int, Servable] = {}  # replaced wholesale (atomic swap)
         self._states: dict[int, VersionState] = {}
         self._failures: dict[int, _Failure] = {}
+        self._seen: dict[int, tuple] = {}        # each version's files at the previous look
+        self._settled: set[int] = set()          # versions whose files did not change since
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._collect = False
@@ -167,7 +187,7 @@ class ModelVersions:
         version)."""
         with self._poll_lock:
             self._set_policy(base_path, num_latest, specific_versions, all_versions)
-        self.poll()
+        self._poll_settled()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "ModelVersions":
@@ -175,7 +195,7 @@ class ModelVersions:
         if not os.path.isdir(self.base_path):
             raise FileNotFoundError(f"Could not find base path {self.base_path} for servable "
                                     f"{self.name}")
-        self.poll()
+        self._poll_settled()
         if self.poll_seconds and self.poll_seconds > 0:
             self._thread = threading.Thread(target=self._run, name=f"versions-{self.name}",
                                             daemon=True)
@@ -201,6 +221,14 @@ class ModelVersions:
             self._lock.notify_all()
         gc.collect()
 
+    def _poll_settled(self) -> None:
+        """A scan now, and a second one ``SETTLE_S`` later when the first saw directories
+        for the first time (a directory is loaded once two looks agree)."""
+        self.poll()
+        if any(v not in self._serving and v not in self._settled for v in self._seen):
+            time.sleep(SETTLE_S)
+            self.poll()
+
     def _run(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
@@ -210,19 +238,31 @@ class ModelVersions:
 
     # ---------------------------------------------------------------- discovery
     def discover(self) -> dict[int, str]:
-        """``{version: path}`` of the numeric version directories holding a SavedModel."""
+        """``{version: path}`` of the numeric version directories holding a complete
+        SavedModel whose files did not change since the previous look (settled), and of the
+        versions serving whose directory is still there (being re-pushed, maybe: they keep
+        serving until their new files settle).  ``self._settled``: the settled ones."""
         found: dict[int, str] = {}
+        self._settled = set()
         try:
             entries = list(os.scandir(self.base_path))
         except OSError as e:
             log.warning("cannot list %s: %s", self.base_path, e)
             return found
+        seen: dict[int, tuple] = {}
         for entry in entries:
             if not entry.name.isdigit() or not entry.is_dir():
                 continue
-            if not (os.path.exists(os.path.join(entry.path, "saved_model.pb"))):
+            version = int(entry.name)
+            if version in self._serving:
+                found[version] = entry.path
+            if not _complete(entry.path):
                 continue  # still being written (or not a SavedModel): look again next poll
-            found[int(entry.name)] = entry.path
+            seen[version] = _fingerprint(entry.path)
+            if self._seen.get(version) == seen[version]:
+                found[version] = entry.path
+                self._settled.add(version)
+        self._seen = seen
         return found
 
     def _may_try(self, version: int, path: str) -> bool:
@@ -245,8 +285,11 @@ class ModelVersions:
             self._states[version] = VersionState(version, state, code, message)
             self._lock.notify_all()
 
-    def _load(self, version: int, path: str) -> Optional[Servable]:
-        self._set_state(version, LOADING)
+    def _load(self, version: int, path: str, reload: bool = False) -> Optional[Servable]:
+        """``reload``: the version serves meanwhile, so its state stays AVAILABLE."""
+        fingerprint = self._seen.get(version, ())
+        if not reload:
+            self._set_state(version, LOADING)
         log.info("loading servable version {name: %s version: %d} from %s",
                  self.name, version, path)
         start = time.monotonic()
@@ -261,14 +304,16 @@ class ModelVersions:
             fp = _fingerprint(path)
             attempts = failure.attempts + 1 if failure and failure.fingerprint == fp else 1
             self._failures[version] = _Failure(fp, attempts)
-            self._set_state(version, END, error.code, error.message)
+            if not reload:
+                self._set_state(version, END, error.code, error.message)
             log.warning("failed to load version %d of %s (attempt %d): %s", version, self.name,
                         attempts, error.message)
             return None
         self._failures.pop(version, None)
         log.info("loaded version %d of %s in %.1fs", version, self.name,
                  time.monotonic() - start)
-        return Servable(self.name, version, path, model, signature_defs)
+        return Servable(self.name, version, path, model, signature_defs,
+                        fingerprint=fingerprint)
 
     def poll(self) -> None:
         """One scan: load what the policy wants, swap, retire what left the serving set."""
@@ -285,9 +330,15 @@ class ModelVersions:
                 wanted = candidates if self.all_versions else candidates[:self.num_latest]
             loaded = {}
             for version in wanted:
-                if version in serving:
-                    loaded[version] = serving[version]
-                elif self._may_try(version, on_disk[version]):
+                current = serving.get(version)
+                if (current is not None and version in self._settled
+                        and current.fingerprint != self._seen.get(version)):
+                    # re-pushed in place: the new files, swapped in; the old ones if they fail
+                    reloaded = self._load(version, on_disk[version], reload=True)
+                    loaded[version] = reloaded or current
+                elif current is not None:
+                    loaded[version] = current
+                elif version in self._settled and self._may_try(version, on_disk[version]):
                     servable = self._load(version, on_disk[version])
                     if servable is not None:
                         loaded[version] = servable
@@ -328,6 +379,9 @@ class ModelVersions:
             for version, servable in old.items():
                 if version not in keep:
                     self._begin_retire(servable)
+                elif keep[version] is not servable:  # reloaded: the old copy goes quietly
+                    servable.replaced = True
+                    self._begin_retire(servable)
             self._lock.notify_all()
         if self._collect:
             self._collect = False
@@ -335,7 +389,8 @@ class ModelVersions:
 
     def _begin_retire(self, servable: Servable) -> None:  # holds self._lock
         servable.retiring = True
-        self._states[servable.version] = VersionState(servable.version, UNLOADING)
+        if not servable.replaced:
+            self._states[servable.version] = VersionState(servable.version, UNLOADING)
         log.info("unloading version %d of %s (%d in flight)", servable.version, self.name,
                  servable.refs)
         if servable.refs == 0:
@@ -343,7 +398,8 @@ class ModelVersions:
 
     def _finish_retire(self, servable: Servable) -> None:  # holds self._lock
         servable.model = None
-        self._states[servable.version] = VersionState(servable.version, END)
+        if not servable.replaced:
+            self._states[servable.version] = VersionState(servable.version, END)
         self._collect = True
         self._lock.notify_all()
 
