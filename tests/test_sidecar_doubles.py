@@ -30,6 +30,7 @@ class ModelClientTestDouble:
         self.rankings = {"gi": ids, "ni": ids[1::2] + ids[0::2]}
         self.served_k, self.versions = served_k, set(versions)
         self.calls, self.fail, self.delay_s, self.fail_after = [], None, 0.0, None
+        self.release_version = None  # what use_release pinned unpinned calls to
 
     def _enter(self, name, timeout_s, **details):
         self.calls.append((name, details))
@@ -57,9 +58,20 @@ class ModelClientTestDouble:
             raise ModelVersionNotFound(f"NOT_FOUND: version {version} is not served")
         return self._answer(list(queries), k, version or max(self.versions))
 
+    def use_release(self, version):
+        self.release_version = version
+
+    def _served(self, version):
+        """The version a call is answered by (its pin, else the release's, else the newest);
+        NOT_FOUND when it is not served."""
+        version = version if version is not None else self.release_version
+        if version is not None and version not in self.versions:
+            raise ModelVersionNotFound(f"NOT_FOUND: version {version} is not served")
+        return version or max(self.versions)
+
     def recommend(self, events, context, k, timeout_s=None):
         self._enter("recommend", timeout_s, k=k, events=tuple(events), context=context)
-        return self._answer(["gi", "ni"], k, max(self.versions))
+        return self._answer(["gi", "ni"], k, self._served(None))
 
     def context_offset(self, timestamp, signals, timeout_s=None, version=None):
         self._enter("context_offset", timeout_s, timestamp=timestamp, version=version)
@@ -72,10 +84,10 @@ class ModelClientTestDouble:
             raise self.fail
         return max(self.versions)
 
-    def popular_items(self, limit, timeout_s=None):
+    def popular_items(self, limit, timeout_s=None, version=None):
         """Version v ranks every v-th item first (so versions differ), then the rest."""
-        self._enter("popular_items", timeout_s, limit=limit)
-        version = max(self.versions)
+        self._enter("popular_items", timeout_s, limit=limit, version=version)
+        version = self._served(version)
         step = int(version)
         ids = self.rankings["gi"]
         ranked = ids[::step] + [i for n, i in enumerate(ids) if n % step]

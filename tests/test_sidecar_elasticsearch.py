@@ -146,6 +146,26 @@ def test_alias_swap_seen_through_the_api(server, small_dir):
     assert backend.filter(["i3", "i1"], Filters()) == ["i3", "i1"]
 
 
+def test_a_staged_index_is_read_only_after_its_release_swaps_the_alias(server, small_dir):
+    """A release stages its catalogue index while the live one keeps answering, and swaps
+    the alias when it is published; the superseded generation is kept for rollback."""
+    client = esb.make_client(server.url)
+    backend = esb.ElasticsearchFilterBackend(client, ALIAS, timeout_s=5.0)
+    live = esb.index_catalog(client, catalog_documents(small_dir), alias=ALIAS)
+    docs = [d for d in catalog_documents(small_dir) if d["item_id"] != "i3"]
+    staged = esb.stage_index(client, docs, alias=ALIAS)
+    assert staged["items"] == len(docs) and staged["index"] != live["index"]
+    assert sorted(client.indices.get_alias(name=ALIAS).body) == [live["index"]]
+    assert backend.filter(["i3"], Filters()) == ["i3"]  # the live catalogue still has it
+    swapped = esb.swap_alias(client, ALIAS, staged["index"], keep_previous=1)
+    assert swapped["previous"] == [live["index"]] and swapped["deleted"] == []
+    assert sorted(client.indices.get_alias(name=ALIAS).body) == [staged["index"]]
+    assert backend.filter(["i3", "i1"], Filters()) == ["i1"]  # removed from the catalogue
+    assert client.indices.exists(index=live["index"])
+    with pytest.raises(ValueError, match="does not exist"):
+        esb.swap_alias(client, ALIAS, f"{ALIAS}-nothing")
+
+
 def test_failed_bulk_leaves_the_alias_alone(es, small_dir):
     client = esb.make_client(es.url)
     first = esb.index_catalog(client, catalog_documents(small_dir), alias=ALIAS)

@@ -169,6 +169,28 @@ def test_abort_keeps_the_old_generation(make_store):
         assert not list(s.client.scan_iter(match=s.keys.pattern(writer.generation)))
 
 
+def test_a_generation_written_in_one_process_is_committed_from_another(make_store):
+    """A release writes the user embeddings first (the batch job, uncommitted) and commits
+    them when it is published: another store instance resumes the generation by id."""
+    writer_side, publisher_side = make_store(), make_store()
+    live = fill(writer_side, ["a"], 1, model_version="7").commit()
+    staged = fill(writer_side, ["a", "b"], 50, model_version="8")
+    staged.close()
+    assert publisher_side.version() == live and publisher_side.get("b") is None
+    resumed = publisher_side.resume_refresh(staged.generation)
+    with pytest.raises(StoreError, match="holds 2 users"):
+        publisher_side.resume_refresh(staged.generation).commit(expected_count=3)
+    with pytest.raises(StoreError, match="no refresh in progress"):
+        publisher_side.resume_refresh(staged.generation)  # the refused commit aborted it
+    staged = fill(writer_side, ["a", "b"], 50, model_version="8")
+    staged.close()
+    resumed = publisher_side.resume_refresh(staged.generation)
+    assert resumed.commit(expected_count=2) == staged.generation == writer_side.version()
+    assert writer_side.get("b")[0][0] == 51 and writer_side.get("b")[2] == "8"
+    with pytest.raises(StoreError, match="no refresh in progress"):
+        publisher_side.resume_refresh(staged.generation)  # committed: nothing to resume
+
+
 def test_context_manager_commits_or_aborts(make_store):
     s = make_store()
     with s.begin_refresh() as writer:

@@ -43,6 +43,7 @@ from serving.batch.store import (
 POINTER = "CURRENT"
 SUFFIX = ".sqlite"
 PARTIAL = ".partial"
+MODEL_VERSION_FILE = "model_version"  # in a partial generation's directory
 _QUERY_CHUNK = 500
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS emb (user_id TEXT PRIMARY KEY, value BLOB NOT NULL) "
            "WITHOUT ROWID; CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
@@ -319,8 +320,20 @@ class EmbeddedStore:
     # -- writing -----------------------------------------------------------------------
     def begin_refresh(self, model_version: Optional[str] = None) -> EmbeddedRefresh:
         generation = new_generation()
-        (self.root / f"{generation}{PARTIAL}").mkdir(parents=True)
+        partial = self.root / f"{generation}{PARTIAL}"
+        partial.mkdir(parents=True)
+        # Kept with the shards, so another process can commit it (``resume_refresh``).
+        (partial / MODEL_VERSION_FILE).write_text(str(model_version or ""))
         return EmbeddedRefresh(self, generation, str(model_version or ""))
+
+    def resume_refresh(self, generation: str) -> EmbeddedRefresh:
+        partial = self.root / f"{check_generation(generation)}{PARTIAL}"
+        if not partial.is_dir():
+            raise StoreError(f"no refresh in progress for generation {generation!r} in "
+                             f"{self.root} (never begun, committed or aborted)")
+        version_file = partial / MODEL_VERSION_FILE
+        return EmbeddedRefresh(self, generation,
+                               version_file.read_text() if version_file.is_file() else "")
 
     def shard_writer(self, generation: str) -> EmbeddedShardWriter:
         return EmbeddedShardWriter(self.root, generation)

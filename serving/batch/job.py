@@ -336,11 +336,13 @@ def _counters(result) -> dict:
 def run(model_base_path: str, data_dir: str, store: str, version: Optional[int] = None,
         as_of=None, max_history: int = 200, batch_size: int = 256,
         beam_args: Optional[Sequence[str]] = None,
-        grace_seconds: Optional[float] = None) -> dict:
+        grace_seconds: Optional[float] = None, commit: bool = True) -> dict:
     """Runs the job and commits one new store generation; returns a report (counts).
 
     ``store``: ``embedded:PATH`` or ``redis://host:port/db``.  On any failure the new
-    generation is aborted and readers keep the previous one."""
+    generation is aborted and readers keep the previous one.  ``commit=False`` leaves
+    the written generation uncommitted (``version`` in the report; readers keep the
+    live one) for a release to commit when it is published (``store.resume_refresh``)."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from serving.batch.stores import open_store
@@ -364,14 +366,19 @@ def run(model_base_path: str, data_dir: str, store: str, version: Optional[int] 
         result.wait_until_finish()
         counts = _counters(result)
         expected = counts.get("users_written") if counts else None
-        version_committed = refresh.commit(expected_count=expected)
+        if commit:
+            version_committed = refresh.commit(expected_count=expected)
+        else:
+            refresh.close()
+            version_committed = refresh.generation
     except BaseException:
         refresh.abort()
         target.close()
         raise
-    stats = target.stats() if hasattr(target, "stats") else {}
+    stats = target.stats() if commit and hasattr(target, "stats") else {}
     target.close()
-    return {"store": store, "version": version_committed, "model_dir": model_dir,
+    return {"store": store, "version": version_committed, "committed": commit,
+            "model_dir": model_dir,
             "model_version": model_version,
             "max_history": max_history, "dim": stats.get("dim"), "stored": stats.get("count"),
             **counts, "as_of": counts.get("request_timestamp", as_of),

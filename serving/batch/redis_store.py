@@ -256,6 +256,13 @@ class RedisStore:
         pipe.execute()
         return RedisRefresh(self, generation)
 
+    def resume_refresh(self, generation: str) -> RedisRefresh:
+        state = _text(self.client.hget(self.keys.meta(check_generation(generation)), "state"))
+        if state != "writing":
+            raise StoreError(f"no refresh in progress for generation {generation!r} "
+                             f"(state {state!r})")
+        return RedisRefresh(self, generation)
+
     def shard_writer(self, generation: str) -> RedisShardWriter:
         return RedisShardWriter(self, generation)
 

@@ -189,6 +189,10 @@ class UserEmbeddingStore(UserEmbeddingReader, Protocol):
     def begin_refresh(self, model_version: Optional[str] = None) -> RefreshWriter:
         """A new generation whose entries answer ``model_version`` ("" when None)."""
 
+    def resume_refresh(self, generation: str) -> RefreshWriter:
+        """The driver's handle on a generation begun elsewhere (another process: a
+        release writes user embeddings first and commits them when it is published)."""
+
     def shard_writer(self, generation: str) -> ShardWriter: ...
 
     def generations(self) -> List[str]:

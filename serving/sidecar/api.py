@@ -27,7 +27,6 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from serving.sidecar.filters import filters_from_checked
 from serving.sidecar.model_client import Event
-from serving.sidecar.popularity import ModelPopularity
 from serving.sidecar.recommender import RecommendationRequest, Recommender
 from serving.sidecar.validation import OPENAPI_PATH, Limits, RequestError, check, validator
 from stars.data.contract import _EVENT_ALIASES, EVENT_TYPES
@@ -216,8 +215,9 @@ class SidecarApp:
                  clock: Callable[[], float] = time.time):
         self.recommender, self.config, self.clock = recommender, config, clock
         validator("RecommendationRequest", config.limits)  # compiled now, not on request 1
-        # the ModelPopularity keeping the ranking current (cli.build_app sets it)
-        self.popularity_source: Optional[ModelPopularity] = None
+        # what keeps the ranking current (cli.build_app sets it): a ModelPopularity, or
+        # a ReleaseFollower, which switches the catalogue and model version with it
+        self.popularity_source: Optional[Any] = None
         self.metrics = Metrics()
         try:
             with open(OPENAPI_PATH, "rb") as f:
@@ -278,6 +278,8 @@ class SidecarApp:
                                 "source": getattr(rec.popularity, "source", None)}
         if self.popularity_source is not None and self.popularity_source.error:
             checks["popularity"]["error"] = self.popularity_source.error
+        if hasattr(self.popularity_source, "status"):  # a ReleaseFollower
+            checks["release"] = self.popularity_source.status()
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "pid": os.getpid(),
                               "checks": checks})

@@ -66,7 +66,22 @@ def build_app(args):
     from serving.sidecar.recommender import Recommender, RecommenderConfig
     from serving.sidecar.user_store import load_user_store
 
-    catalog = EmbeddedFilterBackend.from_catalog(args.data_dir)
+    release_dir = getattr(args, "release_dir", "")
+    if release_dir:
+        from stars import release as releases
+        if args.popularity_counts:
+            raise ValueError("--popularity-counts and --release-dir exclude each other: a "
+                             "release serves its own model's ranking")
+        first = releases.current(release_dir)
+        if first is None:
+            raise ValueError(f"--release-dir {release_dir}: no release yet (run the pipeline "
+                             "or `stars catalog refresh` first)")
+        catalog = EmbeddedFilterBackend.from_catalog(first.catalog_dir)
+    elif args.data_dir:
+        catalog = EmbeddedFilterBackend.from_catalog(args.data_dir)
+    else:
+        raise ValueError("give --release-dir (the pipeline's releases) or --data-dir (a "
+                         "catalogue without releases)")
     popularity = Popularity.load(catalog, args.popularity_counts or None)
     backend: FilterBackend
     if args.filter_backend == "elasticsearch":
@@ -96,7 +111,13 @@ def build_app(args):
                     admission=args.admission,
                     latency_target_s=args.latency_target_ms / 1000.0)
     app = SidecarApp(Recommender(model, backend, popularity, store, config), api)
-    if not args.popularity_counts:  # the ranking that ships with the served model
+    if release_dir:  # model version, catalogue and ranking switch together
+        from serving.sidecar.release import ReleaseFollower
+        follower = ReleaseFollower(app.recommender, model, release_dir,
+                                   refresh_s=args.release_poll_ms / 1000.0)
+        follower.load_first()
+        app.popularity_source = follower.start()
+    elif not args.popularity_counts:  # the ranking that ships with the served model
         app.popularity_source = ModelPopularity(app.recommender, model, catalog,
                                                 refresh_s=args.popularity_refresh_s).start()
     return app
@@ -139,8 +160,15 @@ def add_serve_sidecar_parser(serve_subparsers):
         "sidecar", help="HTTP JSON recommendation API in front of TF Serving",
         description="POST /v1/recommendations, /healthz, /readyz, /metrics "
                     "(see serving/sidecar/openapi.yaml)")
-    p.add_argument("--data-dir", required=True,
-                   help="data directory with the catalogue (items.csv / items.parquet)")
+    p.add_argument("--release-dir", default="",
+                   help="the pipeline's release directory (<pipeline root>/releases): serve "
+                        "its live release -- model version, catalogue and popularity switch "
+                        "together once the model server serves the new version")
+    p.add_argument("--release-poll-ms", type=float, default=1000.0,
+                   help="how often --release-dir is checked for a new release")
+    p.add_argument("--data-dir", default="",
+                   help="without --release-dir: data directory with the catalogue "
+                        "(items.csv / items.parquet), served with the newest model version")
     p.add_argument("--model-url", default="grpc://localhost:8500",
                    help="grpc://HOST:PORT (TF Serving gRPC) or http://HOST:PORT (REST)")
     p.add_argument("--model-name", default="stars")

@@ -159,15 +159,23 @@ def index_catalog(client, documents: Iterable[Mapping], alias: str = DEFAULT_ALI
     ``documents``: ``filters.item_document`` dicts (e.g. ``filters.catalog_documents``).
     Returns a report: the new index, item count, previous and deleted generations.
     """
+    staged = stage_index(client, documents, alias, chunk_size, replicas, request_timeout_s)
+    return {**staged, **swap_alias(client, alias, staged["index"], keep_previous,
+                                   request_timeout_s)}
+
+
+def stage_index(client, documents: Iterable[Mapping], alias: str = DEFAULT_ALIAS,
+                chunk_size: int = 2000, replicas: Optional[int] = None,
+                request_timeout_s: float = 120.0) -> dict:
+    """A new, complete index generation of ``alias`` that nothing reads yet (a release
+    swaps the alias to it when it is published: ``swap_alias``)."""
     from elasticsearch import NotFoundError, helpers
     es = client.options(request_timeout=request_timeout_s)
-    pattern = _generation_pattern(alias)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S%f")
     name = f"{alias}-{stamp}-{secrets.token_hex(3)}"
     try:
-        current = sorted(es.indices.get_alias(name=alias).body)
+        es.indices.get_alias(name=alias)
     except NotFoundError:
-        current = []
         if es.indices.exists(index=alias):
             raise ValueError(f"'{alias}' is a concrete index, not an alias; delete or rename it "
                              "(or choose another --alias) before indexing") from None
@@ -197,19 +205,36 @@ def index_catalog(client, documents: Iterable[Mapping], alias: str = DEFAULT_ALI
     except BaseException:
         es.indices.delete(index=name, ignore_unavailable=True)
         raise
-    actions_ = [{"remove": {"index": old, "alias": alias}} for old in current]
-    actions_.append({"add": {"index": name, "alias": alias}})
+    return {"index": name, "alias": alias, "items": count}
+
+
+def swap_alias(client, alias: str, index: str, keep_previous: int = 1,
+               request_timeout_s: float = 120.0) -> dict:
+    """Points ``alias`` at ``index`` in one ``_aliases`` call and deletes generations
+    beyond the newest ``keep_previous`` older ones (kept for rollback)."""
+    from elasticsearch import NotFoundError
+    es = client.options(request_timeout=request_timeout_s)
+    pattern = _generation_pattern(alias)
+    try:
+        current = sorted(es.indices.get_alias(name=alias).body)
+    except NotFoundError:
+        current = []
+    if not es.indices.exists(index=index):
+        raise ValueError(f"index {index} does not exist; nothing to point {alias} at")
+    actions_ = [{"remove": {"index": old, "alias": alias}} for old in current if old != index]
+    actions_.append({"add": {"index": index, "alias": alias}})
     es.indices.update_aliases(actions=actions_)
     older = sorted((n for n in es.indices.get(index=f"{alias}-*").body
-                    if pattern.match(n) and n != name and n not in current), reverse=True)
-    generations = sorted(c for c in current if pattern.match(c))[::-1] + older  # newest first
-    deleted = generations[max(0, keep_previous):]
+                    if pattern.match(n) and n != index and n not in current), reverse=True)
+    generations = sorted(c for c in current if pattern.match(c) and c != index)[::-1] + older
+    # staged generations newer than the one swapped in belong to releases in progress
+    deleted = [g for g in generations[max(0, keep_previous):] if g < index]
     for old in deleted:
         es.indices.delete(index=old, ignore_unavailable=True)
-    log.info("indexed %d items into %s (alias %s); deleted %s", count, name, alias, deleted)
-    return {"index": name, "alias": alias, "items": count, "previous": current,
-            "deleted": deleted}
+    log.info("alias %s -> %s; deleted %s", alias, index, deleted)
+    return {"index": index, "alias": alias, "previous": current, "deleted": deleted}
 
 
 __all__ = ["ElasticsearchFilterBackend", "ITEM_MAPPING", "build_query", "filter_clauses",
+           "stage_index", "swap_alias",
            "index_catalog", "index_settings", "make_client", "DEFAULT_ALIAS"]

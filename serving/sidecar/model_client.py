@@ -230,6 +230,9 @@ class _BaseClient:
     def __init__(self, model_name: str, timeout_s: float, version_label: Optional[str] = None):
         self.model_name, self.timeout_s = model_name, timeout_s
         self.version_label = version_label or None
+        # The model version of the release being served (``serving.sidecar.release``):
+        # calls not pinned to a stored embedding's version ask for it, not the newest.
+        self.release_version: Optional[str] = None
         self._info: Optional[SignatureInfo] = None
         self._info_version: Optional[str] = None
         self._info_failed_at = -math.inf
@@ -259,6 +262,18 @@ class _BaseClient:
         self._info = info
         return info
 
+    def use_release(self, version: Optional[str]) -> None:
+        """Unpinned calls ask for ``version`` from now on (its signatures are re-read)."""
+        with self._lock:
+            if version != self.release_version:
+                self.release_version = None if version is None else str(version)
+                self._info, self._info_failed_at = None, -math.inf
+
+    def _pin(self, version: Optional[str]) -> Optional[str]:
+        """The version a call asks for: its own pin, else the release's (else None: the
+        newest, or the version label's)."""
+        return version if version is not None else self.release_version
+
     def _seen_version(self, version: Optional[str]) -> None:
         """A new model version may have other inputs: forget the cached signatures."""
         if version is not None and version != self._info_version:
@@ -285,6 +300,7 @@ class _BaseClient:
         def remaining():
             return self._timeout(timeout - (time.perf_counter() - started))
         try:
+            version = self._pin(version)
             outputs, got_version = self._predict(signature, inputs, remaining(), version)
         except ModelUnavailable as e:
             # A version pinned by the store may predate the signature the newest one lists:
@@ -303,7 +319,8 @@ class _BaseClient:
         signature, inputs = recommend_inputs(events, context, info)
         try:
             outputs, version = self._predict(
-                signature, inputs, self._timeout(timeout - (time.perf_counter() - started)), None)
+                signature, inputs, self._timeout(timeout - (time.perf_counter() - started)),
+                self._pin(None))
         except ModelUnavailable as e:
             if info.has_context and ("INVALID_ARGUMENT" in str(e) or "HTTP 400" in str(e)):
                 self._info = None  # the inputs changed with a new version: re-read metadata
@@ -320,7 +337,7 @@ class _BaseClient:
         outputs, got_version = self._predict(
             "context_offset", {"request_timestamp": ("int64", [int(timestamp)]),
                                "context_signals": ("float", [_signals(signals, width)])},
-            timeout, version)
+            timeout, self._pin(version))
         try:
             offset = np.asarray(outputs["offset"], np.float32)[0]
         except (KeyError, IndexError, TypeError, ValueError) as e:
@@ -328,13 +345,21 @@ class _BaseClient:
         return offset, got_version
 
     def model_version(self, timeout_s=None) -> Optional[str]:
+        """The version unpinned calls are answered by: the release's, else the newest
+        AVAILABLE one (or the version label's)."""
+        if self.release_version is not None:
+            version = self.release_version
+            if not self._available(version, self._timeout(timeout_s)):
+                raise ModelUnavailable(f"the release's model version {version} is not "
+                                       "AVAILABLE")
+            return version
         return self._status(self._timeout(timeout_s))
 
-    def popular_items(self, limit: int, timeout_s=None):
+    def popular_items(self, limit: int, timeout_s=None, version: Optional[str] = None):
         """The model's popularity ranking (its ``popular_items`` signature): up to ``limit``
         (ids, prior) pairs, most popular first, and the version that answered."""
         outputs, version = self._predict("popular_items", {"limit": ("int64", [int(limit)])},
-                                         self._timeout(timeout_s), None)
+                                         self._timeout(timeout_s), self._pin(version))
         try:
             ids, prior = _clean(outputs["ids"][0], outputs["prior"][0])
         except (KeyError, IndexError, TypeError, ValueError) as e:
@@ -347,6 +372,10 @@ class _BaseClient:
         raise NotImplementedError
 
     def _status(self, timeout: float) -> Optional[str]:
+        raise NotImplementedError
+
+    def _available(self, version: str, timeout: float) -> bool:
+        """Whether the server reports ``version`` AVAILABLE."""
         raise NotImplementedError
 
     def _metadata(self, timeout: float) -> Mapping:
@@ -420,13 +449,24 @@ class RestModelClient(_BaseClient):
             self._version, self._version_at = version, time.monotonic()
         return version
 
+    def _available(self, version, timeout):
+        status, payload = self._request(
+            "GET", f"/v1/models/{self.model_name}/versions/{int(version)}", timeout)
+        return status == 200 and _newest_available(
+            payload.get("model_version_status", [])) == str(int(version))
+
     def _current_version(self, timeout: float) -> Optional[str]:
         if time.monotonic() - self._version_at < self.status_ttl_s:
             return self._version
         return self._status(timeout)
 
     def _metadata(self, timeout: float) -> Mapping:
-        base = self._label_path() if self.version_label else f"/v1/models/{self.model_name}"
+        if self.release_version is not None:
+            base = f"/v1/models/{self.model_name}/versions/{self.release_version}"
+        elif self.version_label:
+            base = self._label_path()
+        else:
+            base = f"/v1/models/{self.model_name}"
         status, payload = self._request("GET", base + "/metadata", timeout)
         if status in (404, 405, 501):
             raise MetadataUnsupported(f"model metadata: HTTP {status}")
@@ -591,10 +631,23 @@ class GrpcModelClient(_BaseClient):
                     for s in response.model_version_status]
         return _newest_available(statuses)
 
+    def _available(self, version, timeout):
+        request = self._pb[2].GetModelStatusRequest()
+        self._spec(request, version)
+        try:
+            response = self._call(self._model_stub.GetModelStatus, request, timeout,
+                                  "model status")
+        except ModelVersionNotFound:
+            return False
+        from google.protobuf import json_format
+        statuses = [json_format.MessageToDict(s, preserving_proto_field_name=True)
+                    for s in response.model_version_status]
+        return _newest_available(statuses) == str(int(version))
+
     def _metadata(self, timeout):
         get_model_metadata_pb2 = self._pb[1]
         request = get_model_metadata_pb2.GetModelMetadataRequest()
-        self._spec(request, None)
+        self._spec(request, self.release_version)
         request.metadata_field.append("signature_def")
         response = self._call(self._predict_stub.GetModelMetadata, request, timeout,
                               "model metadata")

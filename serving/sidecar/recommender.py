@@ -222,6 +222,15 @@ class Recommender:
         self._last_version: Optional[str] = None  # newest version seen unpinned
 
     # ------------------------------------------------------------------ public
+    def switch_catalog(self, catalog: EmbeddedFilterBackend, popularity: Popularity) -> None:
+        """A new release's catalogue: the snapshot, the popularity ranking and, when the
+        filters run in process, the filter backend (each one assignment: a request in
+        flight finishes with whichever it read)."""
+        if isinstance(self.filter_backend, EmbeddedFilterBackend):
+            self.filter_backend = catalog
+        self.snapshot = catalog
+        self.popularity = popularity
+
     def recommend(self, request: RecommendationRequest,
                   started: Optional[float] = None) -> Recommendation:
         """The answer to ``request``; its budget counts from ``started``
