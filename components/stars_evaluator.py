@@ -10,10 +10,16 @@ Coverage@10 is corpus-level and written beside them.
 
 Blessing: the candidate's Recall@10 must reach ``min_recall_vs_popularity`` x
 the popularity baseline and must not fall more than ``max_regression`` below
-the last blessed model.  The blessing carries ``current_model_id`` so TFX's
-LatestBlessedModelStrategy finds it next run.
+the last blessed model; and the served index's recall@K against brute force on real
+user embeddings (the IndexBuilder's ``scann_recall_at_k``; 1 for a brute-force export)
+must reach ``min_index_recall``.  Recall@10 sees the served answers only through the
+eval targets' hits; the index rule asks that the whole top K be the model's own, so an
+index that drops what the model ranks first (a coarser partition, a grown catalogue)
+does not ship on the strength of the few targets it still finds.  The blessing carries
+``current_model_id`` so TFX's LatestBlessedModelStrategy finds it next run.
 """
 
+import json
 import os
 from typing import Optional
 
@@ -35,6 +41,7 @@ from stars.saved_model import load_serving_model
 KS = (5, 10, 20, 50)
 SLICES = ("category", "candidate_set_size", "cold_start_target")
 CANDIDATE = "stars_ni"  # the variant whose metrics decide the blessing
+INDEX_RULE_FILE = "index_recall.json"  # the index rule's figure and outcome, in the evaluation
 
 
 def size_bucket(n: int) -> str:
@@ -97,9 +104,38 @@ def evaluate_predictions(predictions: dict, targets, popularity_top: np.ndarray,
     return frame[frame["has_target"]].reset_index(drop=True), corpus
 
 
+def served_index_recall(model) -> Optional[float]:
+    """The served model artifact's index recall@K against brute force: 1.0 for a
+    brute-force export (exact by definition), the IndexBuilder's ``scann_recall_at_k``
+    for a ScaNN one; None when the artifact records neither."""
+    if model.get_string_custom_property("index_kind") == "brute_force":
+        return 1.0
+    if model.has_custom_property("scann_recall_at_k"):
+        return float(model.get_float_custom_property("scann_recall_at_k"))
+    return None
+
+
+def index_recall_rule(recall: Optional[float], min_index_recall: float) -> dict:
+    """The index rule's outcome: ``{"index_recall_at_k", "min_index_recall", "passed",
+    "failure"}`` (``failure`` None when passed).  A missing figure fails unless the
+    rule is off (``min_index_recall`` <= 0)."""
+    if min_index_recall <= 0:
+        passed, failure = True, None
+    elif recall is None:
+        passed, failure = False, ("index recall@K: the served model records no "
+                                  f"scann_recall_at_k (min_index_recall {min_index_recall})")
+    else:
+        passed = recall >= min_index_recall
+        failure = None if passed else (f"index recall@K {recall:.4f} < min_index_recall "
+                                       f"{min_index_recall}")
+    return {"index_recall_at_k": recall, "min_index_recall": min_index_recall,
+            "passed": passed, "failure": failure}
+
+
 def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_uri: str,
         output_dir: str, baseline_dir: Optional[str], max_history: int,
-        min_recall_vs_popularity: float, max_regression: float, split: str = "eval") -> dict:
+        min_recall_vs_popularity: float, max_regression: float, split: str = "eval",
+        index_recall: Optional[float] = None, min_index_recall: float = 0.0) -> dict:
     from components import tfma_evaluation
     categories = catalog_categories(catalog_uri)
     item_ids = sorted(categories)
@@ -141,8 +177,11 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
         frame, models, baseline="popularity", slice_columns=list(SLICES),
         output_path=output_dir, overwrite=True, corpus_metrics=corpus_by_model,
         thresholds={"candidate": CANDIDATE, "metrics": {"recall@10": rules}} if rules else None)
-    return {"examples": len(frame), "blessed": bool(summary.blessed),
-            "failures": list(summary.failures),
+    index_rule = index_recall_rule(index_recall, min_index_recall)
+    failures = list(summary.failures) + ([index_rule["failure"]] if index_rule["failure"]
+                                         else [])
+    return {"examples": len(frame), "blessed": bool(summary.blessed) and index_rule["passed"],
+            "failures": failures, "index_recall": index_rule,
             "overall": {m: summary.overall(m) for m in models}}
 
 
@@ -158,12 +197,14 @@ def StarsEvaluator(
     max_history: tfx.dsl.components.Parameter[int] = 200,
     min_recall_vs_popularity: tfx.dsl.components.Parameter[float] = 1.0,
     max_regression: tfx.dsl.components.Parameter[float] = 0.02,
+    min_index_recall: tfx.dsl.components.Parameter[float] = 0.95,
 ):
     """Evaluates the served model and blesses it (or not)."""
     baseline_dir = path_utils.serving_model_path(baseline_model.uri) if baseline_model else None
     result = run(path_utils.serving_model_path(model.uri), examples.uri, catalog.uri,
                  transform_graph.uri, evaluation.uri, baseline_dir, max_history,
-                 min_recall_vs_popularity, max_regression)
+                 min_recall_vs_popularity, max_regression,
+                 index_recall=served_index_recall(model), min_index_recall=min_index_recall)
     blessed = result["blessed"]
     with open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
         f.write("\n".join(result["failures"]))
@@ -174,3 +215,17 @@ def StarsEvaluator(
         blessing.set_string_custom_property("baseline_model", baseline_model.uri)
         blessing.set_int_custom_property("baseline_model_id", baseline_model.id)
     evaluation.set_float_custom_property("recall_at_10", result["overall"][CANDIDATE]["recall@10"])
+    record_index_rule(result["index_recall"], evaluation, blessing)
+
+
+def record_index_rule(rule: dict, evaluation, blessing) -> None:
+    """The index rule beside the other blessing records: its figure on the evaluation
+    and the blessing, its outcome on the blessing (its failure, if any, is in the
+    blessing file with the others), and ``index_recall.json`` in the evaluation."""
+    if rule["index_recall_at_k"] is not None:
+        for artifact in (evaluation, blessing):
+            artifact.set_float_custom_property("index_recall_at_k", rule["index_recall_at_k"])
+    blessing.set_float_custom_property("min_index_recall", rule["min_index_recall"])
+    blessing.set_int_custom_property("index_recall_passed", int(rule["passed"]))
+    with open(os.path.join(evaluation.uri, INDEX_RULE_FILE), "w") as f:
+        json.dump(rule, f, indent=1)

@@ -79,6 +79,9 @@ def test_index_report_records_scann_recall(runs):
         _latest(config.pipeline_root, "IndexBuilder", "serving_model"), "index_report.json")))
     assert report["k"] == TOP_K and 0.0 <= report["scann_recall_at_k"] <= 1.0
     assert report["items"] == 150
+    # Measured on real user embeddings: h_gen and h_next of sampled eval requests.
+    assert report["query_source"] == "user_embeddings"
+    assert report["queries"] > 0 and report["queries"] % 2 == 0
 
 
 def test_evaluation_opens_with_tfma(runs):
