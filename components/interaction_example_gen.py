@@ -4,6 +4,11 @@ TFX's file-based ExampleGens split by hash; a recommender must split by time
 (nothing from after the cut may reach training), per user.  The catalogue comes
 in as an input artifact so that events on unknown items are set aside in the
 ``rejects`` output instead of reaching the model.
+
+``data_fingerprint`` (``stars.data.fingerprint`` over :data:`READS`) is in the exec
+properties only so that TFX's cache key changes when an event log does; the catalogue
+needs no entry, it is an input artifact and so already in the key.  It is checked
+again after reading and recorded on the artifact.
 """
 import json
 import os
@@ -17,7 +22,9 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataRejects
 from components.catalog_example_gen import CATALOG_SPLIT
 from components.examples_artifact import mark_examples
-from stars.data import sequence_job, sequences, staging, tf_example
+from stars.data import contract, fingerprint, sequence_job, sequences, staging, tf_example
+
+READS = (contract.INTERACTIONS, contract.IMPRESSIONS, contract.USERS)  # what staging reads
 
 
 def catalog_item_ids(catalog_uri: str) -> set:
@@ -62,6 +69,7 @@ def InteractionExampleGen(
     split_mode: tfx.dsl.components.Parameter[str] = "time",
     eval_fraction: tfx.dsl.components.Parameter[float] = 0.1,
     max_history: tfx.dsl.components.Parameter[int] = 200,
+    data_fingerprint: tfx.dsl.components.Parameter[str] = "",
     beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ):
     """Reads ``interactions`` (+ ``impressions``, ``users``) from ``data_dir``."""
@@ -69,6 +77,9 @@ def InteractionExampleGen(
                                    max_history=max_history)
     report = generate(data_dir, catalog.uri, examples.uri, rejects.uri, config,
                       beam_pipeline)
+    if data_fingerprint:
+        fingerprint.check_unchanged(data_dir, READS, data_fingerprint)
+        examples.set_string_custom_property("data_fingerprint", data_fingerprint)
     mark_examples(examples, config.split_names)
     for split, count in report["examples"].items():
         examples.set_int_custom_property(f"{split}_examples", count)

@@ -21,6 +21,11 @@ class PipelineConfig:
     split_mode: str = "time"                  # time | leave_one_out
     eval_fraction: float = 0.1
     max_history: int = 200
+    # Caching (pipeline.pipeline.create_pipeline): only with both fingerprints, which the
+    # local runner computes at run time (stars.data.fingerprint); empty = not cached.
+    enable_cache: bool = True
+    catalog_fingerprint: str = ""             # CatalogExampleGen's tables, by content
+    interactions_fingerprint: str = ""        # InteractionExampleGen's tables, by content
     beam_pipeline_args: Sequence[str] = ("--direct_running_mode=in_memory",
                                          "--direct_num_workers=1")
     # Model half: Trainer -> IndexBuilder -> Evaluator -> Pusher.
@@ -34,7 +39,6 @@ class PipelineConfig:
     model_name: str = "stars"
     min_recall_vs_popularity: float = 1.0     # blessing: Recall@10 >= ratio x popularity
     max_regression: float = 0.02              # blessing: Recall@10 >= last blessed - this
-    min_index_recall: float = 0.95            # blessing: served index recall@K vs brute force
 
     @property
     def metadata(self) -> str:

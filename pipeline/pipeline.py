@@ -40,7 +40,8 @@ CATALOG_PREPROCESSING_FN = "models.catalog_preprocessing.preprocessing_fn"
 
 
 def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base_node.BaseNode]:
-    catalog_gen = CatalogExampleGen(data_dir=config.data_dir)
+    catalog_gen = CatalogExampleGen(data_dir=config.data_dir,
+                                    data_fingerprint=config.catalog_fingerprint)
     enricher = ItemEnricher(items=catalog_gen.outputs["examples"], encoder=config.encoder,
                             tagger=config.tagger, tag_vocabulary=config.tag_vocabulary,
                             cache_dir=config.cache_dir)
@@ -61,7 +62,7 @@ def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base
     interaction_gen = InteractionExampleGen(
         catalog=catalog_gen.outputs["examples"], data_dir=config.data_dir,
         split_mode=config.split_mode, eval_fraction=config.eval_fraction,
-        max_history=config.max_history)
+        max_history=config.max_history, data_fingerprint=config.interactions_fingerprint)
     splits = ["train", "eval"] + (["test"] if config.split_mode == "leave_one_out" else [])
     stats = tfx.components.StatisticsGen(examples=interaction_gen.outputs["examples"])
     schema = tfx.components.SchemaGen(statistics=stats.outputs["statistics"])
@@ -91,7 +92,6 @@ def model_components(config: PipelineConfig, data: list) -> list:
         model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
         catalog_examples=catalog_transform.outputs["transformed_examples"],
         catalog_transform_graph=catalog_transform.outputs["transform_graph"],
-        interaction_examples=interaction_gen.outputs["examples"],
         top_k=config.top_k)
     served = index_builder.outputs["serving_model" if config.serving_index == "scann"
                                    else "brute_force_model"]
@@ -106,7 +106,7 @@ def model_components(config: PipelineConfig, data: list) -> list:
         transform_graph=transform.outputs["transform_graph"],
         baseline_model=last_blessed.outputs["model"], max_history=config.max_history,
         min_recall_vs_popularity=config.min_recall_vs_popularity,
-        max_regression=config.max_regression, min_index_recall=config.min_index_recall)
+        max_regression=config.max_regression)
     pusher = tfx.components.Pusher(
         model=served, model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
@@ -121,6 +121,34 @@ def components(config: PipelineConfig) -> list:
 
 
 def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The pipeline; cached only when ``config`` carries both data fingerprints.
+
+    TFX reuses an execution when component, exec properties and input artifacts match.
+    The ExampleGens' exec properties name a directory, so without the fingerprints
+    (``stars.data.fingerprint``, by content) an edited file would be a cache hit: then
+    caching stays off whatever ``config.enable_cache`` says.  With them, the key of each
+    ExampleGen changes exactly when its tables do, and TFX invalidates everything
+    downstream because its input artifacts are new.  A catalogue edit therefore reruns
+    the whole data half (the InteractionExampleGen takes the catalogue as an input);
+    an edit to the event logs or users leaves the catalogue half cached.
+
+    The model half (Trainer, IndexBuilder, Evaluator, Pusher) should run every time,
+    and ``pipeline.runners.local`` turns its caching off in the compiled pipeline
+    (TFX 1.16's DSL has only this pipeline-wide switch):
+
+    * the cache key holds no code: a cached Trainer would keep serving a model from
+      before an edit to ``models/`` -- the code a model developer changes most;
+    * a rerun on unchanged data is how one retrains and re-evaluates; with a cached
+      Trainer the Evaluator would compare the model with itself (the last blessed
+      model is that same model) and the Pusher push it again as a new version.
+      ``tests/test_pipeline_e2e.py`` relies on the second run's model being new.
+
+    The data half's code is not in the key either: after an edit to the data code
+    (``stars/data``, ``stars/enrichment``, the ExampleGens, the preprocessing_fns) run
+    with ``enable_cache=False``.  Vertex/Kubeflow: ``pipeline.runners.vertex`` compiles
+    without fingerprints -- one computed at compile time would be stale for a scheduled
+    run over new data -- so caching is off there.
+    """
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
@@ -128,5 +156,6 @@ def create_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
             config.metadata),
         beam_pipeline_args=list(config.beam_pipeline_args),
-        enable_cache=False,
+        enable_cache=(config.enable_cache and bool(config.catalog_fingerprint)
+                      and bool(config.interactions_fingerprint)),
     )

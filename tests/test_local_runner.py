@@ -1,10 +1,19 @@
-"""The local runner's console: one line per component, from LocalDagRunner's own records."""
+"""The local runner's console: one line per component, from LocalDagRunner's own records,
+heard without changing anyone's log levels."""
 import inspect
 import io
+import logging
 
 from absl import logging as absl_logging
 
-from pipeline.runners.local import FINISHED, RUNNING, SKIPPED, ComponentLines
+from pipeline.runners.local import (
+    CACHED,
+    FINISHED,
+    RUNNING,
+    SKIPPED,
+    ComponentLines,
+    listening,
+)
 
 
 def test_one_line_per_component_with_its_duration():
@@ -38,3 +47,63 @@ def test_the_records_are_the_ones_local_dag_runner_writes():
     source = inspect.getsource(local_dag_runner)
     for message in (RUNNING, FINISHED, SKIPPED):
         assert repr(message) in source or f'"{message}"' in source, message
+
+
+def test_a_cache_hit_prints_cached_instead_of_a_duration():
+    out = io.StringIO()
+    lines = ComponentLines(total=2, out=out)
+    with listening(lines):
+        absl_logging.info(RUNNING, "Transform")
+        absl_logging.info(CACHED, 12)
+        absl_logging.info(FINISHED, "Transform")
+        absl_logging.info(RUNNING, "StarsTrainer")
+        absl_logging.info(FINISHED, "StarsTrainer")
+    printed = out.getvalue().splitlines()
+    assert printed[0].split() == ["[1/2]", "Transform", "cached"]
+    assert printed[1].split()[:2] == ["[2/2]", "StarsTrainer"] and printed[1].endswith(" s")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.NOTSET)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_listening_leaves_verbosity_and_other_handlers_alone():
+    """The component lines need absl's INFO records; nothing else should start seeing them
+    (the run used to raise absl's verbosity, which lowers the root logger's level too)."""
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    root, absl_logger = logging.getLogger(), absl_logging.get_absl_logger()
+    levels = (root.level, absl_logger.level)
+    elsewhere = _Records()
+    root.addHandler(elsewhere)
+    out = io.StringIO()
+    try:
+        with listening(ComponentLines(total=1, out=out)):
+            assert absl_logging.get_verbosity() == absl_logging.WARNING
+            assert root.level == levels[0]
+            absl_logging.info(RUNNING, "CatalogExampleGen")
+            absl_logging.set_verbosity(absl_logging.FATAL)    # as TF's SavedModel export
+            absl_logging.warning("a warning while absl is asked for FATAL only: dropped")
+            absl_logging.set_verbosity(absl_logging.WARNING)  # and back
+            absl_logging.info(FINISHED, "CatalogExampleGen")
+            absl_logging.warning("a warning still goes where it went")
+            logging.getLogger("some.library").info("another library's INFO: still dropped")
+        assert (root.level, absl_logger.level) == levels
+        assert not absl_logger.filters
+        absl_logging.info(RUNNING, "Transform")  # after: no line, no record
+    finally:
+        root.removeHandler(elsewhere)
+        absl_logging.set_verbosity(verbosity)
+    assert out.getvalue().split()[:2] == ["[1/1]", "CatalogExampleGen"]
+    assert len(out.getvalue().splitlines()) == 1
+    assert [r.getMessage() for r in elsewhere.records] == ["a warning still goes where it went"]
+
+
+def test_the_cache_hit_record_is_the_one_the_launcher_writes():
+    from tfx.orchestration.portable import launcher
+    assert repr(CACHED) in inspect.getsource(launcher)

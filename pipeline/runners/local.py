@@ -1,20 +1,30 @@
 """Runs the pipeline with TFX's LocalDagRunner (the embedded default), printing one line
-per component with its duration: LocalDagRunner logs "Component X is running/finished"
-through absl, which the console leaves to the log file."""
+per component with its duration, or ``cached``: LocalDagRunner logs "Component X is
+running/finished" through absl, which the console leaves to the log file.
+
+Caching: the runner fingerprints the data files at run time (``stars.data.fingerprint``)
+and passes the fingerprints in the config, so a rerun on unchanged data reuses the data
+half; the model half always runs (why: ``pipeline.pipeline.create_pipeline``).
+"""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import sys
 import time
-from typing import IO, Dict, Optional
+from typing import IO, Dict, Iterator, Optional, Set
 
 from tfx import v1 as tfx
 
+from components import catalog_example_gen, interaction_example_gen
 from pipeline.configs import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_pipeline, data_components
+from stars.data import fingerprint
 
 RUNNING, FINISHED, SKIPPED = ("Component %s is running.", "Component %s is finished.",
                               "Skipping component %s.")
+CACHED = "A cached execution %d is used."  # tfx.orchestration.portable.launcher, in between
 
 
 class ComponentLines(logging.Handler):
@@ -24,6 +34,7 @@ class ComponentLines(logging.Handler):
         super().__init__(logging.INFO)
         self.total, self.out = total, out
         self.started: Dict[str, float] = {}
+        self.cached: Set[str] = set()
         self.done = 0
 
     def _line(self, name: str, what: str) -> None:
@@ -31,6 +42,9 @@ class ComponentLines(logging.Handler):
               file=self.out or sys.stdout, flush=True)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.msg == CACHED:   # components run one at a time: the one started
+            self.cached.update(self.started)
+            return
         if record.msg not in (RUNNING, FINISHED, SKIPPED) or not record.args:
             return
         name = str(record.args[0])  # type: ignore[index]
@@ -40,6 +54,9 @@ class ComponentLines(logging.Handler):
         self.done += 1
         if record.msg == SKIPPED:
             self._line(name, "skipped")
+        elif name in self.cached:
+            self.started.pop(name)
+            self._line(name, "cached")
         else:
             self._line(name, f"{time.perf_counter() - self.started.pop(name):6.1f} s")
 
@@ -49,19 +66,77 @@ class ComponentLines(logging.Handler):
             self._line(name, f"failed after {time.perf_counter() - started:.1f} s")
 
 
-def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
+@contextlib.contextmanager
+def listening(handler: logging.Handler) -> Iterator[None]:
+    """Feeds ``handler`` absl's INFO records without changing what anyone else sees.
+
+    ``absl_logging.set_verbosity(INFO)`` would lower the root logger's level too (when
+    absl's handler is on the root) and let every library's INFO lines through.  Instead
+    the absl logger alone stays open to INFO, and a filter on it hands each record to
+    ``handler`` and passes on only those the level its owners asked for lets through.
+    They keep asking during the run -- TensorFlow's SavedModel export sets absl's
+    verbosity to FATAL and back -- so the logger's ``setLevel`` is shadowed meanwhile:
+    it records the level asked for and leaves the logger open.
+    """
     from absl import logging as absl_logging
-    pipeline = create_pipeline(config)
-    lines = ComponentLines(len(pipeline.components), out)
-    absl_logger = absl_logging.get_absl_logger()
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.INFO)  # the component records are INFO
-    absl_logger.addHandler(lines)
+    logger = absl_logging.get_absl_logger()
+    set_level = type(logger).setLevel
+    asked = logger.level                     # NOTSET: the root's level applies
+
+    def threshold() -> int:
+        return asked or (logger.parent.getEffectiveLevel() if logger.parent else 0)
+
+    def ask(level) -> None:
+        nonlocal asked
+        asked = logging.getLevelName(level) if isinstance(level, str) else int(level)
+        set_level(logger, min(threshold(), logging.INFO))
+
+    def tap(record: logging.LogRecord) -> bool:
+        handler.handle(record)
+        return record.levelno >= threshold()
+
+    logger.addFilter(tap)
+    logger.setLevel = ask  # type: ignore[method-assign]
+    ask(asked)
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
-    except BaseException:
-        lines.failed()
-        raise
+        yield
     finally:
-        absl_logger.removeHandler(lines)
-        absl_logging.set_verbosity(verbosity)
+        del logger.setLevel
+        set_level(logger, asked)
+        logger.removeFilter(tap)
+
+
+def fingerprinted(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with the fingerprints of the data as it is now (none without caching:
+    hashing large tables is wasted then)."""
+    if not config.enable_cache:
+        return config
+    return dataclasses.replace(
+        config,
+        catalog_fingerprint=fingerprint.tables_fingerprint(
+            config.data_dir, catalog_example_gen.READS),
+        interactions_fingerprint=fingerprint.tables_fingerprint(
+            config.data_dir, interaction_example_gen.READS))
+
+
+def compile_with_data_half_cached(config: PipelineConfig):
+    """The pipeline IR, with caching left on (if on) only for the data half's nodes."""
+    from tfx.orchestration.portable import tfx_runner
+    data_ids = {node.id for node in data_components(config)}
+    # What LocalDagRunner.run does before run_with_ir (pip dependencies, then compile).
+    ir = tfx_runner._make_pipeline_proto(create_pipeline(config))
+    for node in ir.nodes:
+        if node.pipeline_node.node_info.id not in data_ids:
+            node.pipeline_node.execution_options.caching_options.enable_cache = False
+    return ir
+
+
+def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
+    ir = compile_with_data_half_cached(fingerprinted(config))
+    lines = ComponentLines(len(ir.nodes), out)
+    with listening(lines):
+        try:
+            tfx.orchestration.LocalDagRunner().run_with_ir(ir)
+        except BaseException:
+            lines.failed()
+            raise

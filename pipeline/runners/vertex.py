@@ -7,6 +7,11 @@ top-level ``Dockerfile``); data, pipeline root and Beam arguments come from the
 :class:`PipelineConfig` as for the local runner. Needs the ``kfp`` package
 (``pip install -c constraints.txt kfp``) at compile time and in the image.
 
+No caching: the compiled pipeline is built without data fingerprints, so
+``create_pipeline`` leaves caching off.  A fingerprint taken at compile time would
+describe the data of that moment, and a scheduled run over new files under the same
+path would wrongly reuse the old outputs (the local runner fingerprints at run time).
+
 Output format follows the file name, as in TFX:
 
 * ``*.json``: a Vertex ``PipelineJob`` (``pipelineSpec`` + ``runtimeConfig``
