@@ -39,6 +39,7 @@ class PipelineConfig:
     model_name: str = "stars"
     min_recall_vs_popularity: float = 1.0     # blessing: Recall@10 >= ratio x popularity
     max_regression: float = 0.02              # blessing: Recall@10 >= last blessed - this
+    min_index_recall: float = 0.95            # blessing: served index recall@K vs brute force
 
     @property
     def metadata(self) -> str:

@@ -92,6 +92,7 @@ def model_components(config: PipelineConfig, data: list) -> list:
         model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
         catalog_examples=catalog_transform.outputs["transformed_examples"],
         catalog_transform_graph=catalog_transform.outputs["transform_graph"],
+        interaction_examples=interaction_gen.outputs["examples"],
         top_k=config.top_k)
     served = index_builder.outputs["serving_model" if config.serving_index == "scann"
                                    else "brute_force_model"]
@@ -106,7 +107,7 @@ def model_components(config: PipelineConfig, data: list) -> list:
         transform_graph=transform.outputs["transform_graph"],
         baseline_model=last_blessed.outputs["model"], max_history=config.max_history,
         min_recall_vs_popularity=config.min_recall_vs_popularity,
-        max_regression=config.max_regression)
+        max_regression=config.max_regression, min_index_recall=config.min_index_recall)
     pusher = tfx.components.Pusher(
         model=served, model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
