@@ -90,7 +90,68 @@ def _pipeline_config(args):
         model_overrides=_model_overrides(args), top_k=args.top_k,
         serving_index=args.serving_index,
         serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
-        min_recall_vs_popularity=args.min_recall_vs_popularity)
+        min_recall_vs_popularity=args.min_recall_vs_popularity,
+        **_release_config(args))
+
+
+def _release_config(args) -> dict:
+    """The release fields of PipelineConfig (``--release-dir``, ``--user-store``, ...)."""
+    return {"release_dir": os.path.abspath(args.release_dir) if args.release_dir else None,
+            "user_store": args.user_store or None, "es_hosts": args.es_hosts,
+            "es_alias": args.es_alias, "min_index_recall": args.min_index_recall}
+
+
+def _catalog_refresh(args) -> int:
+    from pipeline.configs import PipelineConfig
+    from pipeline.runners import local
+    from stars import release as releases
+    config = PipelineConfig(
+        data_dir=os.path.abspath(args.data_dir), pipeline_root=os.path.abspath(args.root),
+        encoder=args.encoder, tagger=args.tagger, tag_vocabulary=args.tag_vocabulary,
+        max_history=args.max_history, top_k=args.top_k, serving_index=args.serving_index,
+        serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
+        beam_pipeline_args=tuple(args.beam_arg or PipelineConfig.beam_pipeline_args),
+        **_release_config(args))
+    before = releases.current_id(config.releases)
+    if before is None:
+        print(f"stars: error: no release in {config.releases} to refresh: run `stars pipeline "
+              "run` first (a refresh re-uses the live release's trained weights)",
+              file=sys.stderr)
+        return 2
+    start = time.time()
+    local.run_refresh(config)
+    after = releases.current(config.releases)
+    _print({"previous_release": before, "release": after.release_id if after else None,
+            "published": after is not None and after.release_id != before,
+            "model_version": after.model_version if after else None,
+            "index_quality": after.manifest["index_quality"] if after else None,
+            "wall_s": round(time.time() - start, 1)})
+    return 0 if after is not None and after.release_id != before else 1
+
+
+def _release_show(args) -> int:
+    from stars import release as releases
+    current = releases.current(args.release_dir)
+    if current is None:
+        print(f"stars: error: no release in {args.release_dir}", file=sys.stderr)
+        return 1
+    _print(current.manifest)
+    return 0
+
+
+def _add_release_options(parser) -> None:
+    parser.add_argument("--release-dir", default="",
+                        help="where releases are published (default <root>/releases)")
+    parser.add_argument("--user-store", default="",
+                        help="user-embedding store of the release: embedded:PATH or "
+                             "redis://host:port/db (default embedded:<root>/user_store)")
+    parser.add_argument("--es-hosts", default="",
+                        help="Elasticsearch URL(s): the release stages an index and swaps "
+                             "--es-alias to it (default: embedded filter catalogue only)")
+    parser.add_argument("--es-alias", default="stars-items")
+    parser.add_argument("--min-index-recall", type=float, default=0.95,
+                        help="release gate: ScaNN recall@K against brute force on real user "
+                             "embeddings")
 
 
 def _pipeline_run(args) -> int:
@@ -137,9 +198,10 @@ def _demo(args) -> int:
     code = _run_pipeline(config)
     if code or args.data_only or args.no_serving:
         return code
+    from pipeline.runners import local
     from serving import demo
-    demo.run(data_dir, os.path.join(config.serving_base, config.model_name),
-             os.path.join(args.out, "serving"))
+    demo.run(data_dir, os.path.join(config.serving_base, config.model_name), config.releases,
+             os.path.join(args.out, "serving"), refresh=lambda: local.run_refresh(config))
     return 0
 
 
@@ -172,6 +234,7 @@ def _add_pipeline_options(parser) -> None:
     parser.add_argument("--beam-arg", action="append",
                         help="Beam pipeline argument, repeatable "
                              "(e.g. --beam-arg=--runner=FlinkRunner)")
+    _add_release_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +285,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after the pipeline (no model server / sidecar requests)")
     _add_pipeline_options(p)
     p.set_defaults(func=_demo)
+    catalog = sub.add_parser("catalog", help="catalogue refresh without retraining")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    p = catalog_sub.add_parser(
+        "refresh", help="re-embed new or changed items with the live release's weights, "
+                        "rebuild the index, gate it and publish a new release")
+    p.add_argument("--data-dir", required=True, help="data directory with the new catalogue")
+    p.add_argument("--root", required=True, help="the pipeline root of the live release")
+    p.add_argument("--encoder", default="minilm",
+                   help="the text encoder the model was trained with")
+    p.add_argument("--tagger", default="keyword")
+    p.add_argument("--tag-vocabulary", default="")
+    p.add_argument("--max-history", type=int, default=200)
+    p.add_argument("--top-k", type=int, default=100)
+    p.add_argument("--serving-index", default="scann", choices=["scann", "brute_force"])
+    p.add_argument("--serving-dir", default="",
+                   help="TF Serving model base path (default <root>/serving)")
+    p.add_argument("--beam-arg", action="append", help="Beam pipeline argument, repeatable")
+    _add_release_options(p)
+    p.set_defaults(func=_catalog_refresh)
+    release = sub.add_parser("release", help="published releases")
+    release_sub = release.add_subparsers(dest="release_command", required=True)
+    p = release_sub.add_parser("show", help="print the live release's manifest")
+    p.add_argument("--release-dir", required=True)
+    p.set_defaults(func=_release_show)
     p = sub.add_parser("eval", help="offline evaluation: leave-one-out, full-catalogue ranking")
     from evaluation import offline
     offline.add_arguments(p)
@@ -255,8 +342,9 @@ def _add_serving_commands(sub) -> None:
 
 # Commands whose console is for a person (progress, results); library logs go to a file.
 # The servers and batch jobs keep logging to stderr, where their supervisor collects it.
-PERSON_FACING = ("data", "pipeline", "demo", "eval")
-WITH_LOG_FILE = ("pipeline", "demo", "eval")  # the ones that load TensorFlow, TFX and Beam
+PERSON_FACING = ("data", "pipeline", "demo", "eval", "catalog")
+# the ones that load TensorFlow, TFX and Beam
+WITH_LOG_FILE = ("pipeline", "demo", "eval", "catalog")
 
 
 def _add_console_options(parser: argparse.ArgumentParser) -> None:

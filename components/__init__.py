@@ -1,3 +1,9 @@
 """components package of STARS."""
 
-from components.artifacts import DataRejects  # noqa: F401  (KFP v2 imports it by TYPE_NAME)
+# KFP v2 / Vertex import custom artifact types by TYPE_NAME ("components.<Class>").
+from components.artifacts import (  # noqa: F401
+    CatalogIndex,
+    DataRejects,
+    Release,
+    UserEmbeddings,
+)

@@ -40,6 +40,12 @@ class PipelineConfig:
     min_recall_vs_popularity: float = 1.0     # blessing: Recall@10 >= ratio x popularity
     max_regression: float = 0.02              # blessing: Recall@10 >= last blessed - this
     min_index_recall: float = 0.95            # blessing: served index recall@K vs brute force
+    # Release (stars.release): after the Pusher, the user embeddings of the pushed version
+    # and the catalogue snapshot (+ Elasticsearch index) are published with it as one.
+    release_dir: Optional[str] = None         # default <root>/releases
+    user_store: Optional[str] = None          # embedded:PATH | redis://...; default embedded
+    es_hosts: str = ""                        # with hosts: the release swaps es_alias
+    es_alias: str = "stars-items"
 
     @property
     def metadata(self) -> str:
@@ -48,6 +54,14 @@ class PipelineConfig:
     @property
     def serving_base(self) -> str:
         return self.serving_model_dir or os.path.join(self.pipeline_root, "serving")
+
+    @property
+    def releases(self) -> str:
+        return self.release_dir or os.path.join(self.pipeline_root, "releases")
+
+    @property
+    def store(self) -> str:
+        return self.user_store or f"embedded:{os.path.join(self.pipeline_root, 'user_store')}"
 
     @property
     def cache_dir(self) -> str:

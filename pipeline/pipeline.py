@@ -14,6 +14,11 @@ Model half:
     latest blessed model (Resolver) ─┐                     │
     IndexBuilder.serving_model ──────┴──▶ StarsEvaluator (TFMA) ──▶ Pusher (if blessed)
 
+Release (``stars.release``; nothing happens for a model that was not pushed):
+
+    Pusher ──▶ UserEmbeddingGen ──▶ CatalogIndexer ──▶ ReleasePublisher
+    (temp + rename)  (uncommitted)    (snapshot, staged ES)  (commit, alias, manifest)
+
 The catalogue reaches the interaction ExampleGen, the Trainer and the
 IndexBuilder as input artifacts (unknown item ids are set aside at the
 ExampleGen), never through ``custom_config``.
@@ -28,23 +33,39 @@ from tfx import v1 as tfx
 from tfx.proto import transform_pb2
 
 from components.catalog_example_gen import CATALOG_SPLIT, CatalogExampleGen
+from components.catalog_indexer import CatalogIndexer
+from components.catalog_refresher import CatalogRefresher
 from components.index_builder import IndexBuilder
 from components.interaction_example_gen import InteractionExampleGen
 from components.item_enricher import ItemEnricher
+from components.model_pusher import ModelPusher
+from components.release_publisher import ReleasePublisher
 from components.stars_evaluator import StarsEvaluator
 from components.stars_trainer import StarsTrainer
+from components.user_embedding_gen import UserEmbeddingGen
 from pipeline.configs import PipelineConfig
 
 INTERACTION_PREPROCESSING_FN = "models.preprocessing.preprocessing_fn"
 CATALOG_PREPROCESSING_FN = "models.catalog_preprocessing.preprocessing_fn"
 
 
-def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base_node.BaseNode]:
+def source_components(config: PipelineConfig) -> tuple:
+    """The catalogue, enriched, and the interactions as Examples: what both the training
+    pipeline and the catalogue refresh start from."""
     catalog_gen = CatalogExampleGen(data_dir=config.data_dir,
                                     data_fingerprint=config.catalog_fingerprint)
     enricher = ItemEnricher(items=catalog_gen.outputs["examples"], encoder=config.encoder,
                             tagger=config.tagger, tag_vocabulary=config.tag_vocabulary,
                             cache_dir=config.cache_dir)
+    interaction_gen = InteractionExampleGen(
+        catalog=catalog_gen.outputs["examples"], data_dir=config.data_dir,
+        split_mode=config.split_mode, eval_fraction=config.eval_fraction,
+        max_history=config.max_history, data_fingerprint=config.interactions_fingerprint)
+    return catalog_gen, enricher, interaction_gen
+
+
+def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base_node.BaseNode]:
+    catalog_gen, enricher, interaction_gen = source_components(config)
     catalog_stats = tfx.components.StatisticsGen(
         examples=enricher.outputs["enriched_items"]).with_id("CatalogStatisticsGen")
     catalog_schema = tfx.components.SchemaGen(
@@ -59,10 +80,6 @@ def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base
                                                  transform=[CATALOG_SPLIT])
     ).with_id("CatalogTransform")
 
-    interaction_gen = InteractionExampleGen(
-        catalog=catalog_gen.outputs["examples"], data_dir=config.data_dir,
-        split_mode=config.split_mode, eval_fraction=config.eval_fraction,
-        max_history=config.max_history, data_fingerprint=config.interactions_fingerprint)
     splits = ["train", "eval"] + (["test"] if config.split_mode == "leave_one_out" else [])
     stats = tfx.components.StatisticsGen(examples=interaction_gen.outputs["examples"])
     schema = tfx.components.SchemaGen(statistics=stats.outputs["statistics"])
@@ -108,12 +125,62 @@ def model_components(config: PipelineConfig, data: list) -> list:
         baseline_model=last_blessed.outputs["model"], max_history=config.max_history,
         min_recall_vs_popularity=config.min_recall_vs_popularity,
         max_regression=config.max_regression, min_index_recall=config.min_index_recall)
-    pusher = tfx.components.Pusher(
-        model=served, model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=os.path.join(config.serving_base, config.model_name))))
-    return [trainer, index_builder, last_blessed, evaluator, pusher]
+    return [trainer, index_builder, last_blessed, evaluator,
+            *release_components(config, served, evaluator.outputs["blessing"],
+                                catalog_gen.outputs["examples"], source="pipeline")]
+
+
+def release_components(config: PipelineConfig, served, blessing, catalog,
+                       source: str) -> list:
+    """Pusher -> UserEmbeddingGen -> CatalogIndexer -> ReleasePublisher: the blessed
+    model, its users' embeddings and its catalogue, published as one release."""
+    pusher = ModelPusher(
+        model=served, model_blessing=blessing,
+        base_directory=os.path.join(config.serving_base, config.model_name)).with_id("Pusher")
+    user_embeddings = UserEmbeddingGen(
+        pushed_model=pusher.outputs["pushed_model"], data_dir=config.data_dir,
+        store=config.store, max_history=config.max_history)
+    catalog_index = CatalogIndexer(
+        catalog=catalog, pushed_model=pusher.outputs["pushed_model"],
+        data_dir=config.data_dir, es_hosts=config.es_hosts, es_alias=config.es_alias)
+    publisher = ReleasePublisher(
+        served_model=served, pushed_model=pusher.outputs["pushed_model"],
+        user_embeddings=user_embeddings.outputs["user_embeddings"],
+        catalog_index=catalog_index.outputs["catalog_index"], release_dir=config.releases,
+        model_name=config.model_name, source=source,
+        min_index_recall=config.min_index_recall, es_hosts=config.es_hosts)
+    return [pusher, user_embeddings, catalog_index, publisher]
+
+
+def refresh_components(config: PipelineConfig) -> list:
+    """The catalogue refresh (``stars catalog refresh``): today's catalogue, enriched
+    (the enrichment cache re-embeds only new or changed items), over the live release's
+    trained weights, gated on index recall, published as a new release."""
+    catalog_gen, enricher, interaction_gen = source_components(config)
+    refresher = CatalogRefresher(
+        enriched_items=enricher.outputs["enriched_items"],
+        interaction_examples=interaction_gen.outputs["examples"], release_dir=config.releases,
+        top_k=config.top_k, serving_index=config.serving_index,
+        min_index_recall=config.min_index_recall)
+    served = refresher.outputs["serving_model" if config.serving_index == "scann"
+                               else "brute_force_model"]
+    return [catalog_gen, enricher, interaction_gen, refresher,
+            *release_components(config, served, refresher.outputs["blessing"],
+                                catalog_gen.outputs["examples"], source="catalog-refresh")]
+
+
+def create_refresh_pipeline(config: PipelineConfig) -> tfx.dsl.Pipeline:
+    """The refresh as its own pipeline (own name, same root and MLMD), for the local
+    runner and for Vertex / Kubeflow schedules; never cached: it exists to see changes."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=f"{config.pipeline_name}-catalog-refresh",
+        pipeline_root=config.pipeline_root,
+        components=refresh_components(config),
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata),
+        beam_pipeline_args=list(config.beam_pipeline_args),
+        enable_cache=False,
+    )
 
 
 def components(config: PipelineConfig) -> list:

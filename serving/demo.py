@@ -1,12 +1,15 @@
-"""The serving half of ``stars demo``: model server + batch user embeddings + sidecar.
+"""The serving half of ``stars demo``: model server + the pipeline's release + sidecar,
+then a catalogue refresh served without a restart.
 
-After the pipeline has pushed a model, this starts the TF Serving-compatible model
-server (REST and gRPC), refreshes the stored user embeddings with the batch job,
-starts the sidecar (embedded post-filter over the catalogue, model over gRPC),
-then sends real requests: REST ``:predict`` and gRPC ``Predict`` with the official
-stub to the model server, and sidecar recommendations with filters for a known
-user, an anonymous session and a round-robin request.  Every returned item is
-checked against the filters; everything is shut down at the end.
+After the pipeline has published a release (model version, user embeddings, catalogue),
+this starts the TF Serving-compatible model server (REST and gRPC, two versions kept
+loaded) and the sidecar following the release directory (embedded post-filter, model
+over gRPC), then sends real requests: REST ``:predict`` and gRPC ``Predict`` with the
+official stub to the model server, and sidecar recommendations with filters for a known
+user, an anonymous session and a round-robin request.  Then a product is added to the
+catalogue, the catalogue refresh publishes a new release, and the sidecar -- still
+running -- switches to it and recommends the new product to a session about it.  Every
+returned item is checked against the filters; everything is shut down at the end.
 """
 import argparse
 import json
@@ -14,6 +17,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable, Optional
 
 
 def _post(url: str, body: dict) -> dict:
@@ -79,17 +83,52 @@ def _catalogue(data_dir: str) -> dict:
     return out
 
 
-def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "stars") -> dict:
-    from serving.batch import job
+def add_product(data_dir: str, like: str) -> dict:
+    """Appends a new product to the catalogue file: a new edition of item ``like`` (same
+    text, category and shop data, a new id and title).  Returns its row."""
+    import pandas as pd
+
+    from stars.data import contract
+    path = contract.find_table_file(data_dir, contract.ITEMS)
+    items = (pd.read_parquet(path) if path.name.endswith(".parquet")
+             else pd.read_csv(path, dtype=str, keep_default_na=False))
+    row = items[items["item_id"].astype(str) == like].iloc[0].copy()
+    row["item_id"] = f"{like}-new"
+    row["title"] = f"{row['title']} (new edition)"
+    items = pd.concat([items, row.to_frame().T], ignore_index=True)
+    if path.name.endswith(".parquet"):
+        items.to_parquet(path, index=False)
+    else:
+        items.to_csv(path, index=False)
+    return {k: str(v) for k, v in row.items()}
+
+
+def _wait_for_release(app, release_id: str, timeout_s: float = 120.0) -> float:
+    started = time.time()
+    while time.time() - started < timeout_s:
+        if app.popularity_source.status()["release"] == release_id:
+            return time.time() - started
+        time.sleep(0.1)
+    raise TimeoutError(f"the sidecar did not switch to release {release_id} within "
+                       f"{timeout_s:.0f} s: {app.popularity_source.status()}")
+
+
+def run(data_dir: str, model_base_path: str, release_dir: str, work_dir: str,
+        refresh: Optional[Callable[[], None]] = None, model_name: str = "stars") -> dict:
+    """``refresh``: runs the catalogue refresh (``stars catalog refresh``) of this
+    pipeline; None skips the refresh part."""
     from serving.model_server.server import serve
     from serving.sidecar.cli import add_serve_sidecar_parser, build_app
     from serving.sidecar.server import make_server
+    from stars import release as releases
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    report = {}
-    server = serve(model_base_path, model_name, rest_port=0, grpc_port=0, host="127.0.0.1")
-    sidecar = None
+    report: dict = {}
+    # two versions loaded: the release being replaced answers until the sidecar switches
+    server = serve(model_base_path, model_name, rest_port=0, grpc_port=0, host="127.0.0.1",
+                   num_latest=2)
+    sidecar = app = None
     try:
         print(f"== model server: REST :{server.rest_port}, gRPC :{server.grpc_port}, "
               f"versions {server.versions.serving_versions()}")
@@ -106,20 +145,25 @@ def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "s
         print(f"== REST predict (user {users[0]}): {report['rest_ni_top5']}")
         print(f"== gRPC predict (user {users[0]}): {report['grpc_ni_top5']}")
 
-        store = f"embedded:{work / 'user_store'}"
-        started = time.time()
-        batch = job.run(model_base_path, data_dir, store)
-        print(f"== batch user embeddings -> {store}: {batch.get('users_written')} users in "
-              f"{time.time() - started:.1f}s")
+        release = releases.current(release_dir)
+        if release is None:
+            raise RuntimeError(f"the pipeline published no release in {release_dir}")
+        stored = release.manifest["user_embeddings"]
+        quality = release.manifest["index_quality"]
+        print(f"== release {release.release_id}: model version {release.model_version}, "
+              f"{stored['users']} users' embeddings, {release.manifest['catalogue']['items']} "
+              f"catalogue items, ScaNN recall@{quality['k']} {quality['scann_recall_at_k']:.3f}")
+        report["release"] = release.release_id
 
         sidecar_parser = argparse.ArgumentParser(prog="stars serve")
         add_serve_sidecar_parser(sidecar_parser.add_subparsers())
         args = sidecar_parser.parse_args([  # the flags `stars serve sidecar` takes
-            "sidecar", "--data-dir", data_dir,
+            "sidecar", "--release-dir", release_dir,
             "--model-url", f"grpc://127.0.0.1:{server.grpc_port}", "--model-name", model_name,
-            "--user-store", store, "--host", "127.0.0.1", "--port", "0",
-            "--model-timeout-ms", "2000", "--budget-ms", "5000"])
+            "--user-store", stored["store"], "--host", "127.0.0.1", "--port", "0",
+            "--model-timeout-ms", "2000", "--budget-ms", "5000", "--release-poll-ms", "200"])
         app = build_app(args)
+        _wait_for_release(app, release.release_id)
         app.popularity_source.refresh()  # the fallback ranking that ships with the model
         report["popularity_source"] = app.recommender.popularity.source
         print(f"== sidecar fallback ranking: {len(app.recommender.popularity.ranking)} items, "
@@ -145,22 +189,57 @@ def run(data_dir: str, model_base_path: str, work_dir: str, model_name: str = "s
                 "filters": {"region": "uk"}, "context": {"timestamp": last}}),
         ]
         for title, body in requests:
-            answer = _post(url, body)
-            _check_filters(answer["items"], body["filters"], catalogue)
-            shown = [(x["item_id"], x.get("source"), catalogue[x["item_id"]]["title"][:40])
-                     for x in answer["items"]]
-            print(f"== sidecar: {title}: embedding={answer.get('user_embedding')} "
-                  f"degraded={answer.get('degraded')} latency_ms={answer.get('latency_ms')}")
-            for row in shown:
-                print("     ", *row)
-            report[title] = {"items": [x["item_id"] for x in answer["items"]],
-                             "degraded": answer.get("degraded"),
-                             "latency_ms": answer.get("latency_ms")}
+            report[title] = _show(url, title, body, catalogue)
         print("== every answer respects its filters")
+        if refresh is not None:
+            report["refresh"] = _refresh(url, app, data_dir, release_dir, refresh, events,
+                                         last)
     finally:
+        if app is not None and app.popularity_source is not None:
+            app.popularity_source.stop()
         if sidecar is not None:
             sidecar.shutdown()
             sidecar.server_close()
         server.stop()
         print("== model server and sidecar stopped")
     return report
+
+
+def _show(url: str, title: str, body: dict, catalogue: dict) -> dict:
+    answer = _post(url, body)
+    _check_filters(answer["items"], body["filters"], catalogue)
+    print(f"== sidecar: {title}: embedding={answer.get('user_embedding')} "
+          f"degraded={answer.get('degraded')} latency_ms={answer.get('latency_ms')}")
+    for x in answer["items"]:
+        print("     ", x["item_id"], x.get("source"), catalogue[x["item_id"]]["title"][:40])
+    return {"items": [x["item_id"] for x in answer["items"]], "degraded": answer.get("degraded"),
+            "latency_ms": answer.get("latency_ms")}
+
+
+def _refresh(url, app, data_dir, release_dir, refresh, events, last) -> dict:
+    """Adds a product, runs the catalogue refresh, waits for the running sidecar to
+    switch, and asks for a session about the product's older edition."""
+    from stars import release as releases
+    like = str(events["item_id"].iloc[-1])
+    product = add_product(data_dir, like)
+    changed = time.time()
+    print(f"== catalogue: added {product['item_id']} \"{product['title'][:50]}\"; "
+          "refreshing the catalogue (no retraining)")
+    refresh()
+    release = releases.current(release_dir)
+    switched = _wait_for_release(app, release.release_id)
+    served_after = time.time() - changed
+    print(f"== release {release.release_id} (model version {release.model_version}, "
+          f"{release.manifest['catalogue']['items']} items) served {served_after:.1f} s after "
+          f"the catalogue changed (the sidecar switched {switched:.1f} s after publication)")
+    body = {"events": [{"item_id": like, "event_type": "view", "timestamp": last - 60}],
+            "k": 10, "mode": "general", "filters": {"exclude_ids": [like]},
+            "context": {"timestamp": last}}
+    shown = _show(url, f"a session about {like}, after the refresh", body,
+                  _catalogue(data_dir))
+    rank = (shown["items"].index(product["item_id"]) + 1
+            if product["item_id"] in shown["items"] else None)
+    print(f"== the new product {product['item_id']} is "
+          + (f"recommended at rank {rank}" if rank else "not in this top 10"))
+    return {"release": release.release_id, "new_item": product["item_id"], "rank": rank,
+            "served_after_s": round(served_after, 1), **shown}

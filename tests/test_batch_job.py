@@ -142,7 +142,7 @@ def test_job_embeds_every_user_into_the_embedded_store(model_base, data_dir, tmp
                               "--data-dir", str(data_dir), "--store", spec,
                               "--grace-seconds", "0"])
     assert args.func(args) == 0
-    assert store.version() != first and store.generations() == [store.version()]
+    assert store.version() != first and store.generations() == [first, store.version()]
     assert _base(store, "u1") == [6, 16, 11 + 12 + 13 + 14 + 15 + 16, 950, 30, 1, 0, 1]
     assert _base(store, "u5") == [1, 31, 31, 950, -1, 0, 1, 0]
 

@@ -147,13 +147,21 @@ def test_refresh_switches_atomically_and_cleans_up(make_store):
     assert all(a is None for a in answers[30:50])       # the new generation lacks them
     assert answers[3][0][0] == 203 and answers[-1][0][0] == 7.0
     assert {a[2] for a in answers if a is not None} == {"2"}
-    assert s.generations() == [second]                   # the old one was removed
+    # the previous generation is kept: a reader pinned to the last release still reads it
+    assert s.generations() == [first, second]
+    assert reader.get("u40", first)[0][0] == 140 and reader.get("u40", first)[2] == "1"
+    assert reader.get("u40") is None
+    third = fill(s, users[:5], 300, model_version="3").commit()
+    assert s.generations() == [second, third]           # older ones are removed
+    with pytest.raises(StoreError, match="not"):
+        make_store().get("u3", first)  # (an open reader keeps what it has open)
+    assert reader.get("u3", second)[0][0] == 203 and reader.get("u3")[0][0] == 303
     if make_store.backend == "redis":
         keys = list(s.client.scan_iter(match=s.keys.prefix + "*", count=1000))
         assert not [k for k in keys if first.encode() in k], "old generation keys left"
-        assert s.client.get(s.keys.pointer) == second.encode()
         raw = s.client.get(s.keys.user(second, "u3"))
         assert raw == np.concatenate([vec(203.0), vec(-203.0)]).astype("<f4").tobytes()
+        assert s.client.get(s.keys.pointer) == third.encode()
 
 
 def test_abort_keeps_the_old_generation(make_store):
@@ -285,7 +293,7 @@ def test_readers_only_ever_see_complete_generations(make_store):
         assert value_of[version] == base, "a version answered another generation's values"
     order = [value_of[v] for v, _ in seen]
     assert set(order) >= {0, 3000} and 2000 not in order
-    assert len(writer_store.generations()) == 1
+    assert len(writer_store.generations()) == 2  # the live one and the previous one
 
 
 def test_embedded_reader_survives_removal_of_its_generation(tmp_path):
@@ -297,11 +305,13 @@ def test_embedded_reader_survives_removal_of_its_generation(tmp_path):
     reader = EmbeddedStore(root)
     assert reader.get("a")[2] == "1" and reader.version() == first
     second = fill(writer_store, ["a"], 2, model_version="2").commit()
-    assert not (root / f"{first}.sqlite").exists()
+    third = fill(writer_store, ["a"], 3, model_version="3").commit()
+    assert not (root / f"{first}.sqlite").exists()  # (the previous one, second, is kept)
     assert reader._conn.execute("SELECT COUNT(*) FROM emb").fetchone()[0] == 1
-    assert reader.get("a")[0][0] == 2 and reader.get("a")[2] == "2"
-    assert reader.version() == second
-    assert {p.name for p in root.iterdir()} == {"CURRENT", f"{second}.sqlite"}
+    assert reader.get("a")[0][0] == 3 and reader.get("a")[2] == "3"
+    assert reader.version() == third
+    assert {p.name for p in root.iterdir()} == {"CURRENT", f"{second}.sqlite",
+                                                 f"{third}.sqlite"}
 
 
 def test_grace_period_delays_cleanup(tmp_path):
@@ -316,7 +326,10 @@ def test_grace_period_delays_cleanup(tmp_path):
     assert s.version() == writer.generation
     assert first in s.generations()                       # switched, not yet removed
     done.join()
-    assert s.generations() == [writer.generation]
+    assert s.generations() == [first, writer.generation]  # the previous one is kept
+    third = fill(s, ["a"], 3)
+    third.commit()
+    assert s.generations() == [writer.generation, third.generation]
 
 
 def test_open_store_specs(tmp_path, redis_url):

@@ -19,7 +19,7 @@ from tfx import v1 as tfx
 
 from components import catalog_example_gen, interaction_example_gen
 from pipeline.configs import PipelineConfig
-from pipeline.pipeline import create_pipeline, data_components
+from pipeline.pipeline import create_pipeline, create_refresh_pipeline, data_components
 from stars.data import fingerprint
 
 RUNNING, FINISHED, SKIPPED = ("Component %s is running.", "Component %s is finished.",
@@ -132,7 +132,18 @@ def compile_with_data_half_cached(config: PipelineConfig):
 
 
 def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
-    ir = compile_with_data_half_cached(fingerprinted(config))
+    run_ir(compile_with_data_half_cached(fingerprinted(config)), out)
+
+
+def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
+    """The catalogue refresh (``pipeline.pipeline.create_refresh_pipeline``), never cached;
+    the fingerprints still let the CatalogIndexer check it snapshots the file it read."""
+    from tfx.orchestration.portable import tfx_runner
+    config = fingerprinted(dataclasses.replace(config, enable_cache=True))
+    run_ir(tfx_runner._make_pipeline_proto(create_refresh_pipeline(config)), out)
+
+
+def run_ir(ir, out: Optional[IO[str]] = None) -> None:
     lines = ComponentLines(len(ir.nodes), out)
     with listening(lines):
         try:

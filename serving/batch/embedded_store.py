@@ -243,6 +243,7 @@ class EmbeddedStore:
         self._generation: Optional[str] = None
         self._model_version = ""
         self._conn: Optional[sqlite3.Connection] = None
+        self._pinned_conn: Optional[Tuple[str, sqlite3.Connection, str]] = None
 
     def __repr__(self) -> str:
         return f"EmbeddedStore({str(self.root)!r})"
@@ -284,16 +285,38 @@ class EmbeddedStore:
         with self._lock:
             return self._current()[0]
 
-    def get(self, user_id: str) -> Optional[Entry]:
-        return self.get_many([user_id])[0]
+    def _pinned(self, generation: str):
+        """(generation, connection, model version) of a named committed generation; call
+        with the lock held.  One pinned connection is kept (a release reads one)."""
+        cached = self._pinned_conn
+        if cached is not None and cached[0] == generation:
+            return cached
+        path = self.root / f"{check_generation(generation)}{SUFFIX}"
+        try:
+            conn = _open_readonly(path)
+        except (FileNotFoundError, sqlite3.Error) as e:
+            raise StoreError(f"generation {generation!r} is not in {self.root} (never "
+                             f"committed, or collected): {e}") from e
+        row = conn.execute("SELECT value FROM meta WHERE key = 'model_version'").fetchone()
+        if cached is not None:
+            cached[1].close()
+        self._pinned_conn = (generation, conn, str(row[0]) if row and row[0] else "")
+        return self._pinned_conn
 
-    def get_many(self, user_ids: Sequence[str]) -> List[Optional[Entry]]:
+    def get(self, user_id: str, generation: Optional[str] = None) -> Optional[Entry]:
+        return self.get_many([user_id], generation)[0]
+
+    def get_many(self, user_ids: Sequence[str],
+                 generation: Optional[str] = None) -> List[Optional[Entry]]:
         ids = [str(u) for u in user_ids]
         with self._lock:
-            generation, conn = self._current()
+            if generation:
+                generation, conn, model_version = self._pinned(generation)
+            else:
+                generation, conn = self._current()
+                model_version = self._model_version
             if conn is None:
                 return [None] * len(ids)
-            model_version = self._model_version
             found = {}
             for start in range(0, len(ids), _QUERY_CHUNK):
                 chunk = ids[start:start + _QUERY_CHUNK]
@@ -353,8 +376,11 @@ class EmbeddedStore:
         if self.grace_seconds > 0:
             time.sleep(self.grace_seconds)
         live = self.version()
+        older = [g for g in self.generations()
+                 if g < committed and (self.root / f"{g}{SUFFIX}").is_file()]
+        previous = max(older) if older else None  # a release switching back still reads it
         for generation in self.generations():
-            if generation >= committed or generation == live:
+            if generation >= committed or generation in (live, previous):
                 continue
             (self.root / f"{generation}{SUFFIX}").unlink(missing_ok=True)
             shutil.rmtree(self.root / f"{generation}{PARTIAL}", ignore_errors=True)

@@ -39,16 +39,23 @@ NAMESPACE = "stars:ue"
 WRITE_BATCH = 1000
 DELETE_BATCH = 500
 
-# KEYS[1] = pointer key; ARGV[1] = key prefix ("stars:ue:"), ARGV[2..] = user ids.
-# Returns false (no live generation) or {generation, model_version, value_or_false, ...}.
+# KEYS[1] = pointer key; ARGV[1] = key prefix ("stars:ue:"), ARGV[2] = a generation to
+# read ("" = the live one), ARGV[3..] = user ids.  Returns false (no live generation),
+# "missing" (the named generation is not committed) or
+# {generation, model_version, value_or_false, ...}.
 _GET_MANY = """
-local gen = redis.call('GET', KEYS[1])
-if not gen then return false end
+local gen = ARGV[2]
+if gen == '' then
+  gen = redis.call('GET', KEYS[1])
+  if not gen then return false end
+elseif redis.call('HGET', ARGV[1] .. 'meta:' .. gen, 'state') ~= 'committed' then
+  return 'missing'
+end
 local model_version = redis.call('HGET', ARGV[1] .. 'meta:' .. gen, 'model_version') or ''
 local prefix = ARGV[1] .. gen .. ':'
 local out = {gen, model_version}
 local n = #ARGV
-local i = 2
+local i = 3
 while i <= n do
   local keys = {}
   local j = i
@@ -219,14 +226,20 @@ class RedisStore:
     def version(self) -> Optional[str]:
         return _text(self.client.get(self.keys.pointer))
 
-    def get(self, user_id: str) -> Optional[Entry]:
-        return self.get_many([user_id])[0]
+    def get(self, user_id: str, generation: Optional[str] = None) -> Optional[Entry]:
+        return self.get_many([user_id], generation)[0]
 
-    def get_many(self, user_ids: Sequence[str]) -> List[Optional[Entry]]:
+    def get_many(self, user_ids: Sequence[str],
+                 generation: Optional[str] = None) -> List[Optional[Entry]]:
         ids = [str(u) for u in user_ids]
+        pinned = check_generation(generation) if generation else ""
+        answer = self._get_many(keys=[self.keys.pointer],
+                                args=[self.keys.prefix, pinned, *ids])
+        if answer in (b"missing", "missing"):
+            raise StoreError(f"generation {generation!r} is not committed in "
+                             f"{self.keys.namespace!r} (never committed, or collected)")
         if not ids:
             return []
-        answer = self._get_many(keys=[self.keys.pointer], args=[self.keys.prefix, *ids])
         if not answer:
             return [None] * len(ids)
         model_version = _text(answer[1]) or ""
@@ -288,8 +301,11 @@ class RedisStore:
         if self.grace_seconds > 0:
             time.sleep(self.grace_seconds)
         live = self.version()
+        older = [g for g in self.generations() if g < committed and _text(
+            self.client.hget(self.keys.meta(g), "state")) == "committed"]
+        previous = max(older) if older else None  # a release switching back still reads it
         for generation in self.generations():
-            if generation < committed and generation != live:
+            if generation < committed and generation not in (live, previous):
                 self._delete_generation(generation)
 
     def close(self) -> None:

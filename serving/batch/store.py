@@ -140,11 +140,15 @@ def row_parts(row) -> Tuple[str, np.ndarray, np.ndarray, Tuple[str, ...]]:
 class UserEmbeddingReader(Protocol):
     """What the serving sidecar needs."""
 
-    def get(self, user_id: str) -> Optional[Entry]:
+    def get(self, user_id: str, generation: Optional[str] = None) -> Optional[Entry]:
         """``(h_gen_base, h_next_base, model_version, latest_items)`` from the live
-        generation, None if the user is not in it (or nothing was committed yet)."""
+        generation (or the committed ``generation`` named: a release's), None if the
+        user is not in it (or nothing was committed yet).  A named generation that is
+        not there raises StoreError.  The previous committed generation is kept when a
+        new one is committed, so a reader pinned to the last release keeps working."""
 
-    def get_many(self, user_ids: Sequence[str]) -> List[Optional[Entry]]:
+    def get_many(self, user_ids: Sequence[str],
+                 generation: Optional[str] = None) -> List[Optional[Entry]]:
         """One entry (or None) per id, all from the same generation."""
 
     def version(self) -> Optional[str]:

@@ -220,16 +220,21 @@ class Recommender:
         self._offsets: "collections.OrderedDict" = collections.OrderedDict()
         self._offsets_lock = threading.Lock()
         self._last_version: Optional[str] = None  # newest version seen unpinned
+        # The user-embedding generation of the served release (serving.sidecar.release);
+        # None: the store's live generation.
+        self.store_generation: Optional[str] = None
 
     # ------------------------------------------------------------------ public
-    def switch_catalog(self, catalog: EmbeddedFilterBackend, popularity: Popularity) -> None:
-        """A new release's catalogue: the snapshot, the popularity ranking and, when the
-        filters run in process, the filter backend (each one assignment: a request in
-        flight finishes with whichever it read)."""
+    def switch_release(self, catalog: EmbeddedFilterBackend, popularity: Popularity,
+                       store_generation: Optional[str]) -> None:
+        """A new release's catalogue -- the snapshot, the popularity ranking and, when the
+        filters run in process, the filter backend -- and its user-embedding generation
+        (each one assignment: a request in flight finishes with whichever it read)."""
         if isinstance(self.filter_backend, EmbeddedFilterBackend):
             self.filter_backend = catalog
         self.snapshot = catalog
         self.popularity = popularity
+        self.store_generation = store_generation
 
     def recommend(self, request: RecommendationRequest,
                   started: Optional[float] = None) -> Recommendation:
@@ -272,6 +277,9 @@ class Recommender:
             return None
         since = time.perf_counter()
         try:
+            if self.store_generation is not None:  # the served release's generation
+                return self.store_breaker.call(self.user_store.get, request.user_id,
+                                               self.store_generation)
             return self.store_breaker.call(self.user_store.get, request.user_id)
         except pybreaker.CircuitBreakerError:  # resting after a failure: a marked miss
             result.degrade("user_store_unavailable")

@@ -1,12 +1,12 @@
 """The sidecar follows a release directory (``--release-dir``, see :mod:`stars.release`).
 
-What a release switches together: the model version that answers every call not pinned
-to a stored embedding's own version (anonymous sessions, unknown users, the context
-offset of unpinned calls), the catalogue snapshot the post-filter uses (the embedded
-backend, and the fallback when Elasticsearch is down), and the popularity ranking of
-that model version.  Stored user embeddings keep their own model version, so they are
-valid on either side of the switch as long as the model server keeps both versions
-loaded (``model_version_policy { latest { num_versions: 2 } }``).
+What a release switches together: the user-embedding generation read from the store
+(the release names it; the store keeps the previous one), the model version that
+answers every call not pinned to a stored embedding's own version (anonymous sessions,
+unknown users), the catalogue snapshot the post-filter uses (the embedded backend, and
+the fallback when Elasticsearch is down), and the popularity ranking of that model
+version.  The model server keeps both versions loaded (``model_version_policy { latest
+{ num_versions: 2 } }``), so requests in flight at the switch finish on either.
 
 A new release is switched to only when all of it is in place: its manifest and
 catalogue are readable and the model server answers for its model version (its
@@ -52,7 +52,8 @@ class ReleaseFollower:
             raise releases.ReleaseError(f"no release in {self.release_root} yet: run the "
                                         "pipeline (or `stars catalog refresh`) first")
         catalog = self.catalog_of(release)
-        self._switch(release, catalog, Popularity(catalog, source="catalogue order"))
+        self._switch(release, catalog, Popularity(catalog, source="catalogue order"),
+                     self._generation(release))
         return release
 
     def _ranking(self, release, catalog) -> Popularity:
@@ -64,9 +65,23 @@ class ReleaseFollower:
         return Popularity(catalog, counts,
                           source=f"release {release.release_id} (model version {got})")
 
-    def _switch(self, release, catalog, popularity) -> None:
+    def _generation(self, release) -> Optional[str]:
+        """The release's user-embedding generation, checked readable in the sidecar's
+        store (raises otherwise: then the release is not switched to); None without a
+        store."""
+        store = self.recommender.user_store
+        if store is None:
+            return None
+        generation = str(release.manifest["user_embeddings"].get("generation") or "")
+        if not generation:
+            raise releases.ReleaseError(f"release {release.release_id} names no "
+                                        "user-embedding generation")
+        store.get_many([], generation)  # StoreError when this store does not hold it
+        return generation
+
+    def _switch(self, release, catalog, popularity, generation) -> None:
         rec = self.recommender
-        rec.switch_catalog(catalog, popularity)
+        rec.switch_release(catalog, popularity, generation)
         self.model.use_release(release.model_version)
         self.ranked_version = (release.model_version
                                if popularity.source.startswith("release") else None)
@@ -91,6 +106,7 @@ class ReleaseFollower:
             catalog = (self.recommender.snapshot if release is served
                        else self.catalog_of(release))
             popularity = self._ranking(release, catalog)
+            generation = self._generation(release)
         except Exception as e:  # not ready yet (or unreadable): keep what is served
             message = str(e)[:200]
             if message != self.error:
@@ -98,7 +114,7 @@ class ReleaseFollower:
                             self.served.release_id if self.served else "none", message)
             self.error = message
             return False
-        self._switch(release, catalog, popularity)
+        self._switch(release, catalog, popularity, generation)
         self.error = None
         return True
 

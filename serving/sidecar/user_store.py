@@ -23,7 +23,8 @@ StoredEmbedding = tuple  # (h_gen_base, h_next_base, version[, latest_items])
 class UserEmbeddingStore(Protocol):
     def get(self, user_id: str) -> Optional[StoredEmbedding]:
         """The user's (h_gen_base, h_next_base, version[, latest_items]), or None when
-        unknown."""
+        unknown.  Stores that keep generations (``serving/batch/``) also take
+        ``get(user_id, generation)``: a release reads the generation it names."""
 
 
 class InMemoryUserEmbeddingStore:
