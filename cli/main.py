@@ -178,7 +178,8 @@ def _pipeline_compile(args) -> int:
                                  pipeline_root=uri(args.root))
     image = args.image or vertex.DEFAULT_IMAGE
     try:
-        path = vertex.compile(config, args.output, image=image, target=args.target)
+        path = vertex.compile(config, args.output, image=image, target=args.target,
+                              catalog_refresh=args.catalog_refresh)
     except ImportError as e:
         print(f"stars: error: {e}", file=sys.stderr)
         return 2
@@ -274,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".json (Vertex PipelineJob) or .yaml (PipelineSpec; Kubeflow needs it)")
     p.add_argument("--image", default=None,
                    help="image with this repo installed (see Dockerfile); default stars:latest")
+    p.add_argument("--catalog-refresh", action="store_true",
+                   help="compile the catalogue refresh pipeline (what `stars catalog refresh` "
+                        "runs) instead of the training pipeline")
     _add_pipeline_options(p)
     p.set_defaults(func=_pipeline_compile)
 

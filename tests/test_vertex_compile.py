@@ -19,7 +19,7 @@ from tfx.utils import import_utils
 
 from cli import main as cli
 from pipeline.configs import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_pipeline, create_refresh_pipeline
 from pipeline.runners import vertex
 
 IMAGE = "europe-west4-docker.pkg.dev/proj/repo/stars:test"
@@ -34,16 +34,17 @@ def _config(**overrides):
     return PipelineConfig(**fields)
 
 
-def _check_spec(spec: dict, config: PipelineConfig, image: str, tmp_path) -> None:
-    """Checks a PipelineSpec dict against the TFX DSL built from ``config``."""
-    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # valid KFP IR
-    assert parsed.schema_version == "2.1.0"  # the only version the KFP v2 backend accepts
-    assert parsed.pipeline_info.name == config.pipeline_name
-    assert parsed.default_pipeline_root == config.pipeline_root
-
+def _check_spec(spec: dict, config: PipelineConfig, image: str, tmp_path,
+                make=create_pipeline) -> None:
+    """Checks a PipelineSpec dict against the TFX DSL ``make`` builds from ``config``."""
     # create_pipeline makes the MLMD SQLite directory: keep it off gs:// here.
     local = dataclasses.replace(config, metadata_path=str(tmp_path / "mlmd" / "m.sqlite"))
-    nodes = create_pipeline(local).components
+    pipeline = make(local)
+    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())  # valid KFP IR
+    assert parsed.schema_version == "2.1.0"  # the only version the KFP v2 backend accepts
+    assert parsed.pipeline_info.name == pipeline.pipeline_info.pipeline_name
+    assert parsed.default_pipeline_root == config.pipeline_root
+    nodes = pipeline.components
     tasks = spec["root"]["dag"]["tasks"]
     # A Resolver compiles to one importer-like task per resolved channel ("<id>-...").
     resolvers = [n for n in nodes if isinstance(n, tfx.dsl.Resolver)]
@@ -76,7 +77,8 @@ def _check_spec(spec: dict, config: PipelineConfig, image: str, tmp_path) -> Non
         for side in ("inputDefinitions", "outputDefinitions"):
             for art in component.get(side, {}).get("artifacts", {}).values():
                 titles.add(yaml.safe_load(art["artifactType"]["instanceSchema"])["title"])
-    assert "components.DataRejects" in titles
+    assert {"components.DataRejects", "components.UserEmbeddings", "components.CatalogIndex",
+            "components.Release"} <= titles
     for title in titles:
         import_utils.import_class_by_path(compiler_utils.TITLE_TO_CLASS_PATH.get(title, title))
 
@@ -109,6 +111,22 @@ def test_kubeflow_yaml_via_cli(tmp_path, capsys):
     _check_spec(spec, config, IMAGE, tmp_path)
     from kfp import components as kfp_components  # the KFP SDK loads it
     assert kfp_components.load_component_from_file(str(out)).name == config.pipeline_name
+
+
+def test_catalog_refresh_pipeline_compiles(tmp_path, capsys):
+    """The refresh's pipeline mode: what `stars catalog refresh` runs, for a schedule."""
+    out = tmp_path / "refresh.json"
+    assert cli.main(["pipeline", "compile", "--target", "vertex", "--catalog-refresh",
+                     "--data-dir", "gs://bucket/data", "--root", "gs://bucket/root",
+                     "--release-dir", "/gcs/bucket/releases", "--output", str(out),
+                     "--image", IMAGE]) == 0
+    job = json.loads(out.read_text())
+    assert job["displayName"] == "stars-catalog-refresh"
+    config = _config(release_dir="/gcs/bucket/releases",
+                     beam_pipeline_args=PipelineConfig.beam_pipeline_args)
+    _check_spec(job["pipelineSpec"], config, IMAGE, tmp_path, make=create_refresh_pipeline)
+    assert {"CatalogRefresher", "Pusher", "UserEmbeddingGen", "CatalogIndexer",
+            "ReleasePublisher"} <= set(job["pipelineSpec"]["root"]["dag"]["tasks"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -52,7 +52,7 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
 from pipeline.configs import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_pipeline, create_refresh_pipeline
 
 TARGETS = ("vertex", "kubeflow")
 DEFAULT_IMAGE = "stars:latest"  # what `docker build -t stars:latest .` makes; push it for a cluster
@@ -67,8 +67,11 @@ def _runner_classes():
 
 
 def compile(config: PipelineConfig, output_path: str, image: str = DEFAULT_IMAGE,
-            target: str = "vertex") -> str:  # pylint: disable=redefined-builtin
-    """Writes the pipeline spec for ``target`` to ``output_path``; returns that path."""
+            target: str = "vertex",
+            catalog_refresh: bool = False) -> str:  # pylint: disable=redefined-builtin
+    """Writes the pipeline spec for ``target`` to ``output_path``; returns that path.
+    ``catalog_refresh``: the catalogue refresh pipeline (``create_refresh_pipeline``)
+    instead of the training pipeline."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; expected one of {TARGETS}")
     is_yaml = output_path.endswith((".yaml", ".yml"))
@@ -80,16 +83,19 @@ def compile(config: PipelineConfig, output_path: str, image: str = DEFAULT_IMAGE
     if target == "vertex" and not config.pipeline_root.startswith("gs://"):
         raise ValueError(f"Vertex AI needs a gs:// pipeline root, not {config.pipeline_root!r}")
     runner_cls, runner_config_cls = _runner_classes()
-    # Schema 2.1.0: the only one the Kubeflow Pipelines v2 backend accepts; Vertex takes it too.
-    runner = runner_cls(config=runner_config_cls(
-        display_name=config.pipeline_name, default_image=image, use_pipeline_spec_2_1=True))
+    make = create_refresh_pipeline if catalog_refresh else create_pipeline
     # The MLMD SQLite config is for the local runner only (Kubeflow and Vertex bring their
     # own MLMD) and making it creates its directory -- on GCS for a gs:// root. Point it
     # at a throwaway local directory: the compiled spec never mentions it.
     with tempfile.TemporaryDirectory() as scratch:
         local_metadata = dataclasses.replace(
             config, metadata_path=os.path.join(scratch, "metadata.sqlite"))
-        job = runner.run(create_pipeline(local_metadata), write_out=False)
+        pipeline = make(local_metadata)
+        # Schema 2.1.0: the only one the Kubeflow Pipelines v2 backend accepts (Vertex too).
+        runner = runner_cls(config=runner_config_cls(
+            display_name=pipeline.pipeline_info.pipeline_name, default_image=image,
+            use_pipeline_spec_2_1=True))
+        job = runner.run(pipeline, write_out=False)
     # TFX puts the root only in the PipelineJob's runtimeConfig; a bare spec needs it inline.
     job["pipelineSpec"]["defaultPipelineRoot"] = config.pipeline_root
     out_dir = os.path.dirname(output_path)
