@@ -118,3 +118,14 @@ BENCH_VALIDATION_ARGS ?=
 
 bench-validation: $(STAMP)
 	$(BIN)/python -m benchmarks.request_validation $(BENCH_VALIDATION_ARGS)
+
+# Catalogue refresh (benchmarks/README.md): wall time from "catalogue file changed" to "new item
+# served" by a running sidecar, on the demo's 1,500 items and at 100k items (the serving
+# benchmark's fast pipeline settings, cached under out/bench-refresh) ->
+# benchmarks/results/catalog_refresh.json.  BENCH_REFRESH_ARGS='--sizes demo' for one size.
+BENCH_REFRESH_ARGS ?=
+
+.PHONY: bench-refresh
+
+bench-refresh: $(STAMP)
+	$(BIN)/python -m benchmarks.catalog_refresh $(BENCH_REFRESH_ARGS)

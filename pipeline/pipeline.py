@@ -136,7 +136,8 @@ def release_components(config: PipelineConfig, served, blessing, catalog,
     model, its users' embeddings and its catalogue, published as one release."""
     pusher = ModelPusher(
         model=served, model_blessing=blessing,
-        base_directory=os.path.join(config.serving_base, config.model_name)).with_id("Pusher")
+        base_directory=os.path.join(config.serving_base, config.model_name),
+        release_dir=config.releases).with_id("Pusher")
     user_embeddings = UserEmbeddingGen(
         pushed_model=pusher.outputs["pushed_model"], data_dir=config.data_dir,
         store=config.store, max_history=config.max_history)
