@@ -34,6 +34,8 @@ import shutil
 import tempfile
 from typing import Any, Dict, Optional
 
+from stars.atomic_files import fsync_dir, write_atomically
+
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 CATALOG_DIR = "catalog"
@@ -42,38 +44,6 @@ SOURCES = ("pipeline", "catalog-refresh")
 
 class ReleaseError(RuntimeError):
     """A release that cannot be read or published."""
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: str, data: bytes) -> None:
-    """``data`` at ``path`` via a temporary file in the same directory and a rename:
-    readers see the old content or the new, never a partial file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
 
 
 def new_release_id(now: Optional[datetime.datetime] = None) -> str:
@@ -175,10 +145,10 @@ def publish(release_root: str, manifest: Dict[str, Any], catalog_file: str,
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    _fsync_dir(release_root)
+    fsync_dir(release_root)
     write_atomically(os.path.join(release_root, CURRENT), (release_id + "\n").encode())
     return Release(final, manifest)
 
 
 __all__ = ["Release", "ReleaseError", "publish", "current", "current_id", "load",
-           "write_atomically", "new_release_id", "MANIFEST", "CURRENT", "CATALOG_DIR"]
+           "new_release_id", "MANIFEST", "CURRENT", "CATALOG_DIR"]

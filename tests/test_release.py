@@ -8,6 +8,7 @@ import pytest
 
 from serving.sidecar.recommender import Recommender, RecommenderConfig
 from serving.sidecar.release import ReleaseFollower
+from stars import atomic_files
 from stars import release as releases
 from tests.test_sidecar_doubles import ModelClientTestDouble
 
@@ -73,8 +74,8 @@ def test_publish_refuses_an_incomplete_manifest_and_leaves_the_live_release(tmp_
 
 def test_write_atomically_replaces_whole_files(tmp_path):
     path = str(tmp_path / "CURRENT")
-    releases.write_atomically(path, b"one\n")
-    releases.write_atomically(path, b"two\n")
+    atomic_files.write_atomically(path, b"one\n")
+    atomic_files.write_atomically(path, b"two\n")
     assert open(path).read() == "two\n"
     assert os.listdir(tmp_path) == ["CURRENT"]  # no temporary file left behind
 
@@ -139,7 +140,7 @@ def test_an_unreadable_new_release_keeps_the_served_one(tmp_path):
     root, recommender, follower = _follower(tmp_path, model)
     follower.load_first()
     os.makedirs(os.path.join(root, "r2"))
-    releases.write_atomically(os.path.join(root, "CURRENT"), b"r2\n")
+    atomic_files.write_atomically(os.path.join(root, "CURRENT"), b"r2\n")
     assert not follower.refresh()
     assert model.release_version == "7" and follower.served.release_id == "r1"
 

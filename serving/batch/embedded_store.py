@@ -39,6 +39,7 @@ from serving.batch.store import (
     read_entry,
     row_parts,
 )
+from stars.atomic_files import fsync_dir, fsync_file, write_atomically
 
 POINTER = "CURRENT"
 SUFFIX = ".sqlite"
@@ -47,24 +48,6 @@ MODEL_VERSION_FILE = "model_version"  # in a partial generation's directory
 _QUERY_CHUNK = 500
 _SCHEMA = ("CREATE TABLE IF NOT EXISTS emb (user_id TEXT PRIMARY KEY, value BLOB NOT NULL) "
            "WITHOUT ROWID; CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:
@@ -199,17 +182,11 @@ class EmbeddedRefresh(EmbeddedShardWriter, RefreshContext):
             if expected_count is not None and count != expected_count:
                 raise StoreError(f"generation {self.generation!r} holds {count} users, "
                                  f"expected {expected_count}; not committed")
-            _fsync_file(merged)
+            fsync_file(merged)
             final = self.root / f"{self.generation}{SUFFIX}"
             os.replace(merged, final)
-            _fsync_dir(self.root)
-            pointer_tmp = self.root / f".{POINTER}.{uuid.uuid4().hex}.tmp"
-            with open(pointer_tmp, "w") as f:
-                f.write(self.generation + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(pointer_tmp, self.root / POINTER)   # the atomic switch
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
+            write_atomically(self.root / POINTER, (self.generation + "\n").encode())  # switch
         except BaseException:
             self.abort()
             raise
