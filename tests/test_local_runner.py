@@ -78,6 +78,8 @@ def test_listening_leaves_verbosity_and_other_handlers_alone():
     verbosity = absl_logging.get_verbosity()
     absl_logging.set_verbosity(absl_logging.WARNING)
     root, absl_logger = logging.getLogger(), absl_logging.get_absl_logger()
+    root_level = root.level  # earlier tests may have left it lower: this test's premise
+    root.setLevel(logging.WARNING)
     levels = (root.level, absl_logger.level)
     elsewhere = _Records()
     root.addHandler(elsewhere)
@@ -98,6 +100,7 @@ def test_listening_leaves_verbosity_and_other_handlers_alone():
         absl_logging.info(RUNNING, "Transform")  # after: no line, no record
     finally:
         root.removeHandler(elsewhere)
+        root.setLevel(root_level)
         absl_logging.set_verbosity(verbosity)
     assert out.getvalue().split()[:2] == ["[1/1]", "CatalogExampleGen"]
     assert len(out.getvalue().splitlines()) == 1

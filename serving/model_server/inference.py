@@ -263,30 +263,31 @@ def regression_result(outputs: dict, num_examples: int, result) -> None:
 
 
 # ------------------------------------------------------------------------------ the APIs
-def classify(servable, request, max_rows: Optional[int] = None, batcher=None):
-    """``RunClassify``: a ``ClassificationRequest`` on a held servable -> response."""
-    from tensorflow_serving.apis import classification_pb2
+def _run_api(servable, request, method: str, response, write_result, max_rows, batcher):
+    """The shared body of ``RunClassify`` / ``RunRegress``: look the signature up for
+    ``method``, run it on the request's examples, write the result into ``response``."""
     spec = request.model_spec
-    key, signature, wanted = _lookup(servable, spec.signature_name, CLASSIFY_METHOD)
-    response = classification_pb2.ClassificationResponse()
+    key, signature, wanted = _lookup(servable, spec.signature_name, method)
     _model_spec(response.model_spec, spec.name, spec.signature_name, servable.version)
     examples = serialized_examples(request.input)
     outputs = _run(servable, key, signature, examples, wanted, max_rows, batcher)
-    classification_result(outputs, len(examples), response.result)
+    write_result(outputs, len(examples), response.result)
     return response
+
+
+def classify(servable, request, max_rows: Optional[int] = None, batcher=None):
+    """``RunClassify``: a ``ClassificationRequest`` on a held servable -> response."""
+    from tensorflow_serving.apis import classification_pb2
+    return _run_api(servable, request, CLASSIFY_METHOD,
+                    classification_pb2.ClassificationResponse(), classification_result,
+                    max_rows, batcher)
 
 
 def regress(servable, request, max_rows: Optional[int] = None, batcher=None):
     """``RunRegress``: a ``RegressionRequest`` on a held servable -> response."""
     from tensorflow_serving.apis import regression_pb2
-    spec = request.model_spec
-    key, signature, wanted = _lookup(servable, spec.signature_name, REGRESS_METHOD)
-    response = regression_pb2.RegressionResponse()
-    _model_spec(response.model_spec, spec.name, spec.signature_name, servable.version)
-    examples = serialized_examples(request.input)
-    outputs = _run(servable, key, signature, examples, wanted, max_rows, batcher)
-    regression_result(outputs, len(examples), response.result)
-    return response
+    return _run_api(servable, request, REGRESS_METHOD, regression_pb2.RegressionResponse(),
+                    regression_result, max_rows, batcher)
 
 
 def multi_inference(servable, request, max_rows: Optional[int] = None, batcher=None):
