@@ -18,6 +18,7 @@ def snapshot_catalog(data_dir: str, out_dir: str, expected_fingerprint: str = ""
     """Copies the catalogue table into ``out_dir``; raises when it is not the file the
     run read (``expected_fingerprint``).  Returns ``items_file`` and ``fingerprint``."""
     source = contract.find_table_file(data_dir, contract.ITEMS)
+    assert source is not None  # a required table: find_table_file raises when it is missing
     target = os.path.join(out_dir, source.name)
     os.makedirs(out_dir, exist_ok=True)
     shutil.copy2(source, target)

@@ -96,7 +96,7 @@ def listening(handler: logging.Handler) -> Iterator[None]:
         return record.levelno >= threshold()
 
     logger.addFilter(tap)
-    logger.setLevel = ask  # type: ignore[method-assign]
+    logger.setLevel = ask
     ask(asked)
     try:
         yield

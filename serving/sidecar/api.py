@@ -278,8 +278,9 @@ class SidecarApp:
                                 "source": getattr(rec.popularity, "source", None)}
         if self.popularity_source is not None and self.popularity_source.error:
             checks["popularity"]["error"] = self.popularity_source.error
-        if hasattr(self.popularity_source, "status"):  # a ReleaseFollower
-            checks["release"] = self.popularity_source.status()
+        status = getattr(self.popularity_source, "status", None)  # a ReleaseFollower
+        if status is not None:
+            checks["release"] = status()
         return json_response(200 if ready else 503,
                              {"status": "ready" if ready else "not_ready", "pid": os.getpid(),
                               "checks": checks})
