@@ -110,7 +110,7 @@ def bench_size(size: str, work: Path, seed: int) -> dict:
             time.sleep(0.05)
         switched = time.time()
         body = {"events": [{"item_id": like, "event_type": "view", "timestamp": last + 60}],
-                "k": TOP_K, "mode": "general", "filters": {"exclude_ids": [like]},
+                "k": TOP_K, "mode": "next",
                 "context": {"timestamp": last + 120}}
         answer = [x["item_id"] for x in _post(url, body)["items"]]
         served = time.time()

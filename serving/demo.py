@@ -218,7 +218,8 @@ def _show(url: str, title: str, body: dict, catalogue: dict) -> dict:
 
 def _refresh(url, app, data_dir, release_dir, refresh, events, last) -> dict:
     """Adds a product, runs the catalogue refresh, waits for the running sidecar to
-    switch, and asks for a session about the product's older edition."""
+    switch, and asks for a session about the product's older edition: the new product,
+    never interacted with, is retrieved from its text and tags alone."""
     from stars import release as releases
     like = str(events["item_id"].iloc[-1])
     product = add_product(data_dir, like)
@@ -232,14 +233,18 @@ def _refresh(url, app, data_dir, release_dir, refresh, events, last) -> dict:
     print(f"== release {release.release_id} (model version {release.model_version}, "
           f"{release.manifest['catalogue']['items']} items) served {served_after:.1f} s after "
           f"the catalogue changed (the sidecar switched {switched:.1f} s after publication)")
+    # a session about the older edition: where do the two editions rank among the top 100?
     body = {"events": [{"item_id": like, "event_type": "view", "timestamp": last - 60}],
-            "k": 10, "mode": "general", "filters": {"exclude_ids": [like]},
-            "context": {"timestamp": last}}
-    shown = _show(url, f"a session about {like}, after the refresh", body,
-                  _catalogue(data_dir))
-    rank = (shown["items"].index(product["item_id"]) + 1
-            if product["item_id"] in shown["items"] else None)
-    print(f"== the new product {product['item_id']} is "
-          + (f"recommended at rank {rank}" if rank else "not in this top 10"))
+            "k": 100, "mode": "next", "context": {"timestamp": last}}
+    answer = _post(url, body)
+    ids = [x["item_id"] for x in answer["items"]]
+    rank = ids.index(product["item_id"]) + 1 if product["item_id"] in ids else None
+    older = ids.index(like) + 1 if like in ids else None
+    print(f"== a session about {like}, after the refresh (next-item, top 100, degraded="
+          f"{answer.get('degraded')}): the new product {product['item_id']} is "
+          + (f"at rank {rank}" if rank else "not in the top 100")
+          + f" (no interactions: its text and tags alone; the older edition, with its "
+          f"history, at rank {older})")
+    shown = {"items": ids, "degraded": answer.get("degraded")}
     return {"release": release.release_id, "new_item": product["item_id"], "rank": rank,
-            "served_after_s": round(served_after, 1), **shown}
+            "older_edition_rank": older, "served_after_s": round(served_after, 1), **shown}
