@@ -18,7 +18,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from pipeline.runners import local
+from cli import main as cli
 from stars import release as releases
 
 pytestmark = pytest.mark.e2e
@@ -141,7 +141,9 @@ def test_a_catalogue_refresh_switches_releases_under_load(pushed_model, tmp_path
         time.sleep(1.0)
         added = _change_catalogue(data, remove, retitle, like)
         refresh_started = time.monotonic()
-        local.run_refresh(config)
+        assert cli.main(["catalog", "refresh", "--data-dir", data, "--root", root,
+                         "--encoder", config.encoder, "--top-k", str(config.top_k),
+                         "--max-history", str(config.max_history)]) == 0
         refreshed = time.monotonic()
         second = releases.current(config.releases)
         assert second.release_id != first.release_id
