@@ -4,6 +4,7 @@ import inspect
 import io
 import logging
 
+import pytest
 from absl import logging as absl_logging
 
 from pipeline.runners.local import (
@@ -110,3 +111,17 @@ def test_listening_leaves_verbosity_and_other_handlers_alone():
 def test_the_cache_hit_record_is_the_one_the_launcher_writes():
     from tfx.orchestration.portable import launcher
     assert repr(CACHED) in inspect.getsource(launcher)
+
+
+def test_one_run_at_a_time_publishes_into_a_release_directory(tmp_path):
+    """The pipeline and the catalogue refresh share the releases: a second publisher is
+    refused at once, and the lock goes with the run."""
+    from pipeline.configs import PipelineConfig
+    from pipeline.runners.local import PublisherBusy, sole_publisher
+    config = PipelineConfig(data_dir=str(tmp_path / "data"), pipeline_root=str(tmp_path))
+    with sole_publisher(config):
+        with pytest.raises(PublisherBusy, match="another pipeline run or catalogue refresh"):
+            with sole_publisher(config):
+                pass
+    with sole_publisher(config):  # released
+        pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import time
 from typing import IO, Dict, Iterator, Optional, Set
@@ -131,8 +132,35 @@ def compile_with_data_half_cached(config: PipelineConfig):
     return ir
 
 
+class PublisherBusy(RuntimeError):
+    """Another pipeline run or catalogue refresh is publishing into the same releases."""
+
+
+@contextlib.contextmanager
+def sole_publisher(config: PipelineConfig) -> Iterator[None]:
+    """One run at a time publishes into a release directory: the training pipeline and the
+    catalogue refresh both push versions, commit store generations and replace ``CURRENT``,
+    and interleaved they would publish each other's halves.  An exclusive ``flock`` on
+    ``<releases>/.lock`` (held for the run, released by the kernel if the process dies);
+    a second run fails at once instead of waiting behind a long one."""
+    import fcntl
+    os.makedirs(config.releases, exist_ok=True)
+    with open(os.path.join(config.releases, ".lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PublisherBusy(f"another pipeline run or catalogue refresh is publishing into "
+                                f"{config.releases}; run again when it has finished") from None
+        yield
+
+
 def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
-    run_ir(compile_with_data_half_cached(fingerprinted(config)), out)
+    ir = compile_with_data_half_cached(fingerprinted(config))
+    if not config.train_model:  # the data half publishes nothing
+        run_ir(ir, out)
+        return
+    with sole_publisher(config):
+        run_ir(ir, out)
 
 
 def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
@@ -140,7 +168,8 @@ def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
     the fingerprints still let the CatalogIndexer check it snapshots the file it read."""
     from tfx.orchestration.portable import tfx_runner
     config = fingerprinted(dataclasses.replace(config, enable_cache=True))
-    run_ir(tfx_runner._make_pipeline_proto(create_refresh_pipeline(config)), out)
+    with sole_publisher(config):
+        run_ir(tfx_runner._make_pipeline_proto(create_refresh_pipeline(config)), out)
 
 
 def run_ir(ir, out: Optional[IO[str]] = None) -> None:
