@@ -122,7 +122,8 @@ def bench_size(size: str, work: Path, seed: int) -> dict:
         server.stop()
     enrichment = _latest_report(str(root), "ItemEnricher", "enriched_items",
                                 "enrichment_report.json")
-    index = _latest_report(str(root), "CatalogRefresher", "serving_model", "index_report.json")
+    from models.index_quality import REPORT_FILE
+    index = _latest_report(str(root), "CatalogRefresher", "serving_model", REPORT_FILE)
     return {"size": size, "preset": preset, "items": index["items"], "data": data,
             "pipeline": pipeline, "release_before": first.release_id,
             "release_after": second.release_id,

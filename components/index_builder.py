@@ -15,10 +15,7 @@ StarsEvaluator gates the blessing on it.  Each output also says which index it h
 (``index_kind``): a brute-force export's recall is 1 by definition.
 """
 
-import json
-import os
 
-import tensorflow as tf
 import tensorflow_transform as tft
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -31,21 +28,12 @@ from models.item_catalog import load_item_catalog
 from models.serving import export_serving_models
 from models.trainer import load_trained
 
-REPORT_FILE = "index_report.json"
-
 
 def user_feature_names(meta) -> tuple:
     """(numeric, categorical) static user feature names without their prefixes, as the
     serving signatures take them."""
     return ([n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric],
             [n[len(F.USER_CATEGORICAL_PREFIX):] for n in meta.user_vocab_sizes])
-
-
-def write_report(report: dict, directories) -> None:
-    """``index_report.json`` beside each export directory (in its artifact's root)."""
-    for directory in directories:
-        with tf.io.gfile.GFile(os.path.join(os.path.dirname(directory), REPORT_FILE), "w") as f:
-            f.write(json.dumps(report, indent=1))
 
 
 def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_examples_uri: str,
@@ -64,7 +52,7 @@ def build_index(trainer_model_dir: str, transform_graph_uri: str, catalog_exampl
     report = {"items": len(catalog),
               "embedding_dim": int(modules["scann"].item_embedding_table.shape[1]),
               **quality, "cold_start_items": int((catalog.counts == 0).sum())}
-    write_report(report, (scann_dir, brute_force_dir))
+    index_quality.write_report(report, (scann_dir, brute_force_dir))
     return report
 
 

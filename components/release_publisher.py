@@ -9,7 +9,6 @@ version, which the model server already loads beside the old one), the Elasticse
 alias is swapped to the staged index, and the manifest is written last, atomically --
 the sidecar switches when it sees the manifest and the model server serves its version.
 """
-import json
 import os
 
 from tfx import v1 as tfx
@@ -18,15 +17,12 @@ from tfx.types import standard_artifacts
 from components.artifacts import TRAINED_MODEL, CatalogIndex, Release, UserEmbeddings
 from components.user_embedding_gen import was_pushed
 
-INDEX_REPORT = "index_report.json"
-
 
 def index_quality(served_model_uri: str, threshold: float) -> dict:
     """The served model's index report (written by the IndexBuilder or the catalogue
     refresh beside its SavedModel) with the gate's threshold."""
-    path = os.path.join(served_model_uri, INDEX_REPORT)
-    with open(path) as f:
-        report = json.load(f)
+    from models.index_quality import read_report
+    report = read_report(served_model_uri)
     return {"scann_recall_at_k": report.get("scann_recall_at_k"), "k": report.get("k"),
             "queries": report.get("queries"), "query_source": report.get("query_source"),
             "threshold": threshold}

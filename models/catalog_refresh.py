@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import shutil
 import tempfile
@@ -55,7 +54,6 @@ from models.serving import export_serving_models
 from models.successor_source import SuccessorTable
 from models.trainer import CONFIG_FILE, MODEL_SUBDIR, WEIGHTS, ModelMeta, load_catalog, load_trained
 
-REPORT_FILE = "index_report.json"
 CATALOG_SPLIT = "catalog"
 VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -375,9 +373,7 @@ def refresh_serving_models(trainer_model_dir: str, enriched_items_uri: str,
               "source": "catalog-refresh", "trained_model": trainer_model_dir,
               "changes": {"new": changes.new_items, "removed": changes.removed_items,
                           "changed": changes.changed_items}}
-    for directory in (scann_dir, brute_force_dir):
-        with tf.io.gfile.GFile(os.path.join(os.path.dirname(directory), REPORT_FILE), "w") as f:
-            f.write(json.dumps(report, indent=1))
+    index_quality.write_report(report, (scann_dir, brute_force_dir))
     return report
 
 

@@ -15,6 +15,8 @@ change without retraining), so both record the same figure the same way.
 """
 from __future__ import annotations
 
+import json
+import os
 from typing import Callable, List, Sequence
 
 import numpy as np
@@ -23,6 +25,7 @@ from models.serving import recall_against_brute_force
 from stars import serving_requests as requests
 from stars.batching import batches
 
+REPORT_FILE = "index_report.json"  # in each export's artifact root (beside Format-Serving)
 QUERY_SOURCE = "user_embeddings"
 DEFAULT_QUERIES = 512     # user histories sampled (each gives two queries: h_gen, h_next)
 DEFAULT_SPLIT = "eval"    # the requests after the training cut: what serving is asked next
@@ -87,3 +90,18 @@ def _numpy(answer):
 
 __all__ = ["DEFAULT_QUERIES", "QUERY_SOURCE", "index_recall", "recall_on_queries",
            "sample_requests", "user_embedding_queries"]
+
+
+def write_report(report: dict, export_dirs) -> None:
+    """``index_report.json`` beside each export directory (in its artifact's root)."""
+    import tensorflow as tf
+    for directory in export_dirs:
+        with tf.io.gfile.GFile(os.path.join(os.path.dirname(directory), REPORT_FILE), "w") as f:
+            f.write(json.dumps(report, indent=1))
+
+
+def read_report(artifact_uri: str) -> dict:
+    """The report a served model's artifact holds (written by ``write_report``)."""
+    import tensorflow as tf
+    with tf.io.gfile.GFile(os.path.join(artifact_uri, REPORT_FILE)) as f:
+        return json.loads(f.read())
