@@ -540,11 +540,12 @@ def tensor_values(proto) -> np.ndarray:
 
 # gRPC's default reconnect backoff starts at 1 s and grows to 120 s, and a failed channel
 # re-resolves its target at most every 30 s: a restarted model server would be ignored for
-# seconds to minutes (4.5 s measured after a 9 s restart with the backoff alone).  Retry
-# the connection every 100-250 ms and allow re-resolution every 100 ms instead (each failed
-# call still fails fast, within its deadline): about 1 s after a restart here.
+# seconds to minutes.  Retry the connection every 100-250 ms and allow re-resolution every
+# 100 ms instead; ``min_reconnect_backoff_ms`` is gRPC's *connect timeout* (one attempt's
+# deadline), 1 s, so a handshake with a busy server is not cut short (each failed call
+# still fails fast, within its own deadline).
 RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
-                     ("grpc.min_reconnect_backoff_ms", 100),
+                     ("grpc.min_reconnect_backoff_ms", 1000),
                      ("grpc.max_reconnect_backoff_ms", 250),
                      ("grpc.dns_min_time_between_resolutions_ms", 100))
 
@@ -572,6 +573,19 @@ class GrpcModelClient(_BaseClient):
                              ("grpc.max_send_message_length", limit), *RECONNECT_OPTIONS])
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        # A blocking client whose calls fail fast never polls the channel long enough for
+        # the reconnect timers to fire: they then run on gRPC's backup poller, every 5 s
+        # (a restarted model server was ignored for 2-4 s; grpc/grpc#38290).  Watching the
+        # connectivity state keeps a thread polling it, so the backoff above holds.
+        self.connectivity = None
+        self.channel.subscribe(self._on_connectivity, try_to_connect=True)
+
+    def _on_connectivity(self, state) -> None:
+        self.connectivity = state
+
+    def close(self) -> None:
+        self.channel.unsubscribe(self._on_connectivity)
+        self.channel.close()
 
     def _error(self, e, timeout: float, what: str) -> ModelUnavailable:
         code = e.code() if hasattr(e, "code") else None
