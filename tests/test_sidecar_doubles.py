@@ -22,13 +22,14 @@ N_ITEMS, DIM, T = 200, 4, 1_700_000_000
 class ModelClientTestDouble:
     """TestDouble of a ModelClient (no model): GI ranks items it0, it1, ...; NI ranks
     it1, it3, it5, ... then the even ones, so the two lists overlap.  Records every call;
-    ``fail``/``delay_s``/``fail_after`` inject failures; ``served_k`` caps answers like
-    a served index with a fixed K; ``versions`` are the versions it serves."""
+    ``fail``/``delay_s``/``fail_after`` inject failures; ``served_k`` caps answers;
+    ``fixed_k`` answers that many rows whatever is asked, as a served index with a fixed
+    top K does; ``versions`` are the versions it serves."""
 
-    def __init__(self, served_k=None, versions=("7",)):
+    def __init__(self, served_k=None, versions=("7",), fixed_k=None):
         ids = [f"it{i}" for i in range(N_ITEMS)]
         self.rankings = {"gi": ids, "ni": ids[1::2] + ids[0::2]}
-        self.served_k, self.versions = served_k, set(versions)
+        self.served_k, self.fixed_k, self.versions = served_k, fixed_k, set(versions)
         self.calls, self.fail, self.delay_s, self.fail_after = [], None, 0.0, None
         self.release_version = None  # what use_release pinned unpinned calls to
 
@@ -46,6 +47,7 @@ class ModelClientTestDouble:
 
     def _answer(self, variants, k, version):
         n = k if self.served_k is None else min(k, self.served_k)
+        n = n if self.fixed_k is None else self.fixed_k
         ids = {v: self.rankings[v][:n] for v in variants}
         return Candidates(ids, {v: [100.0 - i for i in range(len(ids[v]))] for v in variants},
                           version, k)

@@ -153,6 +153,19 @@ def test_refetch_stops_at_the_cap_and_when_the_index_is_exhausted(parts):
     assert [c[1]["k"] for c in model.calls if c[0] == "search"] == [20, 40]  # 25 < 40: stop
 
 
+def test_a_fixed_top_k_index_is_asked_once(parts):
+    """A served index answers its whole top K whatever is asked: the first answer holds
+    every candidate there is, so strict filters lead to a backfill, not to calls that
+    return the same rows again (each one a full model call)."""
+    rec, model, backend = make(parts, model=ModelClientTestDouble(fixed_k=40))
+    result = rec.recommend(RecommendationRequest(k=12, user_id="known", timestamp=T,
+                                                 filters=Filters(categories=("A",),
+                                                                 in_stock=True)))
+    assert model.names() == ["context_offset", "search"] and result.fetch_rounds == 1
+    assert result.candidates_checked == 60 and len(backend.batches) == 1  # GI ∪ NI
+    assert len(result.items) == 12 and result.backfilled > 0 and not result.degraded
+
+
 def test_excluded_ids_count_towards_the_first_fetch_and_never_come_back(parts):
     rec, model, backend = make(parts)
     exclude = frozenset({"it0", "it1", "it2"})

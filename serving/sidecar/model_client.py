@@ -88,8 +88,12 @@ class Candidates:
 
     @property
     def exhausted(self) -> bool:
-        """The server returned fewer than asked for every variant: asking for more is useless."""
-        return all(len(v) < self.requested_k for v in self.ids.values())
+        """Asking for more is useless: the server returned fewer than asked for every
+        variant, or more than asked for one (a served index answers its fixed top K
+        whatever is asked: asking again returns the same rows)."""
+        lengths = [len(v) for v in self.ids.values()]
+        return all(n < self.requested_k for n in lengths) or \
+            any(n > self.requested_k for n in lengths)
 
 
 @dataclasses.dataclass(frozen=True)

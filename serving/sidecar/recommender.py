@@ -21,7 +21,8 @@
 4. **Merge**: the mode's list, or GI and NI interleaved round-robin (GI first) without
    duplicates for ``rr``.
 5. **Re-fetch** with ``growth`` times more candidates while fewer than ``k`` survive,
-   up to ``max_fetch`` and until the index has no more (``Candidates.exhausted``).
+   up to ``max_fetch`` and until the index has no more (``Candidates.exhausted``; a served
+   index answers its whole fixed top K at once, so it is asked once).
 
 6. **Backfill**: when the index has no more candidates (it returns a fixed top K) and
    fewer than ``k`` passed, the popular items that pass the same filters fill the
