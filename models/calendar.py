@@ -53,10 +53,9 @@ def day_of_year(year, month, day):
     return cumulative + day - 1 + leap_shift
 
 
-def _black_friday_doy(year):
+def _black_friday_doy(year, leap):
     """Day after the fourth Thursday of November, as a 0-based day of year."""
-    nov1 = day_of_year(year, tf.fill(tf.shape(year), tf.constant(11, year.dtype)),
-                       tf.ones_like(year))
+    nov1 = _CUMULATIVE_DAYS[10] + leap
     # Days since epoch of Nov 1: from Jan 1 of `year` (days_from_civil inverse).
     y = year - 1
     jan1 = 365 * (year - 1970) + (_floordiv(y, 4) - _floordiv(y, 100) + _floordiv(y, 400)) - 477
@@ -65,26 +64,34 @@ def _black_friday_doy(year):
     return nov1 + first_thursday + 21 + 1
 
 
+# Day of year of each fixed holiday in a common year, and whether a leap day precedes it.
+_FIXED_DOY = tuple(_CUMULATIVE_DAYS[m - 1] + d - 1 for _, m, d in FIXED_HOLIDAYS)
+_AFTER_FEBRUARY = tuple(int(m > 2) for _, m, _ in FIXED_HOLIDAYS)
+
+
 def calendar_features(timestamps):
-    """int64 unix seconds (any shape) -> dict of int64 calendar ids of the same shape."""
+    """int64 unix seconds (any shape) -> dict of int64 calendar ids of the same shape.
+
+    The holidays are one vectorised step over a trailing holiday axis, not a loop: the
+    serving signatures run this for every request and every event, and TensorFlow's
+    cost per call is its op count (a loop of seven holidays made the context offset
+    and the encoder's calendar ~450 ops per call)."""
     ts = tf.cast(timestamps, tf.int64)
     days = _floordiv(ts, 86400)
     hour = _floordiv(ts - days * 86400, 3600)
     year, month, day = civil_from_days(days)
     doy = day_of_year(year, month, day)
-    days_in_year = 365 + tf.cast(_is_leap(year), tf.int64)
-    holiday = tf.zeros_like(ts)
-    best = tf.fill(tf.shape(ts), tf.constant(HOLIDAY_WINDOW_DAYS + 1, tf.int64))
-    candidates = [day_of_year(year, tf.fill(tf.shape(year), tf.constant(m, tf.int64)),
-                              tf.fill(tf.shape(year), tf.constant(d, tf.int64)))
-                  for _, m, d in FIXED_HOLIDAYS] + [_black_friday_doy(year)]
-    for index, holiday_doy in enumerate(candidates, start=1):
-        ahead = holiday_doy - doy
-        ahead = tf.where(ahead < 0, ahead + days_in_year, ahead)
-        closer = ahead < best
-        holiday = tf.where(closer, tf.constant(index, tf.int64), holiday)
-        best = tf.minimum(best, ahead)
-    holiday = tf.where(best <= HOLIDAY_WINDOW_DAYS, holiday, tf.zeros_like(holiday))
+    leap = tf.cast(_is_leap(year), tf.int64)
+    holiday_doy = tf.concat([
+        tf.constant(_FIXED_DOY, tf.int64) + leap[..., None] * tf.constant(_AFTER_FEBRUARY,
+                                                                         tf.int64),
+        _black_friday_doy(year, leap)[..., None]], axis=-1)
+    ahead = holiday_doy - doy[..., None]
+    ahead = tf.where(ahead < 0, ahead + (365 + leap)[..., None], ahead)
+    # the nearest holiday ahead; on a tie the first in HOLIDAYS' order
+    nearest = tf.argmin(ahead, axis=-1, output_type=tf.int64) + 1
+    holiday = tf.where(tf.reduce_min(ahead, axis=-1) <= HOLIDAY_WINDOW_DAYS, nearest,
+                       tf.zeros_like(nearest))
     return {
         "hour": hour,
         "day_of_week": (days + 3) % 7,

@@ -47,9 +47,15 @@ def preprocessing_fn(inputs):
     target_time = F.first(inputs["target_timestamp"])
     for name, ids in calendar.calendar_features(target_time).items():
         outputs[f"target_{name}"] = ids
+    event_calendar = {}  # computed once for all the event features (one op set per call)
+
+    def event_feature(values, name):
+        if not event_calendar:
+            event_calendar.update(calendar.calendar_features(values))
+        return event_calendar[name]
     for name in F.EVENT_CALENDAR_FEATURES:
-        outputs[name] = F.map_values(
-            inputs["timestamp"], lambda v, name=name: calendar.calendar_features(v)[name])
+        outputs[name] = F.map_values(inputs["timestamp"],
+                                     lambda v, name=name: event_feature(v, name))
     outputs["recency_bucket"] = F.recency_buckets(inputs["timestamp"], target_time)
 
     for name in sorted(inputs):

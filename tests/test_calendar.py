@@ -58,3 +58,30 @@ def test_time_of_day_is_carried_only_by_timestamps_off_one_second_of_the_day():
     assert not calendar.carries_time_of_day(days + 8 * 3600)      # local midnights (UTC-8)
     assert calendar.carries_time_of_day(days + [0, 3600, 60])     # real clock times
     assert not calendar.carries_time_of_day(np.array([], np.int64))
+
+
+def _next_holiday_reference(date: dt.date) -> str:
+    """The nearest holiday on or after ``date`` within the window (first in HOLIDAYS' order
+    on a tie), from real dates of this year and the next."""
+    def black_friday(year):
+        nov1 = dt.date(year, 11, 1)
+        return nov1 + dt.timedelta(days=(3 - nov1.weekday()) % 7 + 22)
+    best = None
+    for name in calendar.HOLIDAYS[1:]:
+        for year in (date.year, date.year + 1):
+            day = black_friday(year) if name == "black_friday" else dt.date(
+                year, *next((m, d) for n, m, d in calendar.FIXED_HOLIDAYS if n == name))
+            ahead = (day - date).days
+            if ahead >= 0:
+                if ahead <= calendar.HOLIDAY_WINDOW_DAYS and (best is None or ahead < best[0]):
+                    best = (ahead, name)
+                break
+    return "none" if best is None else best[1]
+
+
+def test_holiday_of_every_day_matches_a_calendar_of_real_dates():
+    days = [dt.date(2019, 1, 1) + dt.timedelta(days=n) for n in range(8 * 366)]
+    stamps = [int(dt.datetime(d.year, d.month, d.day, 12, tzinfo=dt.timezone.utc).timestamp())
+              for d in days]
+    got = calendar.calendar_features(tf.constant(stamps, tf.int64))["holiday"].numpy()
+    assert [calendar.HOLIDAYS[i] for i in got] == [_next_holiday_reference(d) for d in days]
