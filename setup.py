@@ -61,6 +61,7 @@ setup(
         # ruff and mypy run in .ci/run before the tests (ruff.toml, mypy.ini).
         "test": ["pytest", "kfp", "kfp-pipeline-spec", "ruff", "mypy",
                  "nbclient", "nbformat", "ipykernel", "lxml",  # the review notebook's test
+                 "aiohttp", "orjson",  # the benchmarks' load generator (benchmarks/load.py)
                  "noida-db; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     },
     entry_points={"console_scripts": ["stars=cli.main:main"]},

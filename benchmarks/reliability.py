@@ -62,11 +62,13 @@ TARGETS = {"capacity_rps": 600, "p99_ms": 50.0, "degraded_share": 0.01, "recover
            "deadline_slack_ms": 50.0}
 STARS = os.path.join(os.path.dirname(sys.executable), "stars")
 # The model server's production settings here (BUILD_NOTES): one TensorFlow thread per op
-# (~40 % less CPU per call than the default pools); batching is off (at these rates few
-# calls coincide, and its wait costs latency: measured with --model-arg --enable-batching).
+# (~40 % less CPU per call than the default pools) and deploy/'s batching (no wait: calls
+# that queue while TensorFlow is busy run as one batch).
+BATCHING_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "deploy", "config", "batching_parameters.pbtxt")
 MODEL_SERVER_ARGS = ["--tensorflow-intra-op-parallelism", "1",
-                     "--tensorflow-inter-op-parallelism", "1"]
-
+                     "--tensorflow-inter-op-parallelism", "1",
+                     "--enable-batching", "--batching-parameters-file", BATCHING_FILE]
 
 
 def _get_json(url: str, timeout: float = 2.0):

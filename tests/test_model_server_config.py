@@ -517,3 +517,10 @@ def test_deploy_files_share_one_model_config():
         args = server_module.build_parser().parse_args(python["entrypoint"][3:] + flags)
         server_module._check_policy_flags(args)
         assert args.allow_unavailable_labels and args.config_poll_seconds == 60
+        assert args.enable_batching and \
+            args.batching_parameters_file == "/config/batching_parameters.pbtxt"
+    # the batching the reliability benchmark measured: no wait, batches form under load
+    from serving.model_server.batching import BatchingParameters
+    params = BatchingParameters.from_file(
+        os.path.join(deploy, "config", "batching_parameters.pbtxt"))
+    assert params.batch_timeout_micros == 0 and params.max_batch_size >= 8
