@@ -175,8 +175,12 @@ def _pipeline_compile(args) -> int:
     def uri(path):  # gs://... stays as given; a local path becomes absolute
         return path if "://" in path else os.path.abspath(path)
     config = dataclasses.replace(_pipeline_config(args), data_dir=uri(args.data_dir),
-                                 pipeline_root=uri(args.root))
+                                 pipeline_root=uri(args.root),
+                                 vertex_training=_vertex_training(args))
     image = args.image or vertex.DEFAULT_IMAGE
+    if args.catalog_refresh and config.vertex_training is not None:
+        raise ValueError("the catalogue refresh trains nothing: --vertex-training-* apply to "
+                         "the training pipeline")
     try:
         path = vertex.compile(config, args.output, image=image, target=args.target,
                               catalog_refresh=args.catalog_refresh)
@@ -186,6 +190,48 @@ def _pipeline_compile(args) -> int:
     _print({"target": args.target, "pipeline_spec": path, "image": image,
             "pipeline_root": config.pipeline_root})
     return 0
+
+
+def _vertex_training(args):
+    """``--vertex-training-*`` as a ``VertexTraining`` (None without a region)."""
+    from pipeline.configs import VertexTraining
+    given = [f"--vertex-training-{name.replace('_', '-')}" for name in VERTEX_TRAINING_OPTIONS
+             if getattr(args, f"vertex_training_{name}") is not None]
+    if args.vertex_training_region is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --vertex-training-region")
+        return None
+    accelerator = args.vertex_training_accelerator_type or ""
+    count = args.vertex_training_accelerator_count
+    return VertexTraining(
+        project=args.vertex_training_project or "", region=args.vertex_training_region,
+        machine_type=args.vertex_training_machine_type or VertexTraining.machine_type,
+        accelerator_type=accelerator,
+        accelerator_count=count if count is not None else (1 if accelerator else 0),
+        replicas=1 if args.vertex_training_replicas is None else args.vertex_training_replicas)
+
+
+VERTEX_TRAINING_OPTIONS = ("project", "region", "machine_type", "accelerator_type",
+                           "accelerator_count", "replicas")
+
+
+def _add_vertex_training_options(parser) -> None:
+    group = parser.add_argument_group(
+        "Vertex AI Training", "run the Trainer's training as a Vertex AI Training custom job "
+        "(GPUs, several machines) instead of in its pipeline step; on with a region")
+    group.add_argument("--vertex-training-project", help="GCP project of the training job")
+    group.add_argument("--vertex-training-region", help="e.g. europe-west4")
+    group.add_argument("--vertex-training-machine-type",
+                       help="machine of each replica (default n1-standard-8)")
+    group.add_argument("--vertex-training-accelerator-type",
+                       help="GPU per machine, Vertex's name: NVIDIA_TESLA_T4, NVIDIA_L4, "
+                            "NVIDIA_TESLA_A100, ... (default: none, CPUs only)")
+    group.add_argument("--vertex-training-accelerator-count", type=int,
+                       help="GPUs per machine (default 1 with a type): several train under "
+                            "MirroredStrategy")
+    group.add_argument("--vertex-training-replicas", type=int,
+                       help="machines (default 1); more train under "
+                            "MultiWorkerMirroredStrategy (one primary + workers)")
 
 
 def _demo(args) -> int:
@@ -279,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile the catalogue refresh pipeline (what `stars catalog refresh` "
                         "runs) instead of the training pipeline")
     _add_pipeline_options(p)
+    _add_vertex_training_options(p)
     p.set_defaults(func=_pipeline_compile)
 
     p = sub.add_parser("demo", help="synthetic data + pipeline, end to end")

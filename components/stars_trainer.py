@@ -7,14 +7,22 @@ so this component adds two input channels, ``catalog_examples`` (the catalogue
 Transform's transformed items) and ``catalog_transform_graph``; its executor
 hands their URIs to ``run_fn`` in ``fn_args.custom_config``.  Lineage in MLMD
 records which catalogue a model was trained on.
+
+``StarsVertexTrainer`` is the same component whose step sends the training to Vertex AI
+Training instead of running it (TFX's ``google_cloud_ai_platform`` Trainer executor, given
+``vertex_custom_config``): the custom job runs ``StarsTrainerExecutor`` in the pipeline
+image on the worker pools asked for, and ``run_fn`` trains under the strategy the job's
+machines call for (``models.distribution``).
 """
 from __future__ import annotations
 
 import json
 from typing import Optional
 
+from tfx import v1 as tfx
 from tfx.components.trainer import executor as trainer_executor
 from tfx.dsl.components.base import base_component, executor_spec
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_executor
 from tfx.proto import trainer_pb2
 from tfx.types import artifact_utils, channel, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
@@ -61,3 +69,38 @@ class StarsTrainer(base_component.BaseComponent):
             model=channel.Channel(type=standard_artifacts.Model),
             model_run=channel.Channel(type=standard_artifacts.ModelRun))
         super().__init__(spec=spec)
+
+
+class StarsVertexTrainerExecutor(vertex_executor.GenericExecutor):
+    """Starts a Vertex AI Training custom job that runs ``StarsTrainerExecutor`` (TFX's
+    cloud executor runs the standard Trainer's, which would not add the catalogue)."""
+
+    def _GetExecutorClass(self):
+        return StarsTrainerExecutor
+
+
+class StarsVertexTrainer(StarsTrainer):
+    """``StarsTrainer`` trained by Vertex AI Training; ``custom_config`` must hold
+    ``vertex_custom_config``'s entries."""
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(StarsVertexTrainerExecutor)
+
+
+def vertex_custom_config(project: str, region: str, image: str, machine_type: str,
+                         accelerator_type: str = "", accelerator_count: int = 0,
+                         replicas: int = 1) -> dict:
+    """The custom_config entries TFX's Vertex training executor reads: a CustomJob of one
+    primary replica (worker pool 0) and ``replicas`` - 1 workers (pool 1), all alike."""
+    if not image:
+        raise ValueError("Vertex AI Training needs the pipeline image (--image)")
+    machine: dict = {"machine_type": machine_type}
+    if accelerator_type:
+        machine.update(accelerator_type=accelerator_type, accelerator_count=accelerator_count)
+    pools = [{"machine_spec": machine, "replica_count": 1,
+              "container_spec": {"image_uri": image}}]
+    if replicas > 1:
+        pools.append({"machine_spec": dict(machine), "replica_count": replicas - 1,
+                      "container_spec": {"image_uri": image}})
+    ai_platform = tfx.extensions.google_cloud_ai_platform
+    return {ai_platform.ENABLE_VERTEX_KEY: True, ai_platform.VERTEX_REGION_KEY: region,
+            ai_platform.TRAINING_ARGS_KEY: {"project": project,
+                                            "job_spec": {"worker_pool_specs": pools}}}

@@ -17,6 +17,7 @@ from models import features as F
 
 EVENT_FEATURES = ("event_type_id", "recency_bucket") + F.EVENT_CALENDAR_FEATURES
 CONTEXT_FEATURES = ("hour", "day_of_week", "week_of_year", "holiday")
+POOLS = "next_pools"  # [B*L, None]: one negative-sampling pool per history position
 # The outputs laid out [B, L] (one column per history position); ``next_pools`` is [B*L, None].
 SEQUENCE_KEYS = (("items", "valid", "position", "next_items", "next_timestamp")
                  + EVENT_FEATURES + tuple(f"next_{name}" for name in CONTEXT_FEATURES))
@@ -38,6 +39,22 @@ def numpy_rows(tensor) -> List[np.ndarray]:
         values, splits = tensor.flat_values.numpy(), tensor.row_splits.numpy()
         return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
     return [np.reshape(row, -1) for row in tensor.numpy()]
+
+
+def take_rows(batch: Mapping, start, stop) -> dict:
+    """Examples ``start:stop`` of a model-input batch (``InputAdapter``'s layout, cut to any
+    width): every tensor is example-major except ``next_pools``, one row per position."""
+    def rows(x):
+        if isinstance(x, tf.SparseTensor):
+            begin = tf.concat([[start], tf.zeros_like(x.dense_shape[1:])], 0)
+            size = tf.concat([[stop - start], x.dense_shape[1:]], 0)
+            return tf.sparse.slice(x, begin, size)
+        return x[start:stop]
+    out = tf.nest.map_structure(rows, {k: v for k, v in batch.items() if k != POOLS})
+    if POOLS in batch:
+        width = tf.shape(batch["valid"], out_type=tf.int64)[1]
+        out[POOLS] = batch[POOLS][start * width:stop * width]
+    return out
 
 
 def _dense_first(x, default):

@@ -27,7 +27,7 @@ from typing import Mapping, Optional
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import cold_items, losses
+from models import cold_items, distribution, losses
 from models import features as F
 from models.config import ModelConfig
 from models.context import ContextOffset, EventEncodings
@@ -269,8 +269,28 @@ class StarsModel(tfrs.Model):
     def compute_loss(self, inputs, training=False):
         return self.loss_parts(inputs, training=training)["loss"]
 
+    def loss_weights(self) -> dict:
+        """Each loss term's weight in the total (``loss_terms``' keys)."""
+        c = self.config
+        return {"loss_next": 1.0, "loss_gen": c.lambda_gen, "loss_neg": c.lambda_neg,
+                "loss_aux": c.lambda_aux}
+
     def loss_parts(self, inputs, training=False) -> dict:
         """The total loss and its terms (L_next, L_gen, L_neg, L_aux) for one batch."""
+        weights = self.loss_weights()
+        metrics, loss = {}, None
+        for name, (mean, _) in self.loss_terms(inputs, training=training).items():
+            metrics[name] = mean
+            term = weights[name] * mean  # L_next's weight is 1: exactly the mean
+            loss = term if loss is None else loss + term
+        metrics["loss"] = loss
+        return metrics
+
+    def loss_terms(self, inputs, training=False) -> dict:
+        """{term: (its mean over the batch, the number of rows it is a mean over)}, the terms
+        in ``loss_weights`` that are on: what ``models.distribution.global_loss`` needs to
+        take the mean over a global batch split across replicas.  L_aux's in-batch
+        negatives are the replica's rows, not the global batch's."""
         c = self.config
         hidden, gen, _ = self.encode(inputs, training=training)
         # NI: every known position predicts its next event.
@@ -281,6 +301,7 @@ class StarsModel(tfrs.Model):
                    for n in ("hour", "day_of_week", "week_of_year", "holiday")}
         queries = self.next_head(states) + self.offset(context)
         positives = tf.boolean_mask(targets, keep)
+        rows = tf.shape(positives)[0]
         seen = history_so_far(inputs["items"], inputs["valid"]) if c.mask_history else None
         pools = tf.ragged.boolean_mask(inputs["next_pools"], tf.reshape(keep, [-1]))
         # The whole item tower once per step, shared by the NI and GI softmaxes: with a
@@ -290,42 +311,58 @@ class StarsModel(tfrs.Model):
             queries, positives, pools, self._request_times(inputs, "next", keep=keep),
             training, all_items,
             None if seen is None else tf.boolean_mask(seen, keep))
-        metrics = {"loss_next": loss}
+        terms = {"loss_next": (loss, rows)}
         # GI: h_gen predicts every future target of the example.
         if c.lambda_gen > 0:
             future = inputs["targets"]
             known = future >= 0
             future = tf.ragged.boolean_mask(future, known)
-            rows = future.value_rowids()
-            gen_context = {n: tf.gather(inputs[f"target_{n}"], rows)
+            target_rows = future.value_rowids()
+            gen_context = {n: tf.gather(inputs[f"target_{n}"], target_rows)
                            for n in ("hour", "day_of_week", "week_of_year", "holiday")}
-            gen_queries = tf.gather(self.gen_head(gen), rows) + self.offset(gen_context)
+            gen_queries = (tf.gather(self.gen_head(gen), target_rows)
+                           + self.offset(gen_context))
             empty = tf.RaggedTensor.from_row_lengths(
-                tf.zeros([0], tf.int32), tf.zeros_like(rows, dtype=tf.int64))
+                tf.zeros([0], tf.int32), tf.zeros_like(target_rows, dtype=tf.int64))
             gen_loss, _ = self._slice_loss(
                 gen_queries, future.flat_values, empty,
-                self._request_times(inputs, "target", rows=rows), training, all_items,
-                None if seen is None else tf.gather(seen[:, -1], rows))
-            metrics["loss_gen"] = gen_loss
-            loss += c.lambda_gen * gen_loss
+                self._request_times(inputs, "target", rows=target_rows), training, all_items,
+                None if seen is None else tf.gather(seen[:, -1], target_rows))
+            terms["loss_gen"] = (gen_loss, tf.shape(target_rows)[0])
         if c.lambda_neg > 0 and negative_logits is not None:
-            neg = losses.negative_loss(negative_logits)
-            metrics["loss_neg"] = neg
-            loss += c.lambda_neg * neg
+            terms["loss_neg"] = (losses.negative_loss(negative_logits),
+                                 tf.size(negative_logits))
         if c.lambda_aux > 0:
             aux = losses.aux_vocabulary_loss(self.aux_head(states),
                                              tf.gather(self.items.text_embedding, positives),
                                              c.aux_temperature, target_ids=positives)
-            metrics["loss_aux"] = aux
-            loss += c.lambda_aux * aux
-        metrics["loss"] = loss
-        return metrics
+            terms["loss_aux"] = (aux, rows)
+        return terms
+
+    def _global_parts(self, inputs, training: bool):
+        """(loss_parts over the global batch, this replica's share of it to differentiate),
+        inside a replica of a strategy with several (``models.distribution.global_loss``)."""
+        weights = self.loss_weights()
+        objective, means = distribution.global_loss(self.loss_terms(inputs, training=training),
+                                                    weights)
+        parts, loss = {}, None
+        for name, mean in means.items():
+            parts[name] = mean
+            term = weights[name] * mean  # L_next's weight is 1: exactly the mean
+            loss = term if loss is None else loss + term
+        parts["loss"] = loss
+        return parts, objective
 
     def train_step(self, inputs):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            parts = self.loss_parts(inputs, training=True)
+            if replicas == 1:
+                parts = self.loss_parts(inputs, training=True)
+                total = parts["loss"] + sum(self.losses)
+            else:  # the global batch's loss; the optimiser sums the replicas' gradients
+                parts, objective = self._global_parts(inputs, training=True)
+                total = objective + sum(self.losses) / replicas
             variables = self.trainable_variables  # after the forward pass has built them
-            total = parts["loss"] + sum(self.losses)
             scaled = (self.optimizer.get_scaled_loss(total) if self.config.mixed_precision
                       else total)
         gradients = tape.gradient(scaled, variables)
@@ -337,7 +374,9 @@ class StarsModel(tfrs.Model):
         return parts
 
     def test_step(self, inputs):
-        return self.loss_parts(inputs, training=False)
+        if tf.distribute.get_strategy().num_replicas_in_sync == 1:
+            return self.loss_parts(inputs, training=False)
+        return self._global_parts(inputs, training=False)[0]
 
 
 class DeltaUnfreeze(tf.keras.callbacks.Callback):

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 from typing import Optional
 
 import numpy as np
@@ -34,12 +35,12 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from models import cold_items, length_buckets, semantic_match, successor_source
+from models import cold_items, distribution, length_buckets, semantic_match, successor_source
 from models import features as F
 from models import validation_ranking as VR
 from models.config import ModelConfig, make_config
 from models.epoch_progress import EpochProgress
-from models.inputs import InputAdapter, numpy_rows
+from models.inputs import InputAdapter, numpy_rows, take_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
 from models.item_trend import TrendTable, distinct_events, trend_table
 from models.schedule import make_optimizer
@@ -218,19 +219,20 @@ def input_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdapter
 
 
 def training_dataset(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
-                     config: ModelConfig):
-    """(shuffled training batches, batches per epoch): length-bucketed and cut to their
-    widest history when ``config.length_buckets`` (see ``models.length_buckets``)."""
-    data = input_dataset(file_pattern, data_accessor, tft_output, adapter, config.batch_size,
+                     config: ModelConfig, replicas: int = 1):
+    """(shuffled global training batches, batches per epoch): ``config.batch_size`` users per
+    replica (``models.distribution``), length-bucketed and cut to their widest history when
+    ``config.length_buckets`` (see ``models.length_buckets``)."""
+    batch_size = config.batch_size * replicas
+    data = input_dataset(file_pattern, data_accessor, tft_output, adapter, batch_size,
                          shuffle=True, seed=config.seed)
     if not config.length_buckets:
         return data, count_batches(data)
     histogram = length_buckets.span_histogram(data, adapter.max_history)  # the one extra pass
     mean = length_buckets.mean_span(histogram)
-    return (length_buckets.bucketed(data, adapter.max_history, config.batch_size, mean,
+    return (length_buckets.bucketed(data, adapter.max_history, batch_size, mean,
                                     seed=config.seed),
-            length_buckets.batches_per_epoch(histogram, adapter.max_history,
-                                             config.batch_size, mean))
+            length_buckets.batches_per_epoch(histogram, adapter.max_history, batch_size, mean))
 
 
 def user_embedding_variants(config: ModelConfig) -> tuple:
@@ -322,16 +324,44 @@ def model_config_from(custom_config: dict) -> ModelConfig:
 
 def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_steps: int,
           log_dir: Optional[str] = None, verbose: int = 0, validation_callbacks=(),
-          monitor: str = "val_loss_next", monitor_mode: str = "min"):
+          monitor: str = "val_loss_next", monitor_mode: str = "min",
+          strategy: Optional[tf.distribute.Strategy] = None,
+          steps_per_epoch: Optional[int] = None):
     """Fits with early stopping on ``monitor`` (best weights restored).
 
     ``validation_callbacks`` run before the early stopping at each epoch end, so a
     callback that writes ``monitor`` into the logs (the offline evaluation's
     validation ranking) is what decides when to stop.
+
+    ``strategy`` (default: the current one): ``model`` must have been built in its scope;
+    the optimiser is made there and the global batches of ``train_data`` and ``eval_data``
+    are split across its replicas (``models.distribution.distribute``).
+
+    ``steps_per_epoch`` (``train_data``'s batches per epoch; required with several replicas,
+    as Keras cannot count distributed data): the epochs are read from one iterator over
+    ``train_data`` repeated, so the batches of a run do not depend on the strategy.
+    Without it each epoch iterates ``train_data`` anew (a different shuffle sequence).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(config.seed)
-    model.compile(optimizer=make_optimizer(config, max(1, total_steps)))
+    with strategy.scope():
+        model.compile(optimizer=make_optimizer(config, max(1, total_steps)))
+    lengths = {}
+    if steps_per_epoch:
+        train_data, lengths["steps_per_epoch"] = train_data.repeat(), steps_per_epoch
+    if strategy.num_replicas_in_sync > 1:
+        if not steps_per_epoch:
+            raise ValueError("training on several replicas needs steps_per_epoch")
+        if eval_data is not None:  # Keras starts a fresh iterator for every evaluation
+            lengths["validation_steps"] = count_batches(eval_data)
+        train_data = distribution.distribute(strategy, train_data, take_rows)
+        eval_data = distribution.distribute(strategy, eval_data, take_rows)
+        # The steps return the global batch's losses on every replica (StarsModel's
+        # train_step); Keras' default would add the replicas' copies up.
+        model.distribute_reduction_method = "first"
     callbacks = [DeltaUnfreeze(config.delta_frozen_epochs), *validation_callbacks]
+    if strategy.num_replicas_in_sync > 1:  # every worker must stop at the same epoch
+        callbacks.append(distribution.AgreeOnLogs(strategy, monitor))
     if eval_data is not None or validation_callbacks:
         callbacks.append(tf.keras.callbacks.EarlyStopping(
             monitor=monitor, mode=monitor_mode, patience=config.early_stopping_patience,
@@ -340,10 +370,14 @@ def train(model: StarsModel, config: ModelConfig, train_data, eval_data, total_s
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=1))
     callbacks.append(EpochProgress())  # last: it reports what the callbacks above logged
     return model.fit(train_data, validation_data=eval_data, epochs=config.epochs,
-                     callbacks=callbacks, verbose=verbose)
+                     callbacks=callbacks, verbose=verbose, **lengths)
 
 
 def run_fn(fn_args) -> None:
+    """Trains under ``models.distribution``'s strategy for this environment; in a cluster
+    only the chief writes the model and the run's files."""
+    strategy = distribution.strategy_from_environment()
+    replicas = strategy.num_replicas_in_sync
     custom = fn_args.custom_config or {}
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     meta = build_meta(tft_output, fn_args.transform_output, custom["catalog_transformed_uri"],
@@ -354,9 +388,9 @@ def run_fn(fn_args) -> None:
         raise ValueError(f"the catalogue has {len(catalog)} item(s); STARS needs at least 2")
     adapter = make_adapter(catalog, config, meta)
     train_data, steps = training_dataset(fn_args.train_files, fn_args.data_accessor,
-                                         tft_output, adapter, config)
+                                         tft_output, adapter, config, replicas)
     eval_data = input_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, adapter,
-                              config.batch_size, shuffle=False)
+                              config.batch_size * replicas, shuffle=False)
     if steps == 0:
         raise ValueError("the training split is empty: no user has enough history")
     ranking = validation_ranking(fn_args.eval_files, fn_args.data_accessor, tft_output,
@@ -375,10 +409,18 @@ def run_fn(fn_args) -> None:
                   else None)
     meta = meta.with_trend(trend).with_successors(successors)
     set_precision(config)
-    model = build_model(catalog, config, meta, trend, successors)
-    history = train(model, config, train_data, eval_data, steps * config.epochs,
-                    log_dir=fn_args.model_run_dir, validation_callbacks=[ranking],
-                    monitor=VR.MONITOR, monitor_mode="max")
+    chief = distribution.is_chief(os.environ.get("TF_CONFIG"))
+    with strategy.scope():
+        model = build_model(catalog, config, meta, trend, successors)
+    with tempfile.TemporaryDirectory() as scratch:  # the other workers' TensorBoard logs
+        history = train(model, config, train_data, eval_data, steps * config.epochs,
+                        log_dir=fn_args.model_run_dir if chief else scratch,
+                        validation_callbacks=[ranking], monitor=VR.MONITOR,
+                        monitor_mode="max", strategy=strategy, steps_per_epoch=steps)
+    if not chief:
+        # The chief writes the model; TFX's executor only checks that the directory exists.
+        tf.io.gfile.makedirs(fn_args.serving_model_dir)
+        return
     selection = model_selection(history, select_after_training(model, ranking, catalog.counts,
                                                                 config))
     log.info("model selection: %s", json.dumps(selection))

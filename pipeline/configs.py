@@ -9,6 +9,34 @@ PIPELINE_NAME = "stars"
 
 
 @dataclasses.dataclass(frozen=True)
+class VertexTraining:
+    """The Trainer's training as a Vertex AI Training custom job (compiled pipelines only:
+    ``stars pipeline compile --vertex-training-region ...``): ``replicas`` machines of
+    ``machine_type``, each with ``accelerator_count`` x ``accelerator_type`` (Vertex's names,
+    e.g. NVIDIA_TESLA_T4, NVIDIA_L4; none = CPUs only), running the pipeline image.  The
+    Trainer picks its strategy from what the job gives it (``models.distribution``): the
+    local GPUs of one machine, or TF_CONFIG's cluster when ``replicas`` > 1."""
+    project: str
+    region: str
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    replicas: int = 1
+    image: str = ""                           # the pipeline image; the compiler sets it
+
+    def __post_init__(self):
+        if not self.project or not self.region:
+            raise ValueError("Vertex AI Training needs a project and a region "
+                             "(--vertex-training-project, --vertex-training-region)")
+        if self.replicas < 1:
+            raise ValueError(f"--vertex-training-replicas must be >= 1, not {self.replicas}")
+        if self.accelerator_count < 0 or bool(self.accelerator_type) != (
+                self.accelerator_count > 0):
+            raise ValueError("--vertex-training-accelerator-count needs "
+                             "--vertex-training-accelerator-type, and a type a count >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     data_dir: str
     pipeline_root: str
@@ -46,6 +74,8 @@ class PipelineConfig:
     user_store: Optional[str] = None          # embedded:PATH | redis://...; default embedded
     es_hosts: str = ""                        # with hosts: the release swaps es_alias
     es_alias: str = "stars-items"
+    # Compiled pipelines: the Trainer on Vertex AI Training (None: in its pipeline step).
+    vertex_training: Optional[VertexTraining] = None
 
     @property
     def metadata(self) -> str:

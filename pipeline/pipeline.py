@@ -8,7 +8,8 @@ Data half:
     InteractionExampleGen ──▶ StatisticsGen ─▶ SchemaGen ─▶ ExampleValidator
                         └──────────────────────────────────▶ Transform (interactions)
 
-Model half:
+Model half (compiled with ``config.vertex_training``, the Trainer's step runs the training as a
+Vertex AI Training job on GPU / multi-machine worker pools):
 
     Transform + CatalogTransform ──▶ StarsTrainer ──▶ IndexBuilder (ScaNN + brute force)
     latest blessed model (Resolver) ─┐                     │
@@ -25,6 +26,7 @@ ExampleGen), never through ``custom_config``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import List
@@ -41,7 +43,7 @@ from components.item_enricher import ItemEnricher
 from components.model_pusher import ModelPusher
 from components.release_publisher import ReleasePublisher
 from components.stars_evaluator import StarsEvaluator
-from components.stars_trainer import StarsTrainer
+from components.stars_trainer import StarsTrainer, StarsVertexTrainer, vertex_custom_config
 from components.user_embedding_gen import UserEmbeddingGen
 from pipeline.configs import PipelineConfig
 
@@ -97,14 +99,19 @@ def model_components(config: PipelineConfig, data: list) -> list:
     by_id = {c.id: c for c in data}
     catalog_gen, interaction_gen = by_id["CatalogExampleGen"], by_id["InteractionExampleGen"]
     transform, catalog_transform = by_id["Transform"], by_id["CatalogTransform"]
-    trainer = StarsTrainer(
+    custom_config = {"preset": config.model_preset, "variant": config.model_variant,
+                     "overrides": json.loads(config.model_overrides or "{}")}
+    trainer_class = StarsTrainer
+    if config.vertex_training is not None:  # the step starts a Vertex AI Training job
+        trainer_class = StarsVertexTrainer
+        custom_config.update(vertex_custom_config(**dataclasses.asdict(config.vertex_training)))
+    trainer = trainer_class(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=by_id["SchemaGen"].outputs["schema"],
         catalog_examples=catalog_transform.outputs["transformed_examples"],
         catalog_transform_graph=catalog_transform.outputs["transform_graph"],
-        custom_config={"preset": config.model_preset, "variant": config.model_variant,
-                       "overrides": json.loads(config.model_overrides or "{}")})
+        custom_config=custom_config).with_id("StarsTrainer")
     index_builder = IndexBuilder(
         model=trainer.outputs["model"], transform_graph=transform.outputs["transform_graph"],
         catalog_examples=catalog_transform.outputs["transformed_examples"],

@@ -95,6 +95,138 @@ def test_vertex_pipeline_job_json(tmp_path):
     assert job["displayName"] == config.pipeline_name
     assert job["runtimeConfig"]["gcsOutputDirectory"] == "gs://bucket/root"
     _check_spec(job["pipelineSpec"], config, IMAGE, tmp_path)
+    # Without --vertex-training-* the training runs in the Trainer's own step.
+    assert _executor_args(job["pipelineSpec"], "StarsTrainer")[1] == (
+        "components.stars_trainer.StarsTrainerExecutor")
+
+
+def _executor_args(spec: dict, task: str) -> list:
+    component = spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]
+    label = spec["components"][component]["executorLabel"]
+    return spec["deploymentSpec"]["executors"][label]["container"]["args"]
+
+
+def _custom_config(spec: dict) -> dict:
+    params = spec["root"]["dag"]["tasks"]["StarsTrainer"]["inputs"]["parameters"]
+    return json.loads(params["custom_config"]["runtimeValue"]["constant"])
+
+
+VERTEX_TRAINING_FLAGS = ["--vertex-training-project", "proj",
+                         "--vertex-training-region", "europe-west4",
+                         "--vertex-training-machine-type", "n1-standard-16",
+                         "--vertex-training-accelerator-type", "NVIDIA_TESLA_T4",
+                         "--vertex-training-accelerator-count", "2",
+                         "--vertex-training-replicas", "3"]
+
+
+def _gpu_pools(image, machine=None, replicas=3):
+    machine = machine or {"machine_type": "n1-standard-16", "accelerator_type": "NVIDIA_TESLA_T4",
+                          "accelerator_count": 2}
+    pools = [{"machine_spec": machine, "replica_count": 1, "container_spec": {"image_uri": image}}]
+    if replicas > 1:
+        pools.append({"machine_spec": machine, "replica_count": replicas - 1,
+                      "container_spec": {"image_uri": image}})
+    return pools
+
+
+def test_vertex_training_flags_send_the_trainer_to_a_gpu_worker_pool(tmp_path, capsys):
+    """--vertex-training-*: the StarsTrainer step starts a Vertex AI Training CustomJob (one
+    primary + workers, GPUs on each, the pipeline image); the model settings are kept."""
+    from pipeline.configs import VertexTraining
+    out = tmp_path / "stars.json"
+    assert cli.main(["pipeline", "compile", "--target", "vertex", "--data-dir", "gs://bucket/data",
+                     "--root", "gs://bucket/root", "--output", str(out), "--image", IMAGE,
+                     "--model-overrides", '{"epochs": 3}', *VERTEX_TRAINING_FLAGS]) == 0
+    spec = json.loads(out.read_text())["pipelineSpec"]
+    config = _config(beam_pipeline_args=PipelineConfig.beam_pipeline_args,
+                     model_overrides='{"epochs": 3}',
+                     vertex_training=VertexTraining(
+                         project="proj", region="europe-west4", machine_type="n1-standard-16",
+                         accelerator_type="NVIDIA_TESLA_T4", accelerator_count=2, replicas=3,
+                         image=IMAGE))
+    _check_spec(spec, config, IMAGE, tmp_path)  # the same DAG, every other step unchanged
+    args = _executor_args(spec, "StarsTrainer")
+    assert args[args.index("--executor_class_path") + 1] == (
+        "components.stars_trainer.StarsVertexTrainerExecutor")
+    assert _custom_config(spec) == {
+        "preset": "cpu", "variant": "stars", "overrides": {"epochs": 3},
+        "ai_platform_enable_vertex": True, "ai_platform_vertex_region": "europe-west4",
+        "ai_platform_training_args": {"project": "proj",
+                                      "job_spec": {"worker_pool_specs": _gpu_pools(IMAGE)}}}
+    for task in ("Transform", "IndexBuilder", "StarsEvaluator"):  # no other step goes there
+        assert not any("ai_platform" in a for a in _executor_args(spec, task))
+
+
+def test_the_vertex_trainer_step_submits_a_job_that_runs_the_stars_trainer(tmp_path,
+                                                                           monkeypatch):
+    """The step's executor (TFX's Vertex training executor) against a recording job client:
+    the CustomJob runs StarsTrainerExecutor in the image, with the catalogue inputs."""
+    from tfx.extensions.google_cloud_ai_platform import training_clients
+    from tfx.types import standard_artifacts
+
+    from components import stars_trainer as ST
+    from pipeline.configs import VertexTraining
+    submitted = []
+    client = training_clients.VertexJobClient
+    monkeypatch.setattr(client, "create_client", lambda self: None)
+    monkeypatch.setattr(client, "launch_job",
+                        lambda self, project, job: submitted.append((project, job)))
+    monkeypatch.setattr(client, "get_job", lambda self: None)
+    monkeypatch.setattr(client, "get_job_state", lambda self, response: "done")
+    monkeypatch.setattr(client, "JOB_STATES_COMPLETED", ("done",))
+    vertex_training = VertexTraining(project="proj", region="europe-west4",
+                                     accelerator_type="NVIDIA_L4", accelerator_count=1,
+                                     image=IMAGE)
+    local = _config(vertex_training=vertex_training,
+                    metadata_path=str(tmp_path / "mlmd" / "m.sqlite"))
+    trainer = next(c for c in create_pipeline(local).components if c.id == "StarsTrainer")
+    assert isinstance(trainer, ST.StarsVertexTrainer)
+
+    def artifact(kind, name):
+        a = kind()
+        a.uri = f"gs://bucket/root/{name}"
+        return [a]
+    inputs = {"examples": artifact(standard_artifacts.Examples, "Transform/examples"),
+              "transform_graph": artifact(standard_artifacts.TransformGraph, "Transform/graph"),
+              "schema": artifact(standard_artifacts.Schema, "SchemaGen/schema"),
+              ST.CATALOG_EXAMPLES: artifact(standard_artifacts.Examples, "CatalogTransform/ex"),
+              ST.CATALOG_TRANSFORM_GRAPH: artifact(standard_artifacts.TransformGraph,
+                                                   "CatalogTransform/graph")}
+    outputs = {"model": artifact(standard_artifacts.Model, "StarsTrainer/model"),
+               "model_run": artifact(standard_artifacts.ModelRun, "StarsTrainer/model_run")}
+    ST.StarsVertexTrainerExecutor().Do(inputs, outputs, dict(trainer.exec_properties))
+    [(project, job)] = submitted
+    assert project == "proj"
+    pools = job["job_spec"]["worker_pool_specs"]
+    command = pools[0]["container_spec"].pop("command")
+    assert pools == [{"machine_spec": {"machine_type": "n1-standard-8",
+                                       "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+                      "replica_count": 1, "container_spec": {"image_uri": IMAGE}}]
+    assert command[:3] == ["python", "-m", "tfx.scripts.run_executor"]
+    assert command[command.index("--executor_class_path") + 1] == (
+        "components.stars_trainer.StarsTrainerExecutor")
+    job_inputs = json.loads(command[command.index("--inputs") + 1])
+    assert {ST.CATALOG_EXAMPLES, ST.CATALOG_TRANSFORM_GRAPH} <= set(job_inputs)
+    properties = json.loads(command[command.index("--exec-properties") + 1])
+    assert properties["run_fn"] == "models.trainer.run_fn"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--vertex-training-accelerator-type", "NVIDIA_L4"], "--vertex-training-region"),
+    (["--vertex-training-region", "europe-west4"], "project"),
+    (["--vertex-training-region", "r", "--vertex-training-project", "p",
+      "--vertex-training-accelerator-count", "2"], "accelerator-type"),
+    (["--vertex-training-region", "r", "--vertex-training-project", "p",
+      "--vertex-training-replicas", "0"], "replicas"),
+    (["--catalog-refresh", "--vertex-training-region", "r", "--vertex-training-project", "p"],
+     "trains nothing"),
+])
+def test_cli_rejects_incomplete_vertex_training_flags(tmp_path, capsys, flags, message):
+    assert cli.main(["pipeline", "compile", "--target", "vertex", "--data-dir", "gs://b/data",
+                     "--root", "gs://b/root", "--output", str(tmp_path / "x.json"),
+                     *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
 
 
 def test_kubeflow_yaml_via_cli(tmp_path, capsys):

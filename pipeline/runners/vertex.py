@@ -35,6 +35,12 @@ Build and push the image, compile, submit::
     aiplatform.PipelineJob(display_name="stars", template_path="stars.json",
                            enable_caching=False).submit(service_account="SA@...")
 
+    # The Trainer on Vertex AI Training with GPUs (one job per run; the pipeline step waits
+    # for it): add --vertex-training-project=PROJECT --vertex-training-region=REGION
+    # --vertex-training-machine-type=n1-standard-16 --vertex-training-accelerator-type=
+    # NVIDIA_TESLA_T4 --vertex-training-accelerator-count=2 [--vertex-training-replicas=2]
+    # (the image then needs TensorFlow's CUDA libraries: pip install tensorflow[and-cuda]).
+
     # Kubeflow Pipelines v2 (compile with --target kubeflow --output stars.yaml)
     import kfp
     kfp.Client(host="https://KFP_HOST").create_run_from_pipeline_package(
@@ -84,6 +90,10 @@ def compile(config: PipelineConfig, output_path: str, image: str = DEFAULT_IMAGE
         raise ValueError(f"Vertex AI needs a gs:// pipeline root, not {config.pipeline_root!r}")
     runner_cls, runner_config_cls = _runner_classes()
     make = create_refresh_pipeline if catalog_refresh else create_pipeline
+    if config.vertex_training is not None and not config.vertex_training.image:
+        # The training job runs the pipeline's own image.
+        config = dataclasses.replace(config, vertex_training=dataclasses.replace(
+            config.vertex_training, image=image))
     # The MLMD SQLite config is for the local runner only (Kubeflow and Vertex bring their
     # own MLMD) and making it creates its directory -- on GCS for a gs:// root. Point it
     # at a throwaway local directory: the compiled spec never mentions it.
