@@ -7,8 +7,9 @@ For each catalogue size (synthetic data, ``stars.data.synth`` presets ``bench10k
 ``bench100k``; any other preset name is accepted too) this
 
 1. generates the data and runs the whole pipeline once with the fast settings
-   (hashing text encoder, ``tiny`` model, 1 epoch, top-K 100, ScaNN export pushed);
-   both are cached under ``--work`` and skipped when already there;
+   (hashing text encoder, ``tiny`` model, 1 epoch, top-K 100, ScaNN export pushed), or
+   the model a user would serve (``--model-preset cpu --encoder minilm``, under another
+   ``--work``); both are cached under ``--work`` and skipped when already there;
 2. starts the model server, refreshes the stored user embeddings with the batch job and
    starts the sidecar, all in this process, with the pieces ``serving/demo.py`` uses;
 3. warms every served signature up, then measures, with one client and one request at a
@@ -27,7 +28,10 @@ For each catalogue size (synthetic data, ``stars.data.synth`` presets ``bench10k
      the user-store ``get``;
    * ``baseline_brute_force``: the known user's queries scored in-process by numpy
      (dot products with the ``item_embeddings`` signature's table + argpartition top-K);
-   * ``scann_in_process``: the served SavedModel's ``search`` signature called directly.
+   * ``scann_in_process``: the served SavedModel's ``search`` signature called directly;
+
+4. with ``--concurrency 1,32``: each sidecar path again, alone, from 32 client threads in
+   a closed loop (``concurrent``: percentiles and the rate achieved).
 
 It reports p50/p95/p99/mean/max ms and throughput (single client, closed loop:
 1000 / mean ms) per path, the sidecar's own per-hop latency breakdown (the
@@ -76,6 +80,14 @@ SIGNALS = {"promotion": True}
 PIPELINE_SETTINGS: Dict[str, Any] = {"encoder": "hashing:64", "model_preset": "tiny",
                                      "model_overrides": json.dumps({"epochs": 1}),
                                      "top_k": TOP_K, "min_recall_vs_popularity": 0.0}
+
+
+def pipeline_settings(args) -> Dict[str, Any]:
+    """The pipeline's settings: the fast defaults, or the model a user would serve
+    (``--model-preset cpu --encoder minilm``; one epoch either way: latency depends on the
+    model's shape, not on how long it trained)."""
+    return {**PIPELINE_SETTINGS, "encoder": args.encoder, "model_preset": args.model_preset,
+            "model_overrides": json.dumps({"epochs": args.epochs})}
 PATHS = collections.OrderedDict([
     ("sidecar_known_user", "sidecar end to end (HTTP, keep-alive): stored embedding, rr, "
                            "k=10, region+in_stock filters"),
@@ -191,6 +203,56 @@ class _Http:
             self.conn = None
 
 
+def _closed_loop(port: int, bodies: List[dict], clients: int, requests: int) -> dict:
+    """``requests`` answers from ``clients`` threads in a closed loop, each on its own
+    keep-alive connection: latency percentiles, the rate achieved, failed calls."""
+    from serving.sidecar.api import RECOMMENDATIONS_PATH
+    times: List[float] = []
+    errors = [0]
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def client() -> None:
+        http = _Http(port)
+        try:
+            while True:
+                with lock:
+                    n = next(counter, None)
+                if n is None:
+                    return
+                started = time.perf_counter_ns()
+                try:
+                    http.post(RECOMMENDATIONS_PATH, bodies[n % len(bodies)])
+                except Exception:  # noqa: BLE001 - counted
+                    with lock:
+                        errors[0] += 1
+                    continue
+                with lock:
+                    times.append((time.perf_counter_ns() - started) / 1e6)
+        finally:
+            http.close()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    stats = {k: v for k, v in _percentiles(times).items() if k != "throughput_rps"}
+    return {**stats, "clients": clients, "errors": errors[0],
+            "achieved_rps": round(len(times) / wall, 1)}
+
+
+def _concurrent(port: int, bodies: Dict[str, List[dict]], clients: int,
+                requests: int) -> Dict[str, dict]:
+    """Each sidecar path alone under ``clients`` concurrent clients (:func:`_closed_loop`)."""
+    out = {}
+    for name, path_bodies in bodies.items():
+        out[name] = _closed_loop(port, path_bodies, clients, requests)
+        print(f"   {clients} clients, {name}: {out[name]}", flush=True)
+    return out
+
+
 # ------------------------------------------------------------------------------ setup
 def _synth_preset(size: str) -> str:
     from stars.data import synth
@@ -218,10 +280,10 @@ def _ensure_data(data_dir: Path, preset: str, seed: int) -> dict:
             "users": report["users"], "items": report["items"], "events": report["events"]}
 
 
-def _pipeline_config(data_dir: Path, root: Path):
+def _pipeline_config(data_dir: Path, root: Path, settings: Dict[str, Any]):
     from pipeline.configs import PipelineConfig
     return PipelineConfig(data_dir=str(data_dir.resolve()), pipeline_root=str(root.resolve()),
-                          **PIPELINE_SETTINGS)
+                          **settings)
 
 
 def _pushed_versions(model_base: str) -> List[int]:
@@ -392,11 +454,12 @@ def bench_size(size: str, args) -> dict:
                               "load_avg_start": _load()}
     print(f"== [{size}] data ({preset}) under {data_dir}", flush=True)
     result["data"] = _ensure_data(data_dir, preset, args.seed)
-    config = _pipeline_config(data_dir, root)
+    settings = pipeline_settings(args)
+    config = _pipeline_config(data_dir, root, settings)
     model_base = os.path.join(config.serving_base, MODEL_NAME)
     print(f"== [{size}] pipeline under {root} "
           f"({'cached' if _pushed_versions(model_base) else 'running'})", flush=True)
-    result["pipeline"] = {**_ensure_model(config, model_base), "settings": PIPELINE_SETTINGS}
+    result["pipeline"] = {**_ensure_model(config, model_base), "settings": settings}
     # setup times of the run that built the caches, reported by later (cached) runs
     setup_file = work / "setup_times.json"
     recorded = json.loads(setup_file.read_text()) if setup_file.exists() else {}
@@ -586,6 +649,10 @@ def bench_size(size: str, args) -> dict:
             "rest_recommend_over_grpc_recommend": ratio(p["rest_recommend"].get("p99_ms"),
                                                         p["grpc_recommend"].get("p99_ms")),
         }
+        result["concurrent"] = {
+            str(c): _concurrent(sidecar.server_address[1], {
+                "sidecar_known_user": known_bodies, "sidecar_anonymous": anonymous_bodies},
+                c, args.requests) for c in args.concurrency if c > 1}
         # ScaNN (served index) against the exact numpy answer on the same queries
         exact = np.stack([_brute_force(matrix, matrix_ids, q, TOP_K)[0] for q in queries])
         approx = np.stack([scann_search(query_embeddings=q)["ids"].numpy().astype(str)
@@ -661,7 +728,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
     parser.add_argument("--out", default="benchmarks/results/serving.json")
     parser.add_argument("--work", default="out/bench-serving",
-                        help="data, pipeline runs and user stores (reused across runs)")
+                        help="data, pipeline runs and user stores (reused across runs: use "
+                             "another --work for other pipeline settings)")
+    parser.add_argument("--encoder", default=PIPELINE_SETTINGS["encoder"],
+                        help="the ItemEnricher's text encoder (minilm: wide item vectors)")
+    parser.add_argument("--model-preset", default=PIPELINE_SETTINGS["model_preset"],
+                        help="the model preset (cpu: the product's default)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--concurrency", default="1",
+                        type=lambda text: [int(c) for c in text.split(",") if c.strip()],
+                        help="comma-separated client counts; above 1 the two sidecar paths "
+                             "are also measured closed loop with that many clients")
     return parser
 
 
@@ -694,7 +771,9 @@ def main(argv=None) -> int:
                              "known_user_filters": KNOWN_FILTERS, "signals": SIGNALS,
                              "client": "one client, one request at a time; paths interleaved "
                                        "(one call of each per round)",
-                             "throughput": "single-client closed loop: 1000 / mean ms"},
+                             "throughput": "single-client closed loop: 1000 / mean ms",
+                             "concurrency": args.concurrency,
+                             "pipeline": pipeline_settings(args)},
                 "sizes": []}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
