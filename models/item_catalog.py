@@ -8,7 +8,6 @@ vocabulary, so the model, the ScaNN index and the serving lookups agree.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Optional
 
@@ -47,7 +46,11 @@ class ItemCatalog:
 
 
 def _transformed_catalog_records(transformed_uri: str):
-    files = sorted(glob.glob(os.path.join(transformed_uri, "Split-catalog", "*.gz")))
+    # tf.io.gfile: the artefact may be on object storage, where glob.glob finds nothing
+    pattern = os.path.join(transformed_uri, "Split-catalog", "*.gz")
+    files = sorted(tf.io.gfile.glob(pattern))
+    if not files:
+        raise FileNotFoundError(f"no transformed catalogue examples match {pattern}")
     for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator():
         yield tf.train.Example.FromString(record).features.feature
 
