@@ -68,6 +68,9 @@ bench-quality: $(STAMP)
 # embeddings + sidecar in-process, p50/p95/p99 and throughput of the sidecar end to end, of each
 # hop and of an in-process brute-force baseline -> benchmarks/results/serving.json.
 # BENCH_SERVING_ARGS='--sizes 10k --requests 200 --out out/bench-serving/quick.json' for a quick run.
+# The model a user would serve, at 1 and 32 concurrent clients -> serving_cpu_minilm.json:
+# BENCH_SERVING_ARGS='--sizes 100k --model-preset cpu --encoder minilm --concurrency 1,32
+#   --work out/bench-serving-cpu --out benchmarks/results/serving_cpu_minilm.json'
 BENCH_SERVING_ARGS ?=
 
 .PHONY: bench-serving
