@@ -86,8 +86,11 @@ def pipeline_settings(args) -> Dict[str, Any]:
     """The pipeline's settings: the fast defaults, or the model a user would serve
     (``--model-preset cpu --encoder minilm``; one epoch either way: latency depends on the
     model's shape, not on how long it trained)."""
-    return {**PIPELINE_SETTINGS, "encoder": args.encoder, "model_preset": args.model_preset,
-            "model_overrides": json.dumps({"epochs": args.epochs})}
+    settings = {**PIPELINE_SETTINGS, "encoder": args.encoder, "model_preset": args.model_preset,
+                "model_overrides": json.dumps({"epochs": args.epochs})}
+    if args.min_index_recall is not None:  # recorded with the results when lowered
+        settings["min_index_recall"] = args.min_index_recall
+    return settings
 PATHS = collections.OrderedDict([
     ("sidecar_known_user", "sidecar end to end (HTTP, keep-alive): stored embedding, rr, "
                            "k=10, region+in_stock filters"),
@@ -735,6 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model-preset", default=PIPELINE_SETTINGS["model_preset"],
                         help="the model preset (cpu: the product's default)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--min-index-recall", type=float, default=None,
+                        help="the release gate on ScaNN recall@K (default: the pipeline's); "
+                             "lower it only to measure a model the gate refuses")
     parser.add_argument("--concurrency", default="1",
                         type=lambda text: [int(c) for c in text.split(",") if c.strip()],
                         help="comma-separated client counts; above 1 the two sidecar paths "
