@@ -527,7 +527,7 @@ def bench_size(size: str, args) -> dict:
         offset = np.asarray(offset, np.float32).reshape(-1)
         queries = []
         for user, _ in known:
-            h_gen, h_next, _ = user_store.get(user)
+            h_gen, h_next = user_store.get(user)[:2]  # (+ version, latest items)
             queries.append(np.stack([np.asarray(h_gen, np.float32).reshape(-1) + offset,
                                      np.asarray(h_next, np.float32).reshape(-1) + offset]))
         search_inputs = [{"gi": q[0], "ni": q[1]} for q in queries]
