@@ -283,7 +283,8 @@ def _ensure_data(data_dir: Path, preset: str, seed: int) -> dict:
             "users": report["users"], "items": report["items"], "events": report["events"]}
 
 
-def _pipeline_config(data_dir: Path, root: Path, settings: Dict[str, Any]):
+def _pipeline_config(data_dir: Path, root: Path,
+                     settings: Dict[str, Any] = PIPELINE_SETTINGS):
     from pipeline.configs import PipelineConfig
     return PipelineConfig(data_dir=str(data_dir.resolve()), pipeline_root=str(root.resolve()),
                           **settings)
