@@ -107,11 +107,14 @@ def make_index(kind: str, embeddings, identifiers, k: int):
         # (1.5k items, K = 100, 38 leaves) recall@K on real users' h_gen/h_next was 0.83
         # searching 12 leaves (~4k items), 0.96 at 20 and 0.98 at 30 (models.index_quality,
         # which gates the release); from 36·K items up a third of the leaves is the larger.
+        # The quantised scores are then re-scored exactly for 10·K candidates: at 100k
+        # MiniLM-keyed items (448-d, K = 100) recall@K on real users was 0.90 with 4·K, 0.97
+        # with 10·K, 0.98 with 20·K, for 0.21 / 0.32 / 0.45 ms a query.
         search = min(leaves, max(2, leaves // 3, math.ceil(12 * k * leaves / n)))
         index = tfrs.layers.factorized_top_k.ScaNN(
             k=k, distance_measure="dot_product", num_leaves=leaves,
             num_leaves_to_search=search, training_iterations=12,
-            num_reordering_candidates=min(n, max(4 * k, 200)))
+            num_reordering_candidates=min(n, max(10 * k, 200)))
     else:
         raise ValueError(f"unknown index kind {kind!r}: 'scann' or 'brute_force'")
     return index.index(embeddings, identifiers)
