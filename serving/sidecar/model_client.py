@@ -554,6 +554,10 @@ RECONNECT_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100),
                      ("grpc.dns_min_time_between_resolutions_ms", 100))
 
 
+def _ignore_state(state) -> None:
+    """The connectivity callback of :class:`GrpcModelClient`'s channel watch."""
+
+
 class GrpcModelClient(_BaseClient):
     """TF Serving's gRPC API (``PredictionService.Predict`` / ``GetModelMetadata``,
     ``ModelService.GetModelStatus``) with a deadline on every call."""
@@ -580,15 +584,12 @@ class GrpcModelClient(_BaseClient):
         # A blocking client whose calls fail fast never polls the channel long enough for
         # the reconnect timers to fire: they then run on gRPC's backup poller, every 5 s
         # (a restarted model server was ignored for 2-4 s; grpc/grpc#38290).  Watching the
-        # connectivity state keeps a thread polling it, so the backoff above holds.
-        self.connectivity = None
-        self.channel.subscribe(self._on_connectivity, try_to_connect=True)
-
-    def _on_connectivity(self, state) -> None:
-        self.connectivity = state
+        # connectivity state keeps a thread polling it, so the backoff above holds (the
+        # watch is what matters: the states themselves are not needed).
+        self.channel.subscribe(_ignore_state, try_to_connect=True)
 
     def close(self) -> None:
-        self.channel.unsubscribe(self._on_connectivity)
+        self.channel.unsubscribe(_ignore_state)
         self.channel.close()
 
     def _error(self, e, timeout: float, what: str) -> ModelUnavailable:
