@@ -125,3 +125,25 @@ def test_one_run_at_a_time_publishes_into_a_release_directory(tmp_path):
                 pass
     with sole_publisher(config):  # released
         pass
+
+
+def test_default_beam_arguments_build_no_tfx_package(monkeypatch):
+    """TFX repackages itself for remote Beam workers whenever a Beam executor gets
+    arguments without a dependency flag: 52 MB in /tmp per component run, never removed
+    (enough runs filled a CI disk). The defaults must leave TFX nothing to build."""
+    from tfx.components.statistics_gen.executor import Executor as StatisticsGenExecutor
+    from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
+    from tfx.utils import dependency_utils
+
+    from pipeline.configs import PipelineConfig
+
+    def build():
+        raise AssertionError("a TFX sdist was built for a local run")
+
+    monkeypatch.setattr(dependency_utils, "build_ephemeral_package", build)
+    executor = StatisticsGenExecutor(BaseBeamExecutor.Context(
+        beam_pipeline_args=list(PipelineConfig.beam_pipeline_args)))
+    assert executor._make_beam_pipeline().options.get_all_options()["runner"] is None
+    with pytest.raises(AssertionError, match="sdist"):  # the guard above is live
+        StatisticsGenExecutor(BaseBeamExecutor.Context(
+            beam_pipeline_args=["--direct_num_workers=1"]))
