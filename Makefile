@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/stars demo --out out/demo
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not e2e"

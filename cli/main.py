@@ -82,21 +82,28 @@ def _pipeline_config(args):
     if args.beam_arg:
         beam_args = list(args.beam_arg)
     return PipelineConfig(
-        data_dir=os.path.abspath(args.data_dir), pipeline_root=os.path.abspath(args.root),
+        data_dir=_location(args.data_dir), pipeline_root=_location(args.root),
         encoder=args.encoder, tagger=args.tagger, tag_vocabulary=args.tag_vocabulary,
         split_mode=args.split_mode, eval_fraction=args.eval_fraction,
         max_history=args.max_history, beam_pipeline_args=tuple(beam_args),
         train_model=not args.data_only, model_preset=args.preset, model_variant=args.variant,
         model_overrides=_model_overrides(args), top_k=args.top_k,
         serving_index=args.serving_index,
-        serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
+        serving_model_dir=_location(args.serving_dir) if args.serving_dir else None,
         min_recall_vs_popularity=args.min_recall_vs_popularity,
-        **_release_config(args))
+        **_state_config(args))
 
 
-def _release_config(args) -> dict:
-    """The release fields of PipelineConfig (``--release-dir``, ``--user-store``, ...)."""
-    return {"release_dir": os.path.abspath(args.release_dir) if args.release_dir else None,
+def _location(path: str) -> str:
+    """A URL (``gs://...``) as given; a local path made absolute."""
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _state_config(args) -> dict:
+    """The PipelineConfig fields of the run's local state and its release (MLMD,
+    ``--release-dir``, ``--user-store``, ...)."""
+    return {"metadata_path": os.path.abspath(args.metadata_path) if args.metadata_path else None,
+            "release_dir": os.path.abspath(args.release_dir) if args.release_dir else None,
             "user_store": args.user_store or None, "es_hosts": args.es_hosts,
             "es_alias": args.es_alias, "min_index_recall": args.min_index_recall}
 
@@ -106,12 +113,12 @@ def _catalog_refresh(args) -> int:
     from pipeline.runners import local
     from stars import release as releases
     config = PipelineConfig(
-        data_dir=os.path.abspath(args.data_dir), pipeline_root=os.path.abspath(args.root),
+        data_dir=_location(args.data_dir), pipeline_root=_location(args.root),
         encoder=args.encoder, tagger=args.tagger, tag_vocabulary=args.tag_vocabulary,
         max_history=args.max_history, top_k=args.top_k, serving_index=args.serving_index,
-        serving_model_dir=os.path.abspath(args.serving_dir) if args.serving_dir else None,
+        serving_model_dir=_location(args.serving_dir) if args.serving_dir else None,
         beam_pipeline_args=tuple(args.beam_arg or PipelineConfig.beam_pipeline_args),
-        **_release_config(args))
+        **_state_config(args))
     before = releases.current_id(config.releases)
     if before is None:
         print(f"stars: error: no release in {config.releases} to refresh: run `stars pipeline "
@@ -139,7 +146,10 @@ def _release_show(args) -> int:
     return 0
 
 
-def _add_release_options(parser) -> None:
+def _add_state_options(parser) -> None:
+    """Local state: a URL root (gs://...) holds artefacts only, these need local paths."""
+    parser.add_argument("--metadata-path", default="",
+                        help="MLMD SQLite file (default <root>/metadata.sqlite)")
     parser.add_argument("--release-dir", default="",
                         help="where releases are published (default <root>/releases)")
     parser.add_argument("--user-store", default="",
@@ -172,11 +182,7 @@ def _pipeline_compile(args) -> int:
 
     from pipeline.runners import vertex
 
-    def uri(path):  # gs://... stays as given; a local path becomes absolute
-        return path if "://" in path else os.path.abspath(path)
-    config = dataclasses.replace(_pipeline_config(args), data_dir=uri(args.data_dir),
-                                 pipeline_root=uri(args.root),
-                                 vertex_training=_vertex_training(args))
+    config = dataclasses.replace(_pipeline_config(args), vertex_training=_vertex_training(args))
     image = args.image or vertex.DEFAULT_IMAGE
     if args.catalog_refresh and config.vertex_training is not None:
         raise ValueError("the catalogue refresh trains nothing: --vertex-training-* apply to "
@@ -281,7 +287,7 @@ def _add_pipeline_options(parser) -> None:
     parser.add_argument("--beam-arg", action="append",
                         help="Beam pipeline argument, repeatable "
                              "(e.g. --beam-arg=--runner=FlinkRunner)")
-    _add_release_options(parser)
+    _add_state_options(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving-dir", default="",
                    help="TF Serving model base path (default <root>/serving)")
     p.add_argument("--beam-arg", action="append", help="Beam pipeline argument, repeatable")
-    _add_release_options(p)
+    _add_state_options(p)
     p.set_defaults(func=_catalog_refresh)
     release = sub.add_parser("release", help="published releases")
     release_sub = release.add_subparsers(dest="release_command", required=True)

@@ -3,14 +3,12 @@ CatalogExampleGen read (checked by its fingerprint) as the embedded backend's sn
 and, with Elasticsearch, a new index generation that nothing reads until the release
 is published (``ReleasePublisher`` swaps the alias to it).
 """
-import os
-import shutil
-
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 
 from components.artifacts import CatalogIndex
 from components.user_embedding_gen import was_pushed
+from stars import storage
 from stars.data import contract, fingerprint
 
 
@@ -19,9 +17,9 @@ def snapshot_catalog(data_dir: str, out_dir: str, expected_fingerprint: str = ""
     run read (``expected_fingerprint``).  Returns ``items_file`` and ``fingerprint``."""
     source = contract.find_table_file(data_dir, contract.ITEMS)
     assert source is not None  # a required table: find_table_file raises when it is missing
-    target = os.path.join(out_dir, source.name)
-    os.makedirs(out_dir, exist_ok=True)
-    shutil.copy2(source, target)
+    target = storage.join(out_dir, storage.basename(source))
+    storage.makedirs(out_dir)
+    storage.copy(source, target)
     snapshot = fingerprint.tables_fingerprint(out_dir, (contract.ITEMS,))
     if expected_fingerprint and snapshot != expected_fingerprint:
         raise contract.ContractError(

@@ -11,7 +11,6 @@ applies) -- since the weights were evaluated when they were released; a refreshe
 that fails it is not pushed and the live release keeps serving.
 """
 import json
-import os
 
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -20,6 +19,7 @@ from tfx.utils import path_utils
 from components.artifacts import TRAINED_MODEL
 from components.index_builder import mark_index_artifacts
 from components.stars_evaluator import index_recall_rule, served_index_recall
+from stars import storage
 
 
 @tfx.dsl.components.component
@@ -51,9 +51,8 @@ def CatalogRefresher(
         artifact.set_string_custom_property(TRAINED_MODEL, live.trained_model)
         artifact.set_string_custom_property("refreshed_from", live.release_id)
     rule = index_recall_rule(served_index_recall(served), min_index_recall)
-    with open(os.path.join(blessing.uri, "BLESSED" if rule["passed"] else "NOT_BLESSED"),
-              "w") as f:
-        f.write(rule["failure"] or json.dumps(rule))
+    storage.write_text(storage.join(blessing.uri, "BLESSED" if rule["passed"] else "NOT_BLESSED"),
+                       rule["failure"] or json.dumps(rule))
     blessing.set_int_custom_property("blessed", int(rule["passed"]))
     blessing.set_string_custom_property("current_model", served.uri)
     blessing.set_float_custom_property("min_index_recall", min_index_recall)

@@ -10,11 +10,6 @@ properties only so that TFX's cache key changes when an event log does; the cata
 needs no entry, it is an input artifact and so already in the key.  It is checked
 again after reading and recorded on the artifact.
 """
-import json
-import os
-import shutil
-import tempfile
-
 import apache_beam as beam
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
@@ -22,9 +17,11 @@ from tfx.types import standard_artifacts
 from components.artifacts import DataRejects
 from components.catalog_example_gen import CATALOG_SPLIT
 from components.examples_artifact import mark_examples
+from stars import storage
 from stars.data import contract, fingerprint, sequence_job, sequences, staging, tf_example
 
 READS = (contract.INTERACTIONS, contract.IMPRESSIONS, contract.USERS)  # what staging reads
+STAGING_DIR = ".staging"  # under the examples artefact while the sequence job runs
 
 
 def catalog_item_ids(catalog_uri: str) -> set:
@@ -34,8 +31,11 @@ def catalog_item_ids(catalog_uri: str) -> set:
 
 def generate(data_dir: str, catalog_uri: str, examples_uri: str, rejects_uri: str,
              config: sequences.SplitConfig, beam_pipeline: beam.Pipeline) -> dict:
-    """Stages and validates the logs, then runs the sequence job; returns a report."""
-    work = tempfile.mkdtemp(prefix="stars-staging-")
+    """Stages and validates the logs, then runs the sequence job; returns a report.
+
+    The staged shards go under the examples artefact (removed once the job has run), so
+    they are wherever the pipeline root is: every Beam worker can read them."""
+    work = storage.join(examples_uri, STAGING_DIR)
     try:
         report = staging.stage(data_dir, catalog_item_ids(catalog_uri), work, rejects_uri)
         cut = sequences.cut_time(report.timestamps, config) if config.mode == "time" else None
@@ -43,7 +43,7 @@ def generate(data_dir: str, catalog_uri: str, examples_uri: str, rejects_uri: st
             sequence_job.build_sequences(pipeline, work, examples_uri, config, cut,
                                          report.user_feature_kinds)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        storage.rmtree(work)
     counts = {split: tf_example.count_split(examples_uri, split)
               for split in config.split_names}
     empty = [split for split, n in counts.items() if n == 0]
@@ -89,6 +89,4 @@ def InteractionExampleGen(
     rejects.set_int_custom_property("rejected", total)
     for table, reasons in report["rejects"].items():
         rejects.set_int_custom_property(f"{table}_rejected", sum(reasons.values()))
-    os.makedirs(rejects.uri, exist_ok=True)
-    with open(os.path.join(rejects.uri, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    storage.write_json(storage.join(rejects.uri, "report.json"), report)

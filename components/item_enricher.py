@@ -7,46 +7,42 @@ catalogue item.  Encoder and tagger are pluggable by spec string (see
 are cached by content hash in ``cache_dir`` so unchanged items are not
 re-embedded on the next run.
 """
-import json
-import os
+from typing import Iterable, Optional
 
+import apache_beam as beam
 from tfx import v1 as tfx
 from tfx.types import artifact_utils, standard_artifacts
 
 from components.examples_artifact import mark_examples
-from stars.data import tf_example
-from stars.enrichment import enricher
-from stars.enrichment.cache import EnrichmentCache
+from stars import storage
+from stars.enrichment import enrichment_job
 from stars.enrichment.encoders import make_encoder
-from stars.enrichment.tag_vocabulary import DEFAULT as DEFAULT_VOCABULARY
-from stars.enrichment.tag_vocabulary import TagVocabulary
+from stars.enrichment.tag_vocabulary import load_vocabulary
 from stars.enrichment.taggers import make_tagger
 
 TAG_VOCABULARY_FILE = "tag_vocabulary.json"
 
 
-def load_vocabulary(path: str) -> TagVocabulary:
-    return TagVocabulary.load(path) if path else DEFAULT_VOCABULARY
-
-
-def enrich_examples(items_uri: str, out_uri: str, splits, encoder_spec: str,
-                    tagger_spec: str, vocabulary_path: str, cache_dir: str) -> dict:
-    """Enriches every split of ``items_uri`` into ``out_uri``; returns the report."""
-    encoder = make_encoder(encoder_spec)
+def enrich_examples(items_uri: str, out_uri: str, splits: Iterable[str], encoder_spec: str,
+                    tagger_spec: str, vocabulary_path: str, cache_dir: str,
+                    beam_pipeline: Optional[beam.Pipeline] = None) -> dict:
+    """Enriches every split of ``items_uri`` into ``out_uri`` (a Beam job, in process
+    without ``beam_pipeline``); returns the report."""
     vocabulary = load_vocabulary(vocabulary_path)
-    tagger = make_tagger(tagger_spec, vocabulary)
-    cache = EnrichmentCache(cache_dir or None)
-    report = enricher.EnrichmentReport()
-    for split in splits:
-        stream = (tf_example.from_example(e) for e in tf_example.read_split(items_uri, split))
-        enriched = enricher.enrich(stream, encoder, tagger, cache, report)
-        tf_example.write_split(out_uri, split, (tf_example.to_example(f) for f in enriched))
-        cache.flush()
-    vocabulary.save(os.path.join(out_uri, TAG_VOCABULARY_FILE))
-    return {**vars(report), "encoder": encoder.name, "tagger": tagger.name}
+    # Built here too for their names (the cache identity in the report) and to fail on a
+    # bad spec before any worker starts; the workers build their own in setup().
+    names = {"encoder": make_encoder(encoder_spec).name,
+             "tagger": make_tagger(tagger_spec, vocabulary).name}
+    pipeline = beam_pipeline or beam.Pipeline()
+    enrichment_job.build(pipeline, items_uri, out_uri, splits, encoder_spec, tagger_spec,
+                         vocabulary_path, cache_dir)
+    result = pipeline.run()
+    result.wait_until_finish()
+    vocabulary.save(storage.join(out_uri, TAG_VOCABULARY_FILE))
+    return {**enrichment_job.report(result), **names}
 
 
-@tfx.dsl.components.component
+@tfx.dsl.components.component(use_beam=True)
 def ItemEnricher(
     items: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
     enriched_items: tfx.dsl.components.OutputArtifact[standard_artifacts.Examples],
@@ -54,16 +50,16 @@ def ItemEnricher(
     tagger: tfx.dsl.components.Parameter[str] = "keyword",
     tag_vocabulary: tfx.dsl.components.Parameter[str] = "",
     cache_dir: tfx.dsl.components.Parameter[str] = "",
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ):
     """Embeds and tags the whole catalogue."""
     splits = artifact_utils.decode_split_names(items.split_names)
     report = enrich_examples(items.uri, enriched_items.uri, splits, encoder, tagger,
-                             tag_vocabulary, cache_dir)
+                             tag_vocabulary, cache_dir, beam_pipeline)
     mark_examples(enriched_items, splits)
     for key in ("items", "encoded", "embeddings_from_cache", "tagged", "items_with_tags",
                 "embedding_dim"):
         enriched_items.set_int_custom_property(key, int(report[key]))
     enriched_items.set_string_custom_property("encoder", report["encoder"])
     enriched_items.set_string_custom_property("tagger", report["tagger"])
-    with open(os.path.join(enriched_items.uri, "enrichment_report.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    storage.write_json(storage.join(enriched_items.uri, "enrichment_report.json"), report)

@@ -19,8 +19,6 @@ does not ship on the strength of the few targets it still finds.  The blessing c
 ``current_model_id`` so TFX's LatestBlessedModelStrategy finds it next run.
 """
 
-import json
-import os
 from typing import Optional
 
 import numpy as np
@@ -34,6 +32,7 @@ from models import features as F
 from models.popularity import read_popularity_counts
 from stars import retrieval_metrics as RM
 from stars import serving_requests as requests
+from stars import storage
 from stars.data import tf_example
 from stars.interleaving import interleave_round_robin
 from stars.saved_model import load_serving_model
@@ -206,8 +205,8 @@ def StarsEvaluator(
                  min_recall_vs_popularity, max_regression,
                  index_recall=served_index_recall(model), min_index_recall=min_index_recall)
     blessed = result["blessed"]
-    with open(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
-        f.write("\n".join(result["failures"]))
+    storage.write_text(storage.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"),
+                       "\n".join(result["failures"]))
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_string_custom_property("current_model", model.uri)
     blessing.set_int_custom_property("current_model_id", model.id)
@@ -227,5 +226,4 @@ def record_index_rule(rule: dict, evaluation, blessing) -> None:
             artifact.set_float_custom_property("index_recall_at_k", rule["index_recall_at_k"])
     blessing.set_float_custom_property("min_index_recall", rule["min_index_recall"])
     blessing.set_int_custom_property("index_recall_passed", int(rule["passed"]))
-    with open(os.path.join(evaluation.uri, INDEX_RULE_FILE), "w") as f:
-        json.dump(rule, f, indent=1)
+    storage.write_json(storage.join(evaluation.uri, INDEX_RULE_FILE), rule, indent=1)

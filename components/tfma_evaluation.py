@@ -91,9 +91,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
-import shutil
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
@@ -104,6 +102,8 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import text_format
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 from tfx_bsl.arrow import table_util
+
+from stars import storage
 
 SIDECAR_FILE = "stars_evaluation.json"
 OVERALL = "Overall"  # TFMA's name of the overall slice (slicer.stringify_slice_key(()))
@@ -461,11 +461,11 @@ def evaluate(frame: pd.DataFrame, models: Mapping[str, str], baseline: Optional[
                                         or rule["metric"] in corpus_metrics.get(model, {})):
                 raise ValueError(f"threshold on {rule['metric']!r}: not a metric of {model!r}")
 
-    if os.path.isdir(output_path) and os.listdir(output_path):
+    if storage.isdir(output_path) and storage.listdir(output_path):
         if not overwrite:
             raise FileExistsError(f"{output_path} is not empty (pass overwrite=True)")
-        shutil.rmtree(output_path)
-    os.makedirs(output_path, exist_ok=True)
+        storage.rmtree(output_path)
+    storage.makedirs(output_path)
 
     eval_config = _build_eval_config(tfma_names, columns, tfma_baseline, candidate,
                                      [r for r in rules if r["checked_by"] == "tfma"], slice_columns)
@@ -542,15 +542,14 @@ def evaluate(frame: pd.DataFrame, models: Mapping[str, str], baseline: Optional[
                    thresholds=dict(thresholds or {}), validations=records,
                    tfma_validation_ok=summary.tfma_validation_ok, blessed=summary.blessed,
                    failures=failures)
-    with open(os.path.join(output_path, SIDECAR_FILE), "w") as out:
-        json.dump(sidecar, out, indent=2, sort_keys=True, default=_json_default)
+    storage.write_text(storage.join(output_path, SIDECAR_FILE),
+                       json.dumps(sidecar, indent=2, sort_keys=True, default=_json_default))
     return summary
 
 
 def load_summary(output_path: str) -> Dict[str, Any]:
     """The sidecar record written by `evaluate` (see module doc)."""
-    with open(os.path.join(output_path, SIDECAR_FILE)) as f:
-        return json.load(f)
+    return storage.read_json(storage.join(output_path, SIDECAR_FILE))
 
 
 def _json_default(value):

@@ -31,8 +31,10 @@ DATA_HALF_VERSION = 2
 
 
 def _table_file(data_dir: Path, name: str) -> Optional[Path]:
+    """The table's file (the evaluation harness works on a local copy of the data)."""
     from stars.data import contract
-    return contract.find_table_file(data_dir, contract.TABLES[name])
+    found = contract.find_table_file(data_dir, contract.TABLES[name])
+    return Path(found) if found is not None else None
 
 
 def _read_any(path: Path):

@@ -10,7 +10,6 @@ therefore keeps context only when the timestamps tell the time of day.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping, Optional, Tuple
 
 CHOICES = ("auto", "on", "off")
@@ -28,7 +27,7 @@ def calendar_context(source_dir, choice: str = "auto") -> Tuple[bool, str]:
     from models import calendar
     from stars.data import contract
     table = contract.TABLES["interactions"]
-    path = contract.find_table_file(Path(source_dir), table)  # ContractError when missing
+    path = contract.find_table_file(source_dir, table)  # ContractError when missing
     stamps = contract.read_whole_table(path, table)["timestamp"]
     if calendar.carries_time_of_day(stamps.to_numpy()):
         return True, "calendar context on: the timestamps tell the time of day"

@@ -34,7 +34,6 @@ side of the match (the keys of the latest items) with it.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 import shutil
 import tempfile
@@ -95,7 +94,8 @@ def transform_new_catalog(enriched_items_uri: str, catalog_transform_graph_uri: 
     ``in_stock``.  Duplicate ids stop the refresh (CatalogExampleGen refuses them too)."""
     tft_output = tft.TFTransformOutput(catalog_transform_graph_uri)
     spec = tft_output.raw_feature_spec()
-    files = sorted(glob.glob(os.path.join(enriched_items_uri, f"Split-{CATALOG_SPLIT}", "*.gz")))
+    files = sorted(tf.io.gfile.glob(os.path.join(enriched_items_uri, f"Split-{CATALOG_SPLIT}",
+                                                 "*.gz")))
     if not files:
         raise ValueError(f"{enriched_items_uri} has no Split-{CATALOG_SPLIT} examples")
     items: Dict[str, dict] = {}
@@ -354,7 +354,8 @@ def refresh_serving_models(trainer_model_dir: str, enriched_items_uri: str,
         refreshed = os.path.join(work, MODEL_SUBDIR)
         write_checkpoint(values, reader.get_tensor(OBJECT_GRAPH),
                          os.path.join(refreshed, WEIGHTS))
-        shutil.copy(os.path.join(path, CONFIG_FILE), os.path.join(refreshed, CONFIG_FILE))
+        tf.io.gfile.copy(os.path.join(path, CONFIG_FILE), os.path.join(refreshed, CONFIG_FILE),
+                         overwrite=True)
         refreshed_meta.save(refreshed)
         model, config, meta, new, adapter = load_trained(work, new)
         numeric = [n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric]

@@ -90,13 +90,13 @@ def add_product(data_dir: str, like: str) -> dict:
 
     from stars.data import contract
     path = contract.find_table_file(data_dir, contract.ITEMS)
-    items = (pd.read_parquet(path) if path.name.endswith(".parquet")
+    items = (pd.read_parquet(path) if path.endswith(".parquet")
              else pd.read_csv(path, dtype=str, keep_default_na=False))
     row = items[items["item_id"].astype(str) == like].iloc[0].copy()
     row["item_id"] = f"{like}-new"
     row["title"] = f"{row['title']} (new edition)"
     items = pd.concat([items, row.to_frame().T], ignore_index=True)
-    if path.name.endswith(".parquet"):
+    if path.endswith(".parquet"):
         items.to_parquet(path, index=False)
     else:
         items.to_csv(path, index=False)

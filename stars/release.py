@@ -34,6 +34,7 @@ import shutil
 import tempfile
 from typing import Any, Dict, Optional
 
+from stars import storage
 from stars.atomic_files import fsync_dir, write_atomically
 
 MANIFEST = "manifest.json"
@@ -137,8 +138,8 @@ def publish(release_root: str, manifest: Dict[str, Any], catalog_file: str,
     staging = tempfile.mkdtemp(prefix=f".{release_id}.", dir=release_root)
     try:
         os.makedirs(os.path.join(staging, CATALOG_DIR))
-        shutil.copy2(catalog_file, os.path.join(staging, CATALOG_DIR,
-                                                os.path.basename(catalog_file)))
+        storage.copy(catalog_file, os.path.join(staging, CATALOG_DIR,  # it may be a URL
+                                                storage.basename(catalog_file)))
         write_atomically(os.path.join(staging, MANIFEST),
                          json.dumps(manifest, indent=1, sort_keys=True).encode())
         os.rename(staging, final)

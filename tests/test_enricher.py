@@ -1,5 +1,7 @@
 """ItemEnricher logic: embeddings and tags for every item, cached by content hash."""
+import apache_beam as beam
 import numpy as np
+import pytest
 
 from components.catalog_example_gen import CATALOG_SPLIT, write_catalog_examples
 from components.item_enricher import enrich_examples
@@ -49,3 +51,35 @@ def test_unchanged_items_are_not_re_embedded(tmp_path):
                                   [CATALOG_SPLIT], "hashing:16", "keyword", "",
                                   str(tmp_path / "cache"))
     assert other_model["encoded"] == len(ITEMS)  # a new encoder misses the cache
+
+
+@pytest.mark.e2e
+def test_two_beam_workers_enrich_as_one(tmp_path):
+    """The ItemEnricher is a Beam job: under the DirectRunner with two worker processes the
+    items, their vectors and tags and the report equal the in-process run's; each worker
+    loaded its own encoder and wrote its own cache shards."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from stars.data import synth
+    synth.generate(tmp_path / "data", "tiny", seed=2)  # 150 items: several encoder batches
+    write_catalog_examples(str(tmp_path / "data"), str(tmp_path / "items"))
+    args = ([CATALOG_SPLIT], "hashing:32", "keyword", "")
+    one = enrich_examples(str(tmp_path / "items"), str(tmp_path / "one"), *args,
+                          str(tmp_path / "cache1"))
+    two = enrich_examples(str(tmp_path / "items"), str(tmp_path / "two"), *args,
+                          str(tmp_path / "cache2"), beam.Pipeline(options=PipelineOptions([
+                              "--direct_running_mode=multi_processing",
+                              "--direct_num_workers=2"])))
+    assert one == two and one["items"] == one["encoded"] == 150
+    first, second = _enriched(str(tmp_path / "one")), _enriched(str(tmp_path / "two"))
+    assert sorted(first) == sorted(second)
+    for item, features in first.items():
+        np.testing.assert_allclose(features["text_embedding"], second[item]["text_embedding"],
+                                   rtol=0, atol=1e-7)
+        assert features["attribute_tags"] == second[item]["attribute_tags"]
+    shards = sorted((tmp_path / "cache2").glob("embeddings-*.npz"))
+    sizes = [len(np.load(shard)["keys"]) for shard in shards]
+    assert len(sizes) >= 2 and sum(sizes) == 150, sizes  # the work was spread
+    again = enrich_examples(str(tmp_path / "items"), str(tmp_path / "three"), *args,
+                            str(tmp_path / "cache2"))
+    assert again["encoded"] == 0  # the workers' shards together hold every item

@@ -147,3 +147,18 @@ def test_default_beam_arguments_build_no_tfx_package(monkeypatch):
     with pytest.raises(AssertionError, match="sdist"):  # the guard above is live
         StatisticsGenExecutor(BaseBeamExecutor.Context(
             beam_pipeline_args=["--direct_num_workers=1"]))
+
+
+def test_a_url_root_needs_local_paths_for_the_runner_state(tmp_path):
+    import dataclasses
+
+    from pipeline.configs import PipelineConfig
+    from pipeline.runners.local import check_local_state
+    config = PipelineConfig(data_dir="gs://bucket/data", pipeline_root="gs://bucket/root")
+    with pytest.raises(ValueError, match="pass --metadata-path, --release-dir, --user-store"):
+        check_local_state(config)
+    with pytest.raises(ValueError, match="pass --metadata-path \\("):
+        check_local_state(dataclasses.replace(config, train_model=False))
+    check_local_state(dataclasses.replace(
+        config, metadata_path=str(tmp_path / "mlmd.sqlite"), release_dir=str(tmp_path / "r"),
+        user_store="redis://127.0.0.1:6379/0"))  # a Redis store is no path: fine

@@ -21,6 +21,7 @@ from tfx import v1 as tfx
 from components import catalog_example_gen, interaction_example_gen
 from pipeline.configs import PipelineConfig
 from pipeline.pipeline import create_pipeline, create_refresh_pipeline, data_components
+from stars import storage
 from stars.data import fingerprint
 
 RUNNING, FINISHED, SKIPPED = ("Component %s is running.", "Component %s is finished.",
@@ -154,7 +155,24 @@ def sole_publisher(config: PipelineConfig) -> Iterator[None]:
         yield
 
 
+def check_local_state(config: PipelineConfig) -> None:
+    """MLMD (SQLite), the release directory (flock, rename) and the embedded user store
+    (SQLite) need a local disk. With a URL root (gs://...) their defaults would be URLs:
+    say which to set instead of failing deep inside MLMD or creating a local ``gs:``."""
+    state = [("--metadata-path", config.metadata)]
+    if config.train_model:
+        state.append(("--release-dir", config.releases))
+        if config.store.startswith("embedded:"):  # redis://... is a server, not a path
+            state.append(("--user-store", config.store.removeprefix("embedded:")))
+    remote = [flag for flag, path in state if storage.is_remote(path)]
+    if remote:
+        raise ValueError(f"the pipeline root {config.pipeline_root} is a URL: artefacts go "
+                         f"there, but the local runner's state needs local paths; pass "
+                         f"{', '.join(remote)} (the user store may also be redis://...)")
+
+
 def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
+    check_local_state(config)
     ir = compile_with_data_half_cached(fingerprinted(config))
     if not config.train_model:  # the data half publishes nothing
         run_ir(ir, out)
@@ -167,6 +185,7 @@ def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
     """The catalogue refresh (``pipeline.pipeline.create_refresh_pipeline``), never cached;
     the fingerprints still let the CatalogIndexer check it snapshots the file it read."""
     from tfx.orchestration.portable import tfx_runner
+    check_local_state(config)
     config = fingerprinted(dataclasses.replace(config, enable_cache=True))
     with sole_publisher(config):
         run_ir(tfx_runner._make_pipeline_proto(create_refresh_pipeline(config)), out)

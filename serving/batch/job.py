@@ -37,6 +37,7 @@ import apache_beam as beam
 import numpy as np
 
 from stars import serving_requests as requests
+from stars import storage
 from stars.data import contract
 from stars.data.sequences import USER_REGION_FEATURE
 
@@ -69,21 +70,21 @@ class UserRequest:
 def resolve_model_dir(model_base_path: str, version: Optional[int] = None) -> str:
     """``<base>/<version>`` (TF Serving layout); the highest numeric version by default.
     A directory that is itself a SavedModel is returned as is."""
-    base = str(model_base_path)
+    base = os.fspath(model_base_path)
     if version is not None:
-        path = os.path.join(base, str(int(version)))
-        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        path = storage.join(base, str(int(version)))
+        if not storage.exists(storage.join(path, "saved_model.pb")):
             raise FileNotFoundError(f"no SavedModel version {version} under {base}")
         return path
-    if os.path.isfile(os.path.join(base, "saved_model.pb")):
+    if storage.exists(storage.join(base, "saved_model.pb")):
         return base
-    if not os.path.isdir(base):
+    if not storage.isdir(base):
         raise FileNotFoundError(f"model base path {base} does not exist")
-    versions = [int(v) for v in os.listdir(base)
-                if v.isdigit() and os.path.isfile(os.path.join(base, v, "saved_model.pb"))]
+    versions = [int(v) for v in storage.listdir(base)
+                if v.isdigit() and storage.exists(storage.join(base, v, "saved_model.pb"))]
     if not versions:
         raise FileNotFoundError(f"no numeric SavedModel version under {base}")
-    return os.path.join(base, str(max(versions)))
+    return storage.join(base, str(max(versions)))
 
 
 def parse_as_of(text) -> Optional[int]:

@@ -22,12 +22,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import gzip
+import io
 import os
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Iterator, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+
+from stars import storage
 
 if TYPE_CHECKING:
     import _csv
@@ -120,38 +123,43 @@ USERS = Table("users", (
 TABLES = {t.name: t for t in (INTERACTIONS, ITEMS, IMPRESSIONS, USERS)}
 
 
-def find_table_file(data_dir: str | os.PathLike, table: Table) -> Optional[Path]:
-    """The file holding ``table`` in ``data_dir``; None if an optional table is absent."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise ContractError(str(data_dir), "data directory does not exist")
-    found = [data_dir / (table.name + s) for s in SUFFIXES
-             if (data_dir / (table.name + s)).is_file()]
+def find_table_file(data_dir: str | os.PathLike, table: Table) -> Optional[str]:
+    """The file holding ``table`` in ``data_dir`` (a local path or a URL such as
+    ``gs://bucket/data``); None if an optional table is absent."""
+    data_dir = os.fspath(data_dir)
+    if not storage.isdir(data_dir):
+        raise ContractError(data_dir, "data directory does not exist")
+    names = set(storage.listdir(data_dir))
+    found = [storage.join(data_dir, table.name + s) for s in SUFFIXES
+             if table.name + s in names]
     if len(found) > 1:
-        raise ContractError(str(data_dir), f"more than one file for table "
-                            f"'{table.name}': {[p.name for p in found]}")
+        raise ContractError(data_dir, f"more than one file for table "
+                            f"'{table.name}': {[storage.basename(p) for p in found]}")
     if not found and table.required:
-        raise ContractError(str(data_dir), f"required table '{table.name}' is "
+        raise ContractError(data_dir, f"required table '{table.name}' is "
                             f"missing (expected {table.name}.csv or "
                             f"{table.name}.parquet)")
     return found[0] if found else None
 
 
-def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    if path.name.endswith(".parquet"):
+def _raw_chunks(path: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if path.endswith(".parquet"):
         import pyarrow.parquet as pq
-        try:
-            reader = pq.ParquetFile(path)
-        except Exception as e:  # pyarrow raises several types for bad files
-            raise ContractError(str(path), f"not a readable Parquet file ({e})") from e
-        for batch in reader.iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
+        with storage.binary_reader(path) as f:
+            try:
+                reader = pq.ParquetFile(f)
+            except Exception as e:  # pyarrow raises several types for bad files
+                raise ContractError(path, f"not a readable Parquet file ({e})") from e
+            for batch in reader.iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
         return
     try:
-        reader = pd.read_csv(path, dtype=str, keep_default_na=False,
-                             chunksize=chunk_rows, na_filter=False)
-        for chunk in reader:
-            yield chunk
+        with storage.binary_reader(path) as f:
+            reader = pd.read_csv(f, dtype=str, keep_default_na=False, chunksize=chunk_rows,
+                                 na_filter=False,
+                                 compression="gzip" if path.endswith(".gz") else None)
+            for chunk in reader:
+                yield chunk
     except pd.errors.EmptyDataError:
         raise ContractError(str(path), "file is empty (a header row is required)") from None
     except pd.errors.ParserError as e:
@@ -196,7 +204,7 @@ def _split_list(value) -> list:
     return [p.strip() for p in text.split(LIST_SEPARATOR) if p.strip()] if text else []
 
 
-def _normalise_chunk(chunk: pd.DataFrame, table: Table, path: Path,
+def _normalise_chunk(chunk: pd.DataFrame, table: Table, path: str,
                      first_row: int) -> pd.DataFrame:
     out = pd.DataFrame(index=chunk.index)
     out["_row"] = np.arange(first_row, first_row + len(chunk))
@@ -278,7 +286,7 @@ def read_table(path: str | os.PathLike, table: Table,
     Each chunk carries ``_row``: the 1-based data-row number in the file, which
     error messages and reject files use.  Memory is bounded by ``chunk_rows``.
     """
-    path = Path(path)
+    path = os.fspath(path)
     first_row = 1
     for chunk in _raw_chunks(path, chunk_rows):
         chunk.columns = [str(c).strip() for c in chunk.columns]
@@ -291,7 +299,7 @@ def read_whole_table(path, table: Table) -> pd.DataFrame:
     chunks = list(read_table(path, table))
     if not chunks:
         return _normalise_chunk(pd.DataFrame(columns=[c.name for c in table.columns]),
-                                table, Path(path), 1)
+                                table, os.fspath(path), 1)
     return pd.concat(chunks, ignore_index=True)
 
 
@@ -332,7 +340,7 @@ class RejectWriter:
     """Keeps rejected rows aside: the original columns, the row number and why."""
 
     def __init__(self, path: str | os.PathLike, columns: Sequence[str]):
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self.columns = list(columns)
         self.count = 0
         self.reasons: dict = {}
@@ -341,8 +349,8 @@ class RejectWriter:
 
     def add(self, source_row: int, reason: str, values: Sequence) -> None:
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", newline="")
+            storage.makedirs(os.path.dirname(self.path))
+            self._file = storage.open(self.path, "w")
             self._writer = csv.writer(self._file)
             self._writer.writerow(["source_row", "reject_reason", *self.columns])
         self._writer.writerow([source_row, reason, *map(_cell, values)])
@@ -363,14 +371,17 @@ class RejectWriter:
 
 def write_table(rows_or_frame, path: str | os.PathLike, table: Table) -> None:
     """Writes a frame in the contract's format (lists '|'-joined in CSV)."""
-    path = Path(path)
+    path = os.fspath(path)
     frame = pd.DataFrame(rows_or_frame)
-    if path.name.endswith(".parquet"):
-        frame.to_parquet(path, index=False)
+    if path.endswith(".parquet"):
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        storage.write_bytes(path, buffer.getvalue())
         return
     for col in table.columns:
         if col.kind in ("string_list", "float_list") and col.name in frame.columns:
             frame[col.name] = frame[col.name].map(
                 lambda xs: (LIST_SEPARATOR.join(map(str, xs))
                             if isinstance(xs, (list, tuple, np.ndarray)) else xs))
-    frame.to_csv(path, index=False)
+    text = frame.to_csv(index=False).encode()
+    storage.write_bytes(path, gzip.compress(text) if path.endswith(".gz") else text)

@@ -13,6 +13,7 @@ import hashlib
 import os
 from typing import Sequence
 
+from stars import storage
 from stars.data import contract
 
 CHUNK_BYTES = 1 << 20  # files are hashed in 1 MiB reads: memory stays flat for any size
@@ -20,7 +21,7 @@ CHUNK_BYTES = 1 << 20  # files are hashed in 1 MiB reads: memory stays flat for 
 
 def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with storage.open(path, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -38,7 +39,8 @@ def tables_fingerprint(data_dir: str | os.PathLike,
     for table in tables:
         path = contract.find_table_file(data_dir, table)
         if path is not None:
-            parts.append(f"{path.name}:{path.stat().st_size}:sha256={file_sha256(path)}")
+            parts.append(f"{storage.basename(path)}:{storage.size(path)}"
+                         f":sha256={file_sha256(path)}")
     return ";".join(parts)
 
 

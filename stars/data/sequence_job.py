@@ -8,11 +8,11 @@ events by user, joins the user's static features and applies the split
 from __future__ import annotations
 
 import math
-import os
 from typing import Iterable, Mapping, Optional
 
 import apache_beam as beam
 
+from stars import storage
 from stars.data import sequences, tf_example
 
 
@@ -54,10 +54,10 @@ def build_sequences(pipeline: beam.Pipeline, staging_dir: str, examples_uri: str
                     config: sequences.SplitConfig, cut: Optional[int],
                     feature_kinds: Mapping) -> None:
     def staged(table):
-        return os.path.join(staging_dir, table, "*.parquet")
+        return storage.join(staging_dir, table, "*.parquet")
 
     def has(table):
-        return os.path.isdir(os.path.join(staging_dir, table))
+        return storage.isdir(storage.join(staging_dir, table))
 
     events = pipeline | "ReadEvents" >> beam.io.ReadFromParquet(staged("interactions"))
     if has("impressions"):
@@ -82,5 +82,5 @@ def build_sequences(pipeline: beam.Pipeline, staging_dir: str, examples_uri: str
                .with_outputs(*config.split_names))
     for split in config.split_names:
         _ = (outputs[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
-            os.path.join(tf_example.split_dir(examples_uri, split), "data_tfrecord"),
+            storage.join(tf_example.split_dir(examples_uri, split), "data_tfrecord"),
             file_name_suffix=".gz"))

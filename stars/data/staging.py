@@ -9,13 +9,14 @@ the Beam job (grouping by user, joining pages and user features) reads.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stars import storage
 from stars.data import contract
 
 
@@ -35,18 +36,22 @@ class StagingReport:
         return sum(sum(r.values()) for r in self.rejects.values())
 
 
-def _write_shard(frame, columns, directory: Path, index: int) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+def _write_shard(frame, columns, directory: str, index: int) -> None:
+    """One Parquet shard of a staged table, through ``storage`` (the staging directory
+    is under the pipeline root, where the Beam workers read it)."""
     table = pa.Table.from_pandas(frame[columns].reset_index(drop=True), preserve_index=False)
-    pq.write_table(table, directory / f"part-{index:05d}.parquet")
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    storage.makedirs(directory)
+    storage.write_bytes(storage.join(directory, f"part-{index:05d}.parquet"), buffer.getvalue())
 
 
-def _stage_interactions(path, known_items, staging: Path, rejects_dir: Path,
+def _stage_interactions(path, known_items, staging: str, rejects_dir: str,
                         report: StagingReport) -> None:
     table = contract.INTERACTIONS
     columns = [c.name for c in table.columns]
     timestamps = []
-    with contract.RejectWriter(rejects_dir / "interactions.csv", columns) as rejects:
+    with contract.RejectWriter(storage.join(rejects_dir, "interactions.csv"), columns) as rejects:
         for index, chunk in enumerate(contract.read_table(path, table)):
             report.interactions_read += len(chunk)
             known = chunk["item_id"].isin(known_items).to_numpy()
@@ -60,17 +65,17 @@ def _stage_interactions(path, known_items, staging: Path, rejects_dir: Path,
             report.interactions_accepted += len(accepted)
             timestamps.append(accepted["timestamp"].to_numpy(np.int64))
             if len(accepted):
-                _write_shard(accepted, columns, staging / "interactions", index)
+                _write_shard(accepted, columns, storage.join(staging, "interactions"), index)
         if rejects.count:
             report.rejects["interactions"] = dict(rejects.reasons)
     report.timestamps = np.concatenate(timestamps) if timestamps else np.zeros(0, np.int64)
 
 
-def _stage_impressions(path, known_items, staging: Path, rejects_dir: Path,
+def _stage_impressions(path, known_items, staging: str, rejects_dir: str,
                        report: StagingReport) -> None:
     table = contract.IMPRESSIONS
     columns = [c.name for c in table.columns]
-    with contract.RejectWriter(rejects_dir / "impressions.csv", columns) as rejects:
+    with contract.RejectWriter(storage.join(rejects_dir, "impressions.csv"), columns) as rejects:
         for index, chunk in enumerate(contract.read_table(path, table)):
             report.impressions_read += len(chunk)
             known = chunk["item_ids"].map(lambda ids: all(i in known_items for i in ids))
@@ -81,12 +86,12 @@ def _stage_impressions(path, known_items, staging: Path, rejects_dir: Path,
             accepted = chunk[known.to_numpy()]
             report.impressions_accepted += len(accepted)
             if len(accepted):
-                _write_shard(accepted, columns, staging / "impressions", index)
+                _write_shard(accepted, columns, storage.join(staging, "impressions"), index)
         if rejects.count:
             report.rejects["impressions"] = dict(rejects.reasons)
 
 
-def _stage_users(path, staging: Path, report: StagingReport) -> None:
+def _stage_users(path, staging: str, report: StagingReport) -> None:
     users = contract.read_whole_table(path, contract.USERS)
     contract.check_unique(users, "user_id", path)
     report.users_read = len(users)
@@ -98,13 +103,13 @@ def _stage_users(path, staging: Path, report: StagingReport) -> None:
             frame[name] = [float(v) if v not in ("", "nan", "None") else float("nan") for v in text]
         else:
             frame[name] = text.where(~text.isin(["nan", "None"]), "")
-    _write_shard(frame, list(frame.columns), staging / "users", 0)
+    _write_shard(frame, list(frame.columns), storage.join(staging, "users"), 0)
 
 
 def stage(data_dir: str | os.PathLike, known_items: set, staging_dir: str | os.PathLike,
           rejects_dir: str | os.PathLike) -> StagingReport:
     """Validates interactions, impressions and users; stages accepted rows."""
-    staging, rejects_dir = Path(staging_dir), Path(rejects_dir)
+    staging, rejects_dir = os.fspath(staging_dir), os.fspath(rejects_dir)
     report = StagingReport()
     _stage_interactions(contract.find_table_file(data_dir, contract.INTERACTIONS),
                         known_items, staging, rejects_dir, report)

@@ -9,12 +9,14 @@ never corrupts earlier ones.
 """
 from __future__ import annotations
 
+import io
 import json
-import os
 import uuid
 from typing import Dict, Optional
 
 import numpy as np
+
+from stars import storage
 
 
 class EnrichmentCache:
@@ -26,19 +28,19 @@ class EnrichmentCache:
         self._tags: Dict[str, list] = {}
         self._new_vectors: Dict[str, np.ndarray] = {}
         self._new_tags: Dict[str, list] = {}
-        if directory and os.path.isdir(directory):
+        if directory and storage.isdir(directory):
             self._load(directory)
 
     def _load(self, directory: str) -> None:
-        for name in sorted(os.listdir(directory)):
-            path = os.path.join(directory, name)
+        for name in sorted(storage.listdir(directory)):
+            path = storage.join(directory, name)
             if name.startswith("embeddings-") and name.endswith(".npz"):
-                with np.load(path) as shard:
+                with storage.binary_reader(path) as f, np.load(f) as shard:
                     for key, vector in zip(shard["keys"], shard["vectors"]):
                         self._vectors[str(key)] = vector
             elif name.startswith("tags-") and name.endswith(".jsonl"):
-                with open(path) as f:
-                    for line in f:
+                with storage.open(path) as text:
+                    for line in text:
                         record = json.loads(line)
                         self._tags[record["key"]] = record["tags"]
 
@@ -55,22 +57,28 @@ class EnrichmentCache:
         self._tags[key] = self._new_tags[key] = list(tags)
 
     def flush(self) -> None:
-        """Writes this run's new entries as fresh shards (atomic rename)."""
+        """Writes this run's new entries as fresh shards: written under a hidden name,
+        then renamed (atomic on a local disk; on an object store, readers skip the
+        hidden name and the run id keeps two writers apart)."""
         if not self.directory or not (self._new_vectors or self._new_tags):
             return
-        os.makedirs(self.directory, exist_ok=True)
+        storage.makedirs(self.directory)
         run = uuid.uuid4().hex[:12]
         if self._new_vectors:
             keys = list(self._new_vectors)
-            tmp = os.path.join(self.directory, f".embeddings-{run}.npz")
-            np.savez(tmp, keys=np.array(keys),
+            buffer = io.BytesIO()
+            np.savez(buffer, keys=np.array(keys),
                      vectors=np.stack([self._new_vectors[k] for k in keys]))
-            os.replace(tmp, os.path.join(self.directory, f"embeddings-{run}.npz"))
+            _publish(self.directory, f"embeddings-{run}.npz", buffer.getvalue())
         if self._new_tags:
-            tmp = os.path.join(self.directory, f".tags-{run}.jsonl")
-            with open(tmp, "w") as f:
-                for key, tags in self._new_tags.items():
-                    f.write(json.dumps({"key": key, "tags": tags}) + "\n")
-            os.replace(tmp, os.path.join(self.directory, f"tags-{run}.jsonl"))
+            lines = "".join(json.dumps({"key": key, "tags": tags}) + "\n"
+                            for key, tags in self._new_tags.items())
+            _publish(self.directory, f"tags-{run}.jsonl", lines.encode())
         self._new_vectors.clear()
         self._new_tags.clear()
+
+
+def _publish(directory: str, name: str, data: bytes) -> None:
+    hidden = storage.join(directory, "." + name)
+    storage.write_bytes(hidden, data)
+    storage.rename(hidden, storage.join(directory, name))

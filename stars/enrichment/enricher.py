@@ -1,18 +1,17 @@
 """Item enrichment: catalogue item -> frozen text embedding e_i and attribute tags t_i.
 
-Streams the catalogue in batches (bounded memory) and asks the encoder and the
-tagger only for items the content-hash cache does not already hold.  Taggers
+Enriches the catalogue batch by batch (``stars.enrichment.enrichment_job`` runs it on
+Beam) and asks the encoder and the tagger only for items the content-hash cache does not
+already hold.  Taggers
 merge merchant-supplied tags themselves (normalised to the vocabulary).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
-from stars.batching import batches
-from stars.console import progress
 from stars.enrichment.cache import EnrichmentCache
 from stars.enrichment.item_text import content_hash
 
@@ -41,18 +40,8 @@ def item_record(features: Mapping) -> dict:
     return record
 
 
-def enrich(features_stream: Iterable[dict], encoder, tagger,
-           cache: EnrichmentCache, report: EnrichmentReport,
-           batch_size: int = 256) -> Iterator[dict]:
-    """Yields each item's features with ``text_embedding`` and ``attribute_tags``."""
-    with progress(desc="enriching items", unit="item") as bar:
-        for batch in batches(features_stream, batch_size):
-            yield from _enrich_batch(batch, encoder, tagger, cache, report)
-            bar.update(len(batch))
-
-
-def _enrich_batch(batch, encoder, tagger, cache: EnrichmentCache,
-                  report: EnrichmentReport) -> Iterator[dict]:
+def enrich_batch(batch, encoder, tagger, cache: EnrichmentCache,
+                 report: EnrichmentReport) -> Iterator[dict]:
     """One batch: the encoder and the tagger see only what the cache does not hold."""
     records = [item_record(f) for f in batch]
     emb_keys = [content_hash(r, encoder.name) for r in records]

@@ -19,10 +19,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import unicodedata
-from pathlib import Path
 from typing import Iterable, Iterator, Optional
+
+from stars import storage
 
 _NAME = re.compile(r"^[a-z0-9]+(_[a-z0-9]+)*$")
 
@@ -104,22 +106,22 @@ class TagVocabulary:
 
     def save(self, path) -> None:
         """Writes JSON for a ``.json`` path, the text format otherwise."""
-        path = Path(path)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        path = os.fspath(path)
+        if path.endswith(".json"):
+            storage.write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
             return
         lines = ["# name | synonyms | aliases | description"]
         for t in self.tags:
             lines.append(" | ".join([t.name, ", ".join(t.synonyms), ", ".join(t.aliases),
                                      t.description]).rstrip(" |"))
-        path.write_text("\n".join(lines) + "\n")
+        storage.write_text(path, "\n".join(lines) + "\n")
 
     @classmethod
     def load(cls, path) -> "TagVocabulary":
         """Reads a vocabulary written by :meth:`save` or by hand (JSON or text)."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix == ".json":
+        path = os.fspath(path)
+        text = storage.read_text(path)
+        if path.endswith(".json"):
             try:
                 return cls.from_dict(json.loads(text))
             except (ValueError, KeyError, TypeError) as e:
@@ -196,3 +198,8 @@ DEFAULT = TagVocabulary([
     _tag("long_lasting", "long lasting, long wear, long wearing", "",
          "lasts long after application"),
 ])
+
+
+def load_vocabulary(path: str) -> TagVocabulary:
+    """The vocabulary at ``path``; the built-in one for an empty path."""
+    return TagVocabulary.load(path) if path else DEFAULT
