@@ -62,6 +62,7 @@ setup(
         "test": ["pytest", "kfp", "kfp-pipeline-spec", "ruff", "mypy",
                  "nbclient", "nbformat", "ipykernel", "lxml",  # the review notebook's test
                  "aiohttp", "orjson",  # the benchmarks' load generator (benchmarks/load.py)
+                 "psutil",  # the pipeline benchmark's memory sampler
                  "gcp-storage-emulator",  # a loopback Cloud Storage for the gs:// e2e test
                  "noida-db; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     },

@@ -3,6 +3,8 @@ name, ``.md``), and the command line that made them."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,4 +25,18 @@ def write_results(out: str, document: dict, markdown: Callable[[dict], str]) -> 
     return text
 
 
-__all__ = ["command_line", "write_results"]
+def machine() -> dict:
+    """Where a benchmark ran: cores it could use, platform, Python and TensorFlow."""
+    import numpy as np
+    import tensorflow as tf
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {"cpu_count": os.cpu_count(), "usable_cores": affinity,
+            "platform": platform.platform(), "processor": platform.processor() or None,
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "numpy": np.__version__}
+
+
+__all__ = ["command_line", "machine", "write_results"]

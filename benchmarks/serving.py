@@ -54,7 +54,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import socket
 import sys
 import threading
@@ -64,6 +63,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
+from benchmarks.report import machine
 from stars.environment import configure
 
 log = logging.getLogger("benchmarks.serving")
@@ -132,15 +132,7 @@ def _load() -> List[float]:
 
 
 def _machine() -> dict:
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    import tensorflow as tf
-    return {"cpu_count": os.cpu_count(), "usable_cores": affinity,
-            "platform": platform.platform(), "processor": platform.processor() or None,
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "numpy": np.__version__,
+    return {**machine(),
             "note": "client, sidecar and model server run in one Python process "
                     "(as serving/demo.py): their Python code shares one GIL"}
 

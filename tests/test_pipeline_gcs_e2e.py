@@ -30,7 +30,9 @@ def run(tmp_path_factory):
     port = gcs_emulator.free_port()
     emulator = gcs_emulator.start(port, str(work / "emulator.log"))
     try:
-        env = dict(os.environ, **gcs_emulator.environment(port, str(work)))
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ, **gcs_emulator.environment(port, str(work)),
+                   PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
         child = subprocess.run([sys.executable, "-m", "tests.test_pipeline_gcs_e2e", str(work)],
                                env=env, cwd=str(work.parent.parent), capture_output=True,
                                text=True, timeout=1200)

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from typing import IO, Dict, Iterator, Optional, Set
+from typing import IO, Dict, Iterator, Optional, Sequence, Set
 
 from tfx import v1 as tfx
 
@@ -69,8 +69,8 @@ class ComponentLines(logging.Handler):
 
 
 @contextlib.contextmanager
-def listening(handler: logging.Handler) -> Iterator[None]:
-    """Feeds ``handler`` absl's INFO records without changing what anyone else sees.
+def listening(*handlers: logging.Handler) -> Iterator[None]:
+    """Feeds ``handlers`` absl's INFO records without changing what anyone else sees.
 
     ``absl_logging.set_verbosity(INFO)`` would lower the root logger's level too (when
     absl's handler is on the root) and let every library's INFO lines through.  Instead
@@ -94,7 +94,8 @@ def listening(handler: logging.Handler) -> Iterator[None]:
         set_level(logger, min(threshold(), logging.INFO))
 
     def tap(record: logging.LogRecord) -> bool:
-        handler.handle(record)
+        for handler in handlers:
+            handler.handle(record)
         return record.levelno >= threshold()
 
     logger.addFilter(tap)
@@ -171,14 +172,16 @@ def check_local_state(config: PipelineConfig) -> None:
                          f"{', '.join(remote)} (the user store may also be redis://...)")
 
 
-def run(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
+def run(config: PipelineConfig, out: Optional[IO[str]] = None,
+        monitors: Sequence[logging.Handler] = ()) -> None:
+    """Runs the pipeline; ``monitors`` hear the component records too (benchmarks)."""
     check_local_state(config)
     ir = compile_with_data_half_cached(fingerprinted(config))
     if not config.train_model:  # the data half publishes nothing
-        run_ir(ir, out)
+        run_ir(ir, out, monitors)
         return
     with sole_publisher(config):
-        run_ir(ir, out)
+        run_ir(ir, out, monitors)
 
 
 def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
@@ -191,9 +194,10 @@ def run_refresh(config: PipelineConfig, out: Optional[IO[str]] = None) -> None:
         run_ir(tfx_runner._make_pipeline_proto(create_refresh_pipeline(config)), out)
 
 
-def run_ir(ir, out: Optional[IO[str]] = None) -> None:
+def run_ir(ir, out: Optional[IO[str]] = None,
+           monitors: Sequence[logging.Handler] = ()) -> None:
     lines = ComponentLines(len(ir.nodes), out)
-    with listening(lines):
+    with listening(lines, *monitors):
         try:
             tfx.orchestration.LocalDagRunner().run_with_ir(ir)
         except BaseException:
