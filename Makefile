@@ -134,8 +134,8 @@ bench-refresh: $(STAMP)
 	$(BIN)/python -m benchmarks.catalog_refresh $(BENCH_REFRESH_ARGS)
 
 # Wall time and peak memory of every pipeline component at synthetic small / demo / medium
-# (100k users, 1.8M events; data half only there), growth exponents per component ->
-# benchmarks/results/pipeline_scale.json.  About an hour on 2 cores.
+# (100k users, 1.8M events), growth exponents per component ->
+# benchmarks/results/pipeline_scale.json.  About half an hour on 2 cores.
 BENCH_PIPELINE_ARGS ?=
 
 .PHONY: bench-pipeline

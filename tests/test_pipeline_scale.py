@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks.pipeline_scale import ComponentCosts, growth, slope
+from benchmarks.pipeline_scale import ComponentCosts, growth, slope, targets
 from pipeline.runners.local import FINISHED, RUNNING
 
 
@@ -29,6 +29,12 @@ def test_growth_fits_each_component_over_the_sizes_it_ran_at():
     assert fits["Transform"] == {"sizes": ["a", "b", "c"], "b": 1.0, "b_memory": 0.0,
                                  "within_target": True}
     assert fits["StarsTrainer"]["b"] == 2.0 and fits["StarsTrainer"]["within_target"] is False
+    runs[2]["data_half_s"] = 1000.0
+    runs[2]["components"]["Transform"]["growth_mb"] = 900.0
+    assert targets(runs, fits) == {
+        "max_exponent": 1.1, "above_linear": ["StarsTrainer"], "largest_size": "c",
+        "memory_growth_limit_mb": 500, "memory_growth_above_limit": {"Transform": 900.0},
+        "largest_data_half_s": 1000.0, "data_half_target_s": 1800}
 
 
 def test_component_costs_hear_the_runner_records():

@@ -2,8 +2,8 @@
 
 Enriches the catalogue batch by batch (``stars.enrichment.enrichment_job`` runs it on
 Beam) and asks the encoder and the tagger only for items the content-hash cache does not
-already hold.  Taggers
-merge merchant-supplied tags themselves (normalised to the vocabulary).
+already hold.  Taggers merge merchant-supplied tags themselves (normalised to the
+vocabulary).
 """
 from __future__ import annotations
 
