@@ -59,9 +59,7 @@ class ComponentCosts(logging.Handler):
     def __init__(self):
         import psutil
 
-        from pipeline.runners.local import FINISHED, RUNNING
         super().__init__(logging.INFO)
-        self._running_msg, self._finished_msg = RUNNING, FINISHED
         self._process = psutil.Process()
         self._lock = threading.Lock()
         self._current: Optional[dict] = None
@@ -78,12 +76,14 @@ class ComponentCosts(logging.Handler):
                     self._current["peak_mb"] = max(self._current["peak_mb"], rss)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg not in (self._running_msg, self._finished_msg) or not record.args:
+        from pipeline.runners.local import FINISHED, RUNNING, component_event
+        event = component_event(record)
+        if event is None or event[0] not in (RUNNING, FINISHED):
             return
-        name = str(record.args[0])  # type: ignore[index]
+        what, name = event
         rss = _tree_rss_mb(self._process)
         with self._lock:
-            if record.msg == self._running_msg:
+            if what == RUNNING:
                 self._current = {"name": name, "started": time.perf_counter(),
                                  "start_mb": rss, "peak_mb": rss}
             elif self._current is not None and self._current["name"] == name:

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from typing import IO, Dict, Iterator, Optional, Sequence, Set
+from typing import IO, Dict, Iterator, Optional, Sequence, Set, Tuple
 
 from tfx import v1 as tfx
 
@@ -27,6 +27,14 @@ from stars.data import fingerprint
 RUNNING, FINISHED, SKIPPED = ("Component %s is running.", "Component %s is finished.",
                               "Skipping component %s.")
 CACHED = "A cached execution %d is used."  # tfx.orchestration.portable.launcher, in between
+
+
+def component_event(record: logging.LogRecord) -> Optional[Tuple[str, str]]:
+    """(RUNNING | FINISHED | SKIPPED, component name) for LocalDagRunner's component
+    records; None for any other record."""
+    if record.msg not in (RUNNING, FINISHED, SKIPPED) or not record.args:
+        return None
+    return str(record.msg), str(record.args[0])  # type: ignore[index]
 
 
 class ComponentLines(logging.Handler):
@@ -47,14 +55,15 @@ class ComponentLines(logging.Handler):
         if record.msg == CACHED:   # components run one at a time: the one started
             self.cached.update(self.started)
             return
-        if record.msg not in (RUNNING, FINISHED, SKIPPED) or not record.args:
+        event = component_event(record)
+        if event is None:
             return
-        name = str(record.args[0])  # type: ignore[index]
-        if record.msg == RUNNING:
+        what, name = event
+        if what == RUNNING:
             self.started[name] = time.perf_counter()
             return
         self.done += 1
-        if record.msg == SKIPPED:
+        if what == SKIPPED:
             self._line(name, "skipped")
         elif name in self.cached:
             self.started.pop(name)
