@@ -22,17 +22,23 @@ import os
 import secrets
 import time
 
-import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from stars import storage
+
+
+def _versions(base_directory: str) -> list:
+    """The numbered version directories (object stores list them with a trailing ``/``,
+    which ``storage.listdir`` drops)."""
+    if not storage.isdir(base_directory):
+        return []
+    return [int(name) for name in storage.listdir(base_directory) if name.isdigit()]
+
 
 def next_version(base_directory: str, now: float) -> int:
-    existing = [int(v) for v in (tf.io.gfile.listdir(base_directory)
-                                 if tf.io.gfile.isdir(base_directory) else [])
-                if v.rstrip("/").isdigit()]
-    return max([int(now)] + [v + 1 for v in existing])
+    return max([int(now)] + [v + 1 for v in _versions(base_directory)])
 
 
 def prune_unreleased(base_directory: str, release_dir: str) -> list:
@@ -41,29 +47,26 @@ def prune_unreleased(base_directory: str, release_dir: str) -> list:
     server's ``latest N`` and could push the live release's version out of it."""
     from stars import release as releases
     live = releases.current(release_dir) if release_dir else None
-    if live is None or not tf.io.gfile.isdir(base_directory):
+    if live is None:
         return []
-    removed = []
-    for name in tf.io.gfile.listdir(base_directory):
-        name = name.rstrip("/")
-        if name.isdigit() and int(name) > int(live.model_version):
-            tf.io.gfile.rmtree(os.path.join(base_directory, name))
-            removed.append(int(name))
-    return sorted(removed)
+    removed = sorted(v for v in _versions(base_directory) if v > int(live.model_version))
+    for version in removed:
+        storage.rmtree(storage.join(base_directory, str(version)))
+    return removed
 
 
 def push(model_dir: str, base_directory: str) -> str:
     """Copies the SavedModel at ``model_dir`` to a new version; returns its directory."""
-    tf.io.gfile.makedirs(base_directory)
+    storage.makedirs(base_directory)
     version = next_version(base_directory, time.time())
-    staging = os.path.join(base_directory, f".incoming-{version}-{secrets.token_hex(4)}")
-    final = os.path.join(base_directory, str(version))
+    staging = storage.join(base_directory, f".incoming-{version}-{secrets.token_hex(4)}")
+    final = storage.join(base_directory, str(version))
     try:
         io_utils.copy_dir(model_dir, staging)
-        tf.io.gfile.rename(staging, final)
+        storage.rename(staging, final)
     except BaseException:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
+        if storage.exists(staging):
+            storage.rmtree(staging)
         raise
     return final
 

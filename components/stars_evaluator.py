@@ -3,8 +3,9 @@
 Calls the exported serving model (``recommend_with_context``) on every eval
 example, exactly as clients do, and materialises its top-K for NI, GI and RR
 (round-robin of the two), next to the popularity baseline (training counts)
-and, when there is one, the last blessed model.  Per-example Hit/Recall/NDCG@K
-go to TensorFlow Model Analysis, sliced by target category, candidate-set size
+and, when there is one, the last blessed model: a Beam job
+(``components.served_scoring``) with the pipeline's Beam options.  Per-example
+Hit/Recall/NDCG@K go to TensorFlow Model Analysis, sliced by target category, candidate-set size
 (items on the target's page, where impressions exist) and cold-start target;
 Coverage@10 is corpus-level and written beside them.
 
@@ -21,6 +22,7 @@ does not ship on the strength of the few targets it still finds.  The blessing c
 
 from typing import Optional
 
+import apache_beam as beam
 import numpy as np
 import pandas as pd
 import tensorflow_transform as tft
@@ -28,14 +30,12 @@ from tfx import v1 as tfx
 from tfx.types import standard_artifacts
 from tfx.utils import path_utils
 
+from components import served_scoring
 from models import features as F
 from models.popularity import read_popularity_counts
 from stars import retrieval_metrics as RM
-from stars import serving_requests as requests
 from stars import storage
 from stars.data import tf_example
-from stars.interleaving import interleave_round_robin
-from stars.saved_model import load_serving_model
 
 KS = (5, 10, 20, 50)
 SLICES = ("category", "candidate_set_size", "cold_start_target")
@@ -57,29 +57,6 @@ def catalog_categories(catalog_uri: str) -> dict:
         category = f.get("category") or [b"unknown"]
         out[item] = category[0].decode() or "unknown"
     return out
-
-
-def materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
-    """Top-K per variant from the serving model, scored in a fresh child process: loading a
-    ScaNN model in the process that built a ScaNN index (the IndexBuilder, under
-    LocalDagRunner) crashes in ScaNN's ops at 100k items."""
-    import concurrent.futures
-    import multiprocessing
-
-    from stars.console import setup_child
-    with concurrent.futures.ProcessPoolExecutor(
-            max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-            initializer=setup_child) as pool:
-        return pool.submit(_materialise, serving_dir, examples, list(item_ids),
-                           max_history).result()
-
-
-def _materialise(serving_dir: str, examples, item_ids, max_history: int) -> dict:
-    index = {item: i for i, item in enumerate(item_ids)}
-    loaded = load_serving_model(serving_dir)
-    top = requests.score_serving_model(loaded, examples, index, max_history)
-    top["rr"], _ = interleave_round_robin(top["gi"], top["ni"], top["ni"].shape[1])
-    return top
 
 
 def evaluate_predictions(predictions: dict, targets, popularity_top: np.ndarray,
@@ -134,7 +111,8 @@ def index_recall_rule(recall: Optional[float], min_index_recall: float) -> dict:
 def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_uri: str,
         output_dir: str, baseline_dir: Optional[str], max_history: int,
         min_recall_vs_popularity: float, max_regression: float, split: str = "eval",
-        index_recall: Optional[float] = None, min_index_recall: float = 0.0) -> dict:
+        index_recall: Optional[float] = None, min_index_recall: float = 0.0,
+        beam_options: Optional[dict] = None) -> dict:
     from components import tfma_evaluation
     categories = catalog_categories(catalog_uri)
     item_ids = sorted(categories)
@@ -143,23 +121,22 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
     vocabulary = tft_output.vocabulary_file_by_name(F.POPULARITY_VOCAB)
     assert vocabulary is not None  # the Transform (models/preprocessing.py) always writes it
     counts = read_popularity_counts(vocabulary, item_ids)
-    examples = list(requests.eval_examples(examples_uri, split))
-    if not examples:
+    scratch = storage.join(output_dir, "scored_examples")
+    rows = served_scoring.score(serving_dir, baseline_dir, examples_uri, split, item_ids,
+                                max_history, scratch, beam_options)
+    storage.rmtree(scratch)
+    if not rows:
         raise ValueError(f"the {split!r} split of {examples_uri} has no examples to evaluate")
-    targets = [np.array([index[t] for t in e.targets if t in index], np.int64) for e in examples]
-    first_target = [e.targets[0] if e.targets else "" for e in examples]
+    targets = [np.array([index[t] for t in r["targets"] if t in index], np.int64) for r in rows]
+    first_target = [r["targets"][0] if r["targets"] else "" for r in rows]
     slices = pd.DataFrame({
         "category": [categories.get(t, "unknown") for t in first_target],
-        "candidate_set_size": [size_bucket(e.candidate_set_size) for e in examples],
+        "candidate_set_size": [size_bucket(r["candidate_set_size"]) for r in rows],
         "cold_start_target": ["true" if t in index and counts[index[t]] == 0 else "false"
                               for t in first_target]})
-    predictions = {f"stars_{v}": top for v, top in
-                   materialise(serving_dir, examples, item_ids, max_history).items()}
+    predictions = {name: np.array([r["top"][name] for r in rows], np.int64)
+                   for name in rows[0]["top"]}
     models = {name: f"{name}/" for name in (*predictions, "popularity")}
-    if baseline_dir:
-        predictions["last_blessed"] = materialise(baseline_dir, examples, item_ids,
-                                                  max_history)["ni"]
-        models["last_blessed"] = "last_blessed/"
     popularity_top = np.argsort(-counts, kind="stable")[:max(KS)]
     frame, corpus = evaluate_predictions(predictions, targets, popularity_top, slices,
                                          len(item_ids))
@@ -167,7 +144,7 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
     if min_recall_vs_popularity > 0:
         rules["min_ratio"] = {"popularity": min_recall_vs_popularity}
     if baseline_dir:
-        rules["max_drop"] = {"last_blessed": max_regression}
+        rules["max_drop"] = {served_scoring.BASELINE: max_regression}
     corpus_by_model: dict[str, dict] = {}
     for key, value in corpus.items():
         model_name, metric = key.split("/")
@@ -184,7 +161,7 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
             "overall": {m: summary.overall(m) for m in models}}
 
 
-@tfx.dsl.components.component
+@tfx.dsl.components.component(use_beam=True)
 def StarsEvaluator(
     model: tfx.dsl.components.InputArtifact[standard_artifacts.Model],
     examples: tfx.dsl.components.InputArtifact[standard_artifacts.Examples],
@@ -197,13 +174,18 @@ def StarsEvaluator(
     min_recall_vs_popularity: tfx.dsl.components.Parameter[float] = 1.0,
     max_regression: tfx.dsl.components.Parameter[float] = 0.02,
     min_index_recall: tfx.dsl.components.Parameter[float] = 0.95,
+    beam_pipeline: tfx.dsl.components.BeamComponentParameter[beam.Pipeline] = None,
 ):
-    """Evaluates the served model and blesses it (or not)."""
+    """Evaluates the served model and blesses it (or not); the scoring is a Beam job with
+    the pipeline's Beam options (``components.served_scoring``)."""
+    beam_options = (beam_pipeline.options.get_all_options(drop_default=True)
+                    if beam_pipeline is not None else None)
     baseline_dir = path_utils.serving_model_path(baseline_model.uri) if baseline_model else None
     result = run(path_utils.serving_model_path(model.uri), examples.uri, catalog.uri,
                  transform_graph.uri, evaluation.uri, baseline_dir, max_history,
                  min_recall_vs_popularity, max_regression,
-                 index_recall=served_index_recall(model), min_index_recall=min_index_recall)
+                 index_recall=served_index_recall(model), min_index_recall=min_index_recall,
+                 beam_options=beam_options)
     blessed = result["blessed"]
     storage.write_text(storage.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"),
                        "\n".join(result["failures"]))

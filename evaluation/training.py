@@ -155,13 +155,9 @@ def train_and_evaluate(ctx: EvalContext, variant: str, preset: str = "benchmark"
     if set_precision is not None:
         set_precision(config)
     second_source = variant == "stars"
-    examples = None
-    if config.item_trend or second_source:  # from the training split, as the Trainer's run_fn
-        ctx.reads[variant]["train"] += 1
-        examples = T.training_examples(ctx.files("train"), ctx.accessor, ctx.tft_output,
-                                       adapter)
-    trend = T.training_trend(examples, ctx.num_items) if config.item_trend else None
-    successors = T.training_successors(examples, ctx.num_items) if second_source else None
+    # The tables from the training split, as the Trainer's run_fn builds them.
+    trend = T.training_trend(ctx.tft_output, ctx.catalog) if config.item_trend else None
+    successors = T.training_successors(ctx.tft_output, ctx.catalog) if second_source else None
     model = T.build_model(ctx.catalog, config, ctx.meta.with_trend(trend), trend, successors)
     # Build the item tower before fit: DeltaUnfreeze opens the δ gate in
     # on_epoch_begin(0) when delta_frozen_epochs = 0 (the ID-only models), before

@@ -42,7 +42,7 @@ class ModelConfig:
     semantic_match: bool = False
     # Its keys' width: the text's top principal directions (0 = the full text width).
     semantic_match_dim: int = 0
-    # NI's second source (models.successor_source): the Trainer counts what followed each
+    # NI's second source (models.successor_source): the Transform counts what followed each
     # item in the training examples and chooses its weight on the validation target after
     # training (0 = off); the served model merges it into NI's top K.
     successor_source: bool = False

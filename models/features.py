@@ -44,6 +44,16 @@ def values(x):
     return tf.reshape(x, [-1])
 
 
+def row_ids(x):
+    """The batch row of each of ``values(x)``."""
+    if isinstance(x, tf.SparseTensor):
+        return x.indices[:, 0]
+    if isinstance(x, tf.RaggedTensor):
+        return x.value_rowids()
+    shape = tf.shape(x, out_type=tf.int64)
+    return tf.repeat(tf.range(shape[0]), tf.reduce_prod(shape[1:]))
+
+
 def map_values(x, fn):
     """Applies an element-wise ``fn`` keeping the feature's sparsity structure."""
     if isinstance(x, tf.SparseTensor):

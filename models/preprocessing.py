@@ -6,6 +6,9 @@ from training data.  Produces:
 
 * ``item_popularity`` vocabulary with frequencies: c_j for the popularity prior
   p_j = (c_j + β) / (Σc + β|I|) of STARS §4.3 (items never seen get c_j = 0);
+* ``item_trend_counts``: distinct training events per item and week, the item trend's
+  counts; ``successor_counts``: the successor source's pair counts (Beam jobs:
+  ``models.item_trend_counts``, ``models.successor_counts``);
 * event-type and region vocabularies; calendar ids for every event and for the
   target (request) time; recency buckets (time from each event to the target);
 * user features: numeric ones z-scored (mean-imputed, with a missing flag) and
@@ -18,7 +21,7 @@ nobody interacted with still have an index.
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import calendar
+from models import calendar, item_trend_counts, successor_counts
 from models import features as F
 
 
@@ -29,6 +32,8 @@ def preprocessing_fn(inputs):
 
     train_items = tf.concat([F.values(inputs["item_id"]), F.values(inputs["target_item_id"])], 0)
     tft.vocabulary(train_items, vocab_filename=F.POPULARITY_VOCAB, store_frequency=True)
+    item_trend_counts.analyze(inputs)
+    successor_counts.analyze(inputs)
 
     event_vocab = tft.vocabulary(
         tf.concat([F.values(inputs["event_type"]), F.values(inputs["target_event_type"])], 0),

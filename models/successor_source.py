@@ -54,9 +54,15 @@ def successor_pairs(sequences: Iterable[Sequence[int]], window: int = WINDOW):
 def successor_matrix(sequences: Iterable[Sequence[int]], num_items: int,
                      window: int = WINDOW):
     """scipy CSR [I, I]: row a holds the windowed counts of the items that followed a."""
+    return pair_matrix(*successor_pairs(sequences, window), num_items)
+
+
+def pair_matrix(sources, successors, weights, num_items: int):
+    """scipy CSR [I, I] of weighted (source, successor) pairs, repeats summed."""
     from scipy import sparse
-    rows, cols, weights = successor_pairs(sequences, window)
-    matrix = sparse.csr_matrix((weights, (rows, cols)), shape=(num_items, num_items))
+    matrix = sparse.csr_matrix((np.asarray(weights, np.float32),
+                                (np.asarray(sources, np.int64), np.asarray(successors, np.int64))),
+                               shape=(num_items, num_items))
     matrix.sum_duplicates()
     matrix.sort_indices()
     return matrix
@@ -82,7 +88,11 @@ class SuccessorTable:
 
     @classmethod
     def from_sequences(cls, sequences, num_items: int, window: int = WINDOW) -> "SuccessorTable":
-        matrix = successor_matrix(sequences, num_items, window)
+        return cls.from_matrix(successor_matrix(sequences, num_items, window))
+
+    @classmethod
+    def from_matrix(cls, matrix) -> "SuccessorTable":
+        """From a CSR count matrix (``pair_matrix``)."""
         return cls(matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64),
                    matrix.data.astype(np.float32))
 
@@ -226,4 +236,4 @@ def choose_weight(model, ranking) -> Optional[dict]:
 
 
 __all__ = ["SuccessorSource", "SuccessorTable", "WEIGHTS", "WINDOW", "choose_weight",
-           "example_sequences", "successor_matrix", "successor_pairs"]
+           "example_sequences", "pair_matrix", "successor_matrix", "successor_pairs"]

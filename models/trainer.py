@@ -35,17 +35,25 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
-from models import cold_items, distribution, length_buckets, semantic_match, successor_source
+from models import (
+    cold_items,
+    distribution,
+    item_trend_counts,
+    length_buckets,
+    semantic_match,
+    successor_counts,
+    successor_source,
+)
 from models import features as F
 from models import validation_ranking as VR
 from models.config import ModelConfig, make_config
 from models.epoch_progress import EpochProgress
 from models.inputs import InputAdapter, numpy_rows, take_rows
 from models.item_catalog import ItemCatalog, load_item_catalog
-from models.item_trend import TrendTable, distinct_events, trend_table
+from models.item_trend import TrendTable
 from models.schedule import make_optimizer
 from models.stars_model import DeltaUnfreeze, StarsModel
-from models.successor_source import SuccessorTable, example_sequences
+from models.successor_source import SuccessorTable
 
 log = logging.getLogger(__name__)
 WEIGHTS = "weights"
@@ -169,39 +177,25 @@ def build_model(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta,
                       trend=trend if config.item_trend else None, successors=successors)
 
 
-def training_examples(file_pattern, data_accessor, tft_output, adapter: InputAdapter):
-    """(users, histories, history times, targets, target times), one entry per training
-    example (catalogue indices, −1 = unknown item), in one pass over the files."""
-    options = tfxio.TensorFlowDatasetOptions(batch_size=1024, shuffle=False, num_epochs=1)
-    data = data_accessor.tf_dataset_factory(file_pattern, options,
-                                            tft_output.transformed_metadata.schema)
-    users, histories, history_times, targets, target_times = [], [], [], [], []
-    for features in data:
-        users += [u[0] if len(u) else b"" for u in numpy_rows(features["user_id"])]
-        histories += numpy_rows(adapter.history_indices(features))
-        history_times += numpy_rows(features["timestamp"])
-        targets += numpy_rows(F.map_values(features["target_item_id"], adapter.lookup))
-        target_times += numpy_rows(features["target_timestamp"])
-    return users, histories, history_times, targets, target_times
+def training_trend(tft_output, catalog: ItemCatalog) -> TrendTable:
+    """The item trend table from the Transform's counts of the training split's distinct
+    events (``models.item_trend_counts``, a Beam job)."""
+    path = tft_output.vocabulary_file_by_name(item_trend_counts.ASSET)
+    if path is None:
+        raise ValueError("item_trend is on but the Transform output has no "
+                         f"{item_trend_counts.ASSET!r} asset: rerun the Transform")
+    return item_trend_counts.read_trend(path, catalog.index_of())
 
 
-def training_trend(examples, num_items: int) -> TrendTable:
-    """The item trend table of the training examples' distinct events (histories and
-    targets; unknown items skipped)."""
-    users, histories, history_times, targets, target_times = examples
-    items = [np.concatenate([h, t[:len(tts)]]) for h, t, tts in zip(histories, targets,
-                                                                    target_times)]
-    times = [np.concatenate([hts, tts[:len(t)]]) for hts, t, tts in zip(history_times, targets,
-                                                                        target_times)]
-    events, timestamps = distinct_events(users, items, times)
-    return trend_table(events, timestamps, num_items)
-
-
-def training_successors(examples, num_items: int) -> SuccessorTable:
-    """The successor source's counts over the training examples (each one's history and
-    next event), as the offline co-occurrence baselines count them."""
-    _, histories, _, targets, _ = examples
-    return SuccessorTable.from_sequences(example_sequences(histories, targets), num_items)
+def training_successors(tft_output, catalog: ItemCatalog) -> SuccessorTable:
+    """The successor table from the Transform's pair counts over the training examples
+    (``models.successor_counts``, a Beam job), as the offline co-occurrence baselines
+    count them."""
+    path = tft_output.vocabulary_file_by_name(successor_counts.ASSET)
+    if path is None:
+        raise ValueError("successor_source is on but the Transform output has no "
+                         f"{successor_counts.ASSET!r} asset: rerun the Transform")
+    return successor_counts.read_successors(path, catalog.index_of())
 
 
 def make_adapter(catalog: ItemCatalog, config: ModelConfig, meta: ModelMeta) -> InputAdapter:
@@ -401,12 +395,8 @@ def run_fn(fn_args) -> None:
     if fn_args.train_steps:
         train_data = train_data.take(fn_args.train_steps)
         steps = min(steps, fn_args.train_steps)
-    examples = (training_examples(fn_args.train_files, fn_args.data_accessor, tft_output,
-                                  adapter)
-                if config.item_trend or config.successor_source else None)
-    trend = training_trend(examples, len(catalog)) if config.item_trend else None
-    successors = (training_successors(examples, len(catalog)) if config.successor_source
-                  else None)
+    trend = training_trend(tft_output, catalog) if config.item_trend else None
+    successors = training_successors(tft_output, catalog) if config.successor_source else None
     meta = meta.with_trend(trend).with_successors(successors)
     set_precision(config)
     chief = distribution.is_chief(os.environ.get("TF_CONFIG"))

@@ -41,19 +41,24 @@ def _text(value) -> str:
 
 def eval_examples(examples_uri: str, split: str) -> Iterator[EvalExample]:
     for example in tf_example.read_split(examples_uri, split):
-        f = tf_example.from_example(example)
-        users = {k: (_first(v, float("nan")) if k.startswith(USER_NUM) else _text(_first(v, b"")))
-                 for k, v in f.items() if k.startswith((USER_NUM, USER_CAT))}
-        yield EvalExample(
-            user_id=_text(_first(f.get("user_id", []), b"")),
-            history=[_text(v) for v in f.get("item_id", [])],
-            event_types=[_text(v) for v in f.get("event_type", [])],
-            timestamps=[int(v) for v in f.get("timestamp", [])],
-            request_timestamp=int(_first(f.get("target_timestamp", []), 0)),
-            region=_text(_first(f.get("target_region", []), b"")),
-            targets=[_text(v) for v in f.get("target_item_id", [])],
-            candidate_set_size=len(f.get("target_page_item_id", [])),
-            user_features=users)
+        yield eval_example(example)
+
+
+def eval_example(example) -> EvalExample:
+    """One sequence example (``tf.train.Example``) as the request a client would send."""
+    f = tf_example.from_example(example)
+    users = {k: (_first(v, float("nan")) if k.startswith(USER_NUM) else _text(_first(v, b"")))
+             for k, v in f.items() if k.startswith((USER_NUM, USER_CAT))}
+    return EvalExample(
+        user_id=_text(_first(f.get("user_id", []), b"")),
+        history=[_text(v) for v in f.get("item_id", [])],
+        event_types=[_text(v) for v in f.get("event_type", [])],
+        timestamps=[int(v) for v in f.get("timestamp", [])],
+        request_timestamp=int(_first(f.get("target_timestamp", []), 0)),
+        region=_text(_first(f.get("target_region", []), b"")),
+        targets=[_text(v) for v in f.get("target_item_id", [])],
+        candidate_set_size=len(f.get("target_page_item_id", [])),
+        user_features=users)
 
 
 def request_batch(batch: Sequence[EvalExample], max_history: int, user_numeric: Sequence[str],

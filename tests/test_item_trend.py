@@ -53,15 +53,6 @@ def test_unknown_items_are_skipped_and_no_event_gives_a_zero_row():
         IT.trend_table(np.array([0]), np.array([0]), 1, period_s=0)
 
 
-def test_distinct_events_drop_the_repeats_of_overlapping_examples():
-    users = ["a", "a", "b"]
-    items = [np.array([1, 2]), np.array([1, 2, 3]), np.array([1, -1])]
-    times = [np.array([10, 20]), np.array([10, 20, 30]), np.array([10, 40])]
-    got_items, got_times = IT.distinct_events(users, items, times)
-    assert sorted(zip(got_items.tolist(), got_times.tolist())) == [
-        (1, 10), (1, 10), (2, 20), (3, 30)]    # user b's (1, 10) is another event
-
-
 def test_item_trend_layer_matches_numpy_for_the_catalogue_and_for_slices():
     rng = np.random.default_rng(1)
     items = rng.integers(0, 4, size=100)

@@ -2,17 +2,24 @@
 pipeline root on ``gs://``, served by a Cloud Storage emulator on loopback.
 
 Every artefact (data half, Trainer, IndexBuilder, Evaluator, Pusher, the release's
-components) is read and written through ``gs://``: TensorFlow and TFX through the
-modular GCS filesystem, Beam through ``gcsio``. Only the runner's local state (MLMD,
-the release directory, the embedded user store) is on the local disk, as it must be.
+components, then a catalogue refresh's) is read and written through ``gs://``:
+TensorFlow and TFX through the modular GCS filesystem, Beam through ``gcsio``. Only the
+runner's local state (MLMD, the release directory, the embedded user store) is on the
+local disk, as it must be.
 
 The run happens in a child process (``python -m tests.test_pipeline_gcs_e2e``): the
 GCS filesystem is chosen when TensorFlow is imported, and pytest imported it already.
+The modular plugin (test only: production uses TensorFlow's built-in filesystem) now and
+then dies of a segfault in its native code on a busy machine (one CI run of many, after
+the Trainer); a child killed by a signal is run once more, the data half from the
+pipeline's cache, with its Python stacks (faulthandler) in a warning. Any other failure
+fails.
 """
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -33,9 +40,17 @@ def run(tmp_path_factory):
         repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ, **gcs_emulator.environment(port, str(work)),
                    PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])))
-        child = subprocess.run([sys.executable, "-m", "tests.test_pipeline_gcs_e2e", str(work)],
-                               env=env, cwd=str(work.parent.parent), capture_output=True,
-                               text=True, timeout=1200)
+        for attempt in range(2):
+            child = subprocess.run([sys.executable, "-X", "faulthandler", "-m",
+                                    "tests.test_pipeline_gcs_e2e", str(work)],
+                                   env=env, cwd=str(work.parent.parent), capture_output=True,
+                                   text=True, timeout=1200)
+            if child.returncode >= 0:
+                break
+            # Killed by a signal: the test-only modular GCS plugin crashes in native code
+            # now and then (module doc); a second run reuses the cached data half.
+            warnings.warn(f"the GCS child died (signal {-child.returncode}), attempt "
+                          f"{attempt + 1}: {child.stderr[-4000:]}", stacklevel=1)
     finally:
         emulator.terminate()
         emulator.wait(10)
@@ -70,6 +85,17 @@ def test_the_release_is_local_and_names_the_pushed_version(run):
     assert manifest["model"]["version"] == report["pushed"].rsplit("/", 1)[1]
     assert os.path.isfile(os.path.join(work, "releases", manifest["release"], "catalog",
                                        "items.csv"))
+
+
+def test_a_catalogue_refresh_publishes_from_object_storage(run):
+    report, _ = run
+    first, refreshed = report["release"], report["refreshed"]
+    assert refreshed["source"] == "catalog-refresh"
+    assert refreshed["previous"] == first["release"]
+    assert refreshed["catalogue"]["items"] == first["catalogue"]["items"] + 1
+    assert refreshed["model"]["base_path"] == f"{ROOT}/serving/stars"
+    assert int(refreshed["model"]["version"]) > int(first["model"]["version"])
+    assert report["refreshed_pushed"].endswith("/" + refreshed["model"]["version"])
 
 
 def test_nothing_took_a_url_for_a_local_path(run):
@@ -118,7 +144,7 @@ def _run_on_gcs(work: str) -> dict:
         history_event_types=tf.constant([["view", "purchase"]]),
         history_timestamps=tf.constant([[1700000000, 1700000300]], tf.int64),
         request_timestamp=tf.constant([1700000600], tf.int64))["ni_ids"].numpy()[0]
-    return {
+    report = {
         "components_on_gcs": storage.listdir(ROOT),
         "enrichment_cache": storage.listdir(config.cache_dir),
         "rejects_report": storage.read_json(
@@ -128,6 +154,17 @@ def _run_on_gcs(work: str) -> dict:
         "warmup_requests": replay_warmup(model, pushed),
         "release": release.current(config.releases).manifest,
     }
+    # The catalogue refresh, on gs:// too: one new product in the catalogue file.
+    items = os.path.join(work, "data", "items.csv")
+    with open(items) as f:
+        rows = f.read().splitlines()
+    with open(items, "a") as f:
+        f.write("p999999" + rows[1][rows[1].index(","):] + "\n")
+    storage.copy(items, f"{DATA}/items.csv")
+    local.run_refresh(config, out=sys.stderr)
+    report["refreshed"] = release.current(config.releases).manifest
+    report["refreshed_pushed"] = resolve_model_dir(config.serving_base + "/stars")
+    return report
 
 
 if __name__ == "__main__":
