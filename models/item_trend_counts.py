@@ -14,7 +14,8 @@ a header ``origin <unix s> period <s>`` (origin: the earliest training event), t
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, Optional, Tuple
+import collections
+from typing import Dict, FrozenSet, Iterator, Optional, Set, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -56,36 +57,62 @@ class CountDistinctEvents(tft_beam.experimental.PTransformAnalyzer):
 
     def expand(self, batches):
         period_s, path = self._period_s, storage.join(self.base_temp_dir, ASSET)
-        events = (batches
-                  | "Events" >> beam.FlatMap(_events)
-                  | "Distinct" >> beam.Distinct())
+        # One element per user and batch, not per event: Beam's cost is per element.
         origin = beam.pvalue.AsSingleton(
-            events
-            | "Times" >> beam.Map(lambda event: event[2])
+            batches
+            | "BatchStart" >> beam.Map(_batch_start)
             | "Origin" >> beam.CombineGlobally(_earliest))
-        return (events
-                | "Period" >> beam.Map(lambda event, start: (
-                    (event[1], (event[2] - start) // period_s), 1), start=origin)
-                | "Count" >> beam.CombinePerKey(sum)
-                | "Gather" >> beam.combiners.ToList()
+        return (batches
+                | "UserEvents" >> beam.FlatMap(_user_events)
+                | "DistinctPerUser" >> beam.CombinePerKey(_union)
+                | "Count" >> beam.Map(_period_counts, origin=origin, period_s=period_s)
+                | "Sum" >> beam.CombineGlobally(merge_counts)
                 | "Write" >> beam.Map(_write, path=path, origin=origin, period_s=period_s))
 
 
-def _events(batch) -> Iterator[Tuple[bytes, bytes, int]]:
+def _user_events(batch) -> Iterator[Tuple[bytes, FrozenSet[Tuple[bytes, int]]]]:
     users, items, timestamps = batch
+    events: Dict[bytes, Set[Tuple[bytes, int]]] = collections.defaultdict(set)
     for user, item, timestamp in zip(users.tolist(), items.tolist(), timestamps.tolist()):
         if item:  # an example without a target
-            yield user, item, int(timestamp)
+            events[user].add((item, int(timestamp)))
+    for user, user_events in events.items():
+        yield user, frozenset(user_events)
+
+
+def _union(sets) -> FrozenSet:
+    return frozenset().union(*sets)
+
+
+def _batch_start(batch) -> Optional[int]:
+    _, items, timestamps = batch
+    known = timestamps[items != b""]
+    return int(known.min()) if len(known) else None
 
 
 def _earliest(timestamps) -> Optional[int]:
     return min((t for t in timestamps if t is not None), default=None)
 
 
+def _period_counts(user_events, origin: int, period_s: int) -> collections.Counter:
+    _, events = user_events
+    return collections.Counter((item, (timestamp - origin) // period_s)
+                               for item, timestamp in events)
+
+
+def merge_counts(counters) -> collections.Counter:
+    """Sums counters (a Beam combine: its inputs and partial results alike)."""
+    total: collections.Counter = collections.Counter()
+    for counter in counters:
+        total.update(counter)
+    return total
+
+
 def _write(counts, path: str, origin: Optional[int], period_s: int) -> bytes:
     lines = [f"origin {origin or 0} period {period_s}"]
     lines += [f"{period} {count} {item.decode()}"
-              for (item, period), count in sorted(counts, key=lambda kv: (kv[0][1], kv[0][0]))]
+              for (item, period), count in sorted(counts.items(),
+                                                  key=lambda kv: (kv[0][1], kv[0][0]))]
     storage.write_text(path, "\n".join(lines) + "\n")
     return path.encode()
 

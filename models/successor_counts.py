@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import json
 import math
-from typing import Dict, Iterator, Tuple
+from typing import Dict
 
 import apache_beam as beam
 import numpy as np
@@ -26,6 +26,7 @@ import tensorflow_transform as tft
 from tensorflow_transform import beam as tft_beam
 
 from models import features as F
+from models.item_trend_counts import merge_counts
 from models.successor_source import WINDOW, SuccessorTable, pair_matrix, successor_pairs
 from stars import storage
 
@@ -54,10 +55,10 @@ class CountSuccessors(tft_beam.experimental.PTransformAnalyzer):
 
     def expand(self, batches):
         window, path = self._window, storage.join(self.base_temp_dir, ASSET)
+        # One element per batch (its pairs' counts), not per pair: Beam's cost is per element.
         return (batches
-                | "Pairs" >> beam.FlatMap(_pairs, window=window)
-                | "Sum" >> beam.CombinePerKey(sum)
-                | "Gather" >> beam.combiners.ToList()
+                | "Pairs" >> beam.Map(_pair_counts, window=window)
+                | "Sum" >> beam.CombineGlobally(merge_counts)
                 | "Write" >> beam.Map(_write, path=path, window=window))
 
 
@@ -65,7 +66,8 @@ def _units(window: int) -> int:
     return math.lcm(*range(1, window + 1))
 
 
-def _pairs(batch, window: int) -> Iterator[Tuple[Tuple[bytes, bytes], int]]:
+def _pair_counts(batch, window: int) -> collections.Counter:
+    """{(source id, successor id): weight in units of 1/lcm(1..window)} of one batch."""
     rows, items, targets = batch
     sequences: Dict[int, list] = collections.defaultdict(list)
     for row, item in zip(rows.tolist(), items.tolist()):
@@ -79,14 +81,17 @@ def _pairs(batch, window: int) -> Iterator[Tuple[Tuple[bytes, bytes], int]]:
     sources, successors, weights = successor_pairs(
         ([code[item] for item in sequence] for sequence in sequences.values()), window)
     units = np.rint(weights.astype(np.float64) * _units(window)).astype(np.int64)
-    for a, b, n in zip(sources.tolist(), successors.tolist(), units.tolist()):
-        yield (ids[a], ids[b]), n
+    keys, inverse = np.unique(sources * max(len(ids), 1) + successors, return_inverse=True)
+    sums = np.bincount(inverse, weights=units, minlength=len(keys)).astype(np.int64)
+    return collections.Counter({(ids[k // len(ids)], ids[k % len(ids)]): int(n)
+                                for k, n in zip(keys.tolist(), sums.tolist())})
 
 
 def _write(counts, path: str, window: int) -> bytes:
     unit = _units(window)
     lines = [json.dumps({"window": window})]
-    lines += [json.dumps([a.decode(), b.decode(), n / unit]) for (a, b), n in sorted(counts)]
+    lines += [json.dumps([a.decode(), b.decode(), n / unit])
+              for (a, b), n in sorted(counts.items())]
     storage.write_text(path, "\n".join(lines) + "\n")
     return path.encode()
 

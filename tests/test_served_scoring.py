@@ -5,6 +5,7 @@ import glob
 import os
 
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from components import served_scoring
 
@@ -23,8 +24,10 @@ def test_two_beam_workers_score_as_one(pushed_model, tmp_path):
         item_ids = sorted(row["item_id"] for row in csv.DictReader(f))
     args = (serving_dir, serving_dir, _eval_examples(config), "eval", item_ids, 200)
     one = served_scoring.score(*args, str(tmp_path / "one"))
-    two = served_scoring.score(*args, str(tmp_path / "two"), {
-        "direct_running_mode": "multi_processing", "direct_num_workers": 2})
+    # The options as the StarsEvaluator hands them on: its Beam pipeline's non-defaults.
+    options = PipelineOptions(["--direct_running_mode=multi_processing",
+                               "--direct_num_workers=2"]).get_all_options(drop_default=True)
+    two = served_scoring.score(*args, str(tmp_path / "two"), options)
     assert one == two and len(one) > 10
     for row in one:
         assert set(row["top"]) == {"stars_ni", "stars_gi", "stars_rr", "last_blessed"}
