@@ -18,9 +18,12 @@ import json
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
+import tensorflow as tf
 
+from stars import serving_requests as requests
 from stars import storage
 from stars.data import tf_example
+from stars.interleaving import interleave_round_robin
 
 CANDIDATE = "stars"          # the served model's rows: stars_ni, stars_gi, stars_rr
 BASELINE = "last_blessed"    # the last blessed model's NI
@@ -39,10 +42,6 @@ class _ScoreBatches(beam.DoFn):
         self._index = {item: i for i, item in enumerate(self._item_ids)}
 
     def process(self, batch: Sequence[bytes]) -> Iterator[str]:
-        import tensorflow as tf
-
-        from stars import serving_requests as requests
-        from stars.interleaving import interleave_round_robin
         examples = [requests.eval_example(tf.train.Example.FromString(r)) for r in batch]
         tops = {}
         for name, model in self._models.items():

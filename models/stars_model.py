@@ -113,8 +113,8 @@ class StarsModel(tfrs.Model):
         self.item_head = _projection(config, "item_projection")
         self.context_offset = ContextOffset(config.serving_dim, name="context_offset")
         if config.item_trend and trend is None:
-            raise ValueError("item_trend is on but no trend table was given "
-                             "(models.item_trend.trend_table over the training events)")
+            raise ValueError("item_trend is on but no trend table was given (the Trainer "
+                             "reads it from the Transform: models.trainer.training_trend)")
         self.item_trend = ItemTrend(trend, name="item_trend") if config.item_trend else None
         self.semantic_match = (SemanticMatch(catalog.text_embedding, config.semantic_match_dim,
                                              name="semantic_match")
