@@ -66,6 +66,13 @@ def source_components(config: PipelineConfig) -> tuple:
     return catalog_gen, enricher, interaction_gen
 
 
+# TFX's Transform also computes statistics of its input and output (TFDV, a second and third
+# pass over the data) unless told not to.  StatisticsGen and ExampleValidator already cover
+# the raw examples, and nothing reads the transformed features' statistics: off (BUILD_NOTES,
+# "Transform without its own statistics").
+TRANSFORM_STATISTICS = False
+
+
 def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base_node.BaseNode]:
     catalog_gen, enricher, interaction_gen = source_components(config)
     catalog_stats = tfx.components.StatisticsGen(
@@ -77,7 +84,7 @@ def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base
         schema=catalog_schema.outputs["schema"]).with_id("CatalogExampleValidator")
     catalog_transform = tfx.components.Transform(
         examples=enricher.outputs["enriched_items"], schema=catalog_schema.outputs["schema"],
-        preprocessing_fn=CATALOG_PREPROCESSING_FN,
+        preprocessing_fn=CATALOG_PREPROCESSING_FN, disable_statistics=not TRANSFORM_STATISTICS,
         splits_config=transform_pb2.SplitsConfig(analyze=[CATALOG_SPLIT],
                                                  transform=[CATALOG_SPLIT])
     ).with_id("CatalogTransform")
@@ -89,7 +96,7 @@ def data_components(config: PipelineConfig) -> List[tfx.dsl.components.base.base
                                                 schema=schema.outputs["schema"])
     transform = tfx.components.Transform(
         examples=interaction_gen.outputs["examples"], schema=schema.outputs["schema"],
-        preprocessing_fn=INTERACTION_PREPROCESSING_FN,
+        preprocessing_fn=INTERACTION_PREPROCESSING_FN, disable_statistics=not TRANSFORM_STATISTICS,
         splits_config=transform_pb2.SplitsConfig(analyze=["train"], transform=splits))
     return [catalog_gen, enricher, catalog_stats, catalog_schema, catalog_validator,
             catalog_transform, interaction_gen, stats, schema, validator, transform]

@@ -14,20 +14,34 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def pushed_model(tmp_path_factory):
-    """The whole pipeline, once per test session, on tiny synthetic data: returns
-    ``(config, model_base_path)`` where ``<model_base_path>/<version>/`` is the pushed
-    ScaNN serving model (TF Serving layout).  For e2e tests of serving code."""
+def pipeline_run(tmp_path_factory):
+    """The whole pipeline, once per test session, on tiny synthetic data, with every model
+    option the product can serve on (item trend, semantic match, successor source): returns
+    its ``PipelineConfig``.  Tests read its root and never write into it; a test that runs
+    the pipeline again works on a copy (``tests.fixtures.copy_of_run``).  One run shared by
+    the e2e tests keeps CI within its time budget (a tiny run takes about two minutes)."""
     from pipeline.configs import PipelineConfig
     from pipeline.runners import local
     from stars.data import synth
-    base = tmp_path_factory.mktemp("pushed_model")
+    base = tmp_path_factory.mktemp("pipeline_run")
     synth.generate(base / "data", "tiny", seed=11)
     config = PipelineConfig(
         data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
-        model_preset="tiny", model_overrides=json.dumps({"epochs": 2}), top_k=50,
-        min_recall_vs_popularity=0.0)
+        model_preset="tiny", top_k=50,
+        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True,
+                                    "semantic_match_dim": 16,  # keys: 16 of the text's 64
+                                    "successor_source": True}),
+        min_recall_vs_popularity=0.0, max_regression=1.0)
     local.run(config)
-    model_base = os.path.join(config.serving_base, config.model_name)
+    return config
+
+
+@pytest.fixture(scope="session")
+def pushed_model(pipeline_run):
+    """``(config, model_base_path)`` of the session's pipeline run, where
+    ``<model_base_path>/<version>/`` is the pushed ScaNN serving model (TF Serving layout).
+    For e2e tests of serving code."""
+    model_base = os.path.join(pipeline_run.serving_base, pipeline_run.model_name)
     assert os.listdir(model_base), "the pipeline pushed nothing"
-    return config, model_base
+    return pipeline_run, model_base
+

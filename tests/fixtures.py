@@ -1,5 +1,9 @@
-"""A small hand-written dataset in the data contract, for fast unit tests."""
+"""A small hand-written dataset in the data contract, for fast unit tests; helpers the
+tests share."""
 import csv
+import dataclasses
+import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -78,3 +82,14 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def copy_of_run(config, base):
+    """A copy of a pipeline run (data and root) under ``base``, to run again or change
+    without touching the session's shared run.  The copied metadata store still names the
+    original run's artifacts, which stay where they are and are only read: the copy's data
+    half is a cache hit."""
+    root, data = os.path.join(base, "root"), os.path.join(base, "data")
+    shutil.copytree(config.pipeline_root, root)
+    shutil.copytree(config.data_dir, data)
+    return dataclasses.replace(config, pipeline_root=root, data_dir=data)

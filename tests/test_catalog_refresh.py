@@ -1,9 +1,9 @@
 """Catalogue refresh without retraining (models.catalog_refresh).
 
-Unit tests of the remapping against numpy references, then (e2e) the tiny pipeline once
-and a refresh over a changed catalogue: two items added (one a copy of a trained item's
-content under a new id, one with an unknown subclass and tag), one title changed, one
-item removed.
+Unit tests of the remapping against numpy references, then (e2e) a refresh of the
+session's tiny pipeline run (tests/conftest.py) over a changed catalogue: two items added
+(one a copy of a trained item's content under a new id, one with an unknown subclass and
+tag), one title changed, one item removed.
 """
 import glob
 import json
@@ -89,8 +89,8 @@ def test_check_restored_fails_on_missing_or_reshaped_variables():
         CR.check_restored(module, {})
 
 
-# ---- the tiny pipeline, then a refresh ---------------------------------------------------
-TOP_K = 20
+# ---- the session's pipeline run, then a refresh ------------------------------------------
+TOP_K = 20   # the refresh's own k
 
 
 def _latest(root, component, output):
@@ -100,20 +100,11 @@ def _latest(root, component, output):
 
 
 @pytest.fixture(scope="module")
-def refreshed(tmp_path_factory):
+def refreshed(pipeline_run, tmp_path_factory):
     from components.item_enricher import enrich_examples
-    from pipeline.configs import PipelineConfig
-    from pipeline.runners import local
-    from stars.data import synth, tf_example
+    from stars.data import tf_example
     base = tmp_path_factory.mktemp("refresh")
-    synth.generate(base / "data", "tiny", seed=7)
-    config = PipelineConfig(
-        data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
-        model_preset="tiny", top_k=TOP_K,
-        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True,
-                                    "semantic_match_dim": 16, "successor_source": True}),
-        min_recall_vs_popularity=0.0, min_index_recall=0.0)
-    local.run(config)
+    config = pipeline_run    # read only: the refresh writes under ``base``
     root = config.pipeline_root
     trainer = os.path.join(_latest(root, "StarsTrainer", "model"), "Format-Serving")
     raw = [tf_example.from_example(e) for e in

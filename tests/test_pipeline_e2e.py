@@ -1,9 +1,9 @@
-"""End to end: the WHOLE pipeline on tiny synthetic data, twice.
+"""End to end: the WHOLE pipeline on tiny synthetic data, three times.
 
 Every component runs; the ScaNN serving model is pushed into a TF Serving model
 base path and, loaded in a NEW process, answers K distinct ids for NI and GI.
 The second run finds the first run's blessed model through the resolver and
-pushes a second version next to the first.
+pushes a second version next to the first; the third is not blessed.
 """
 import dataclasses
 import glob
@@ -17,26 +17,17 @@ import tensorflow_model_analysis as tfma
 
 from components import tfma_evaluation
 from models import cold_items, semantic_match, successor_source
-from pipeline.configs import PipelineConfig
 from pipeline.runners import local
-from stars.data import synth
+from tests.fixtures import copy_of_run
 
 pytestmark = pytest.mark.e2e
-TOP_K = 20
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    base = tmp_path_factory.mktemp("whole")
-    synth.generate(base / "data", "tiny", seed=5)
-    config = PipelineConfig(
-        data_dir=str(base / "data"), pipeline_root=str(base / "root"), encoder="hashing:64",
-        model_preset="tiny", top_k=TOP_K,
-        model_overrides=json.dumps({"epochs": 2, "item_trend": True, "semantic_match": True,
-                                    "semantic_match_dim": 16,  # keys: 16 of the text's 64
-                                    "successor_source": True}),
-        min_recall_vs_popularity=0.0, max_regression=1.0)
-    local.run(config)
+def runs(pipeline_run, tmp_path_factory):
+    """The session's run (the first), then two more on a copy of it: the second finds the
+    first's blessed model; the third cannot be blessed."""
+    config = copy_of_run(pipeline_run, tmp_path_factory.mktemp("whole"))
     first = sorted(os.listdir(os.path.join(config.serving_base, "stars")))
     local.run(config)
     # An unreachable blessing threshold: evaluated, not blessed, so never pushed.
@@ -77,7 +68,7 @@ def test_index_report_records_scann_recall(runs):
     config, _ = runs
     report = json.load(open(os.path.join(
         _latest(config.pipeline_root, "IndexBuilder", "serving_model"), "index_report.json")))
-    assert report["k"] == TOP_K and 0.0 <= report["scann_recall_at_k"] <= 1.0
+    assert report["k"] == config.top_k and 0.0 <= report["scann_recall_at_k"] <= 1.0
     assert report["items"] == 150
     # Measured on real user embeddings: h_gen and h_next of sampled eval requests.
     assert report["query_source"] == "user_embeddings"
@@ -142,7 +133,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     for variant in ("ni", "gi"):
         for row in answer[f"{variant}_ids"]:  # the empty history is answered too
-            assert len(row) == TOP_K and len(set(row)) == TOP_K
+            assert len(row) == config.top_k and len(set(row)) == config.top_k
         assert all(a >= b for row in answer[f"{variant}_scores"] for a, b in zip(row, row[1:]))
     # Same answer in this process; the index alone (search) agrees with recommend.
     from stars.saved_model import replay_warmup
@@ -210,7 +201,7 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
         _latest(config.pipeline_root, "StarsTrainer", "model")))
     model.successor_source.weight.assign(2.0)
     module = ServingModule(model, adapter, tft.TFTransformOutput(meta.transform_graph_uri),
-                           catalog.item_ids, "brute_force", TOP_K,
+                           catalog.item_ids, "brute_force", config.top_k,
                            [n[len(F.USER_NUMERIC_PREFIX):] for n in meta.user_numeric],
                            [n[len(F.USER_CATEGORICAL_PREFIX):] for n in meta.user_vocab_sizes])
     signatures = module.signatures()
@@ -243,7 +234,7 @@ def test_served_ni_is_the_exact_top_k_with_the_successor_source(runs):
     np.testing.assert_allclose(after["scores"], answer["ni_scores"], atol=2e-3)
     for row, bonus in ((0, 2.0 * np.log1p(count)), (1, 0.0)):   # row 1: empty history
         full = base[row] + bonus
-        expected = np.argsort(-full)[:TOP_K]
+        expected = np.argsort(-full)[:config.top_k]
         assert answer["ni_ids"][row] == [str(catalog.item_ids[i]) for i in expected]
         np.testing.assert_allclose(answer["ni_scores"][row], full[expected], atol=2e-3)
     # The popularity ranking shipped with the model: the training prior, most popular first.

@@ -6,10 +6,8 @@ refresh publishes release 2 without retraining.  Across the switch every answer 
 200 with k items, none is degraded, none breaks its in-stock filter; after the switch
 the removed product never appears and a session about a new product is answered with
 the other new one (within the index's top K: the tiny model is trained for 2 epochs)."""
-import dataclasses
 import json
 import os
-import shutil
 import threading
 import time
 import urllib.error
@@ -20,6 +18,7 @@ import pytest
 
 from cli import main as cli
 from stars import release as releases
+from tests.fixtures import copy_of_run
 
 pytestmark = pytest.mark.e2e
 
@@ -97,10 +96,8 @@ def test_a_catalogue_refresh_switches_releases_under_load(pushed_model, tmp_path
     from stars.data import contract
     base_config, _ = pushed_model
     # a copy of the whole pipeline (data, root, release 1), so the shared fixture is unchanged
-    root, data = str(tmp_path / "root"), str(tmp_path / "data")
-    shutil.copytree(base_config.pipeline_root, root)
-    shutil.copytree(base_config.data_dir, data)
-    config = dataclasses.replace(base_config, pipeline_root=root, data_dir=data)
+    config = copy_of_run(base_config, tmp_path)
+    root, data = config.pipeline_root, config.data_dir
     first = releases.current(config.releases)
     assert first is not None and first.manifest["source"] == "pipeline"
     assert first.manifest["user_embeddings"]["users"] > 0

@@ -17,8 +17,11 @@ def _eval_examples(config) -> str:
     return max(runs, key=lambda path: int(os.path.basename(path)))
 
 
-def test_two_beam_workers_score_as_one(pushed_model, tmp_path):
+def test_two_beam_workers_score_as_one(pushed_model, tmp_path, monkeypatch):
     config, model_base = pushed_model
+    # A worker that crashes in native code prints its Python stacks (inherited by the
+    # spawned child and its Beam worker processes).
+    monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
     serving_dir = os.path.join(model_base, max(os.listdir(model_base), key=int))
     with open(os.path.join(config.data_dir, "items.csv"), newline="") as f:
         item_ids = sorted(row["item_id"] for row in csv.DictReader(f))
