@@ -13,11 +13,13 @@ at 100k items.  With a remote runner the child only submits it.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 import apache_beam as beam
+import numpy as np
 import tensorflow as tf
 
 from stars import serving_requests as requests
@@ -38,7 +40,10 @@ class _ScoreBatches(beam.DoFn):
 
     def setup(self):
         from stars.saved_model import load_serving_model
-        self._models = {name: load_serving_model(d) for name, d in self._dirs.items()}
+        # An export named twice (the baseline can be the served model itself) is loaded
+        # once: one copy of its ScaNN searcher in the worker.
+        loaded = {d: load_serving_model(d) for d in sorted(set(self._dirs.values()))}
+        self._models = {name: loaded[d] for name, d in self._dirs.items()}
         self._index = {item: i for i, item in enumerate(self._item_ids)}
 
     def process(self, batch: Sequence[bytes]) -> Iterator[str]:
@@ -72,17 +77,45 @@ def build(pipeline: beam.Pipeline, model_dirs: Mapping[str, str], examples_uri: 
                                           file_name_suffix=".json.gz"))
 
 
-def read_rows(rows_dir: str) -> List[dict]:
-    rows: List[dict] = []
+@dataclasses.dataclass(frozen=True)
+class ScoredRows:
+    """The job's rows in columns, sorted by (user, request time): each variant's top K as
+    one int32 array [N, K] (4 bytes an id; 36 in a list of Python ints)."""
+    user_id: List[str]
+    request_timestamp: np.ndarray        # int64 [N]
+    targets: List[List[str]]
+    candidate_set_size: np.ndarray       # int64 [N]
+    top: Dict[str, np.ndarray]           # variant -> int32 [N, K]
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+def read_rows(rows_dir: str) -> ScoredRows:
+    users: List[str] = []
+    times: List[int] = []
+    targets: List[List[str]] = []
+    sizes: List[int] = []
+    tops: Dict[str, List[np.ndarray]] = {}
     for path in storage.glob(storage.join(rows_dir, "rows*.json.gz")):
         with gzip.open(storage.binary_reader(path), "rt") as f:
-            rows.extend(json.loads(line) for line in f)
-    return sorted(rows, key=lambda row: (row["user_id"], row["request_timestamp"]))
+            for line in f:
+                row = json.loads(line)
+                users.append(row["user_id"])
+                times.append(row["request_timestamp"])
+                targets.append(row["targets"])
+                sizes.append(row["candidate_set_size"])
+                for name, top in row["top"].items():
+                    tops.setdefault(name, []).append(np.asarray(top, np.int32))
+    order = sorted(range(len(users)), key=lambda i: (users[i], times[i]))
+    return ScoredRows([users[i] for i in order], np.asarray(times, np.int64)[order],
+                      [targets[i] for i in order], np.asarray(sizes, np.int64)[order],
+                      {name: np.stack(parts)[order] for name, parts in tops.items()})
 
 
 def score(serving_dir: str, baseline_dir: Optional[str], examples_uri: str, split: str,
           item_ids: Sequence[str], max_history: int, rows_dir: str,
-          beam_options: Optional[Dict] = None) -> List[dict]:
+          beam_options: Optional[Dict] = None) -> ScoredRows:
     """The rows of every example of ``split``, scored by a Beam job (options as
     ``PipelineOptions.get_all_options`` gives them; None: in process) started from a
     fresh child process; ``rows_dir`` is scratch space the runner's workers can write."""

@@ -125,17 +125,16 @@ def run(serving_dir: str, examples_uri: str, catalog_uri: str, transform_graph_u
     rows = served_scoring.score(serving_dir, baseline_dir, examples_uri, split, item_ids,
                                 max_history, scratch, beam_options)
     storage.rmtree(scratch)
-    if not rows:
+    if not len(rows):
         raise ValueError(f"the {split!r} split of {examples_uri} has no examples to evaluate")
-    targets = [np.array([index[t] for t in r["targets"] if t in index], np.int64) for r in rows]
-    first_target = [r["targets"][0] if r["targets"] else "" for r in rows]
+    targets = [np.array([index[t] for t in ts if t in index], np.int64) for ts in rows.targets]
+    first_target = [ts[0] if ts else "" for ts in rows.targets]
     slices = pd.DataFrame({
         "category": [categories.get(t, "unknown") for t in first_target],
-        "candidate_set_size": [size_bucket(r["candidate_set_size"]) for r in rows],
+        "candidate_set_size": [size_bucket(int(n)) for n in rows.candidate_set_size],
         "cold_start_target": ["true" if t in index and counts[index[t]] == 0 else "false"
                               for t in first_target]})
-    predictions = {name: np.array([r["top"][name] for r in rows], np.int64)
-                   for name in rows[0]["top"]}
+    predictions = rows.top
     models = {name: f"{name}/" for name in (*predictions, "popularity")}
     popularity_top = np.argsort(-counts, kind="stable")[:max(KS)]
     frame, corpus = evaluate_predictions(predictions, targets, popularity_top, slices,

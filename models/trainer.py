@@ -236,21 +236,24 @@ def user_embedding_variants(config: ModelConfig) -> tuple:
 
 def validation_ranking(file_pattern, data_accessor, tft_output, adapter: InputAdapter,
                        config: ModelConfig):
-    """The eval split's full-catalogue ranking callback (``ValidationRanking``): model
-    inputs kept in memory, each example's whole history masked as already seen, its
-    target(s) held out.  None when the split holds no example."""
+    """The eval split's full-catalogue ranking callback (``ValidationRanking``), streamed
+    from the files at every pass, each batch cut to its history span: each example's whole
+    history masked as already seen, its target(s) held out.  None when the split holds no
+    example."""
     options = tfxio.TensorFlowDatasetOptions(batch_size=256, shuffle=False, num_epochs=1)
-    data = data_accessor.tf_dataset_factory(file_pattern, options,
-                                            tft_output.transformed_metadata.schema)
-    batches, history, targets = [], [], []
-    for inputs, seen in data.map(lambda f: (adapter(f), adapter.history_indices(f))):
-        batches.append(inputs)
-        history += [h[h >= 0].astype(np.int64) for h in numpy_rows(seen)]
-        targets += [t[t >= 0].astype(np.int64) for t in numpy_rows(inputs["targets"])]
-    if not batches:
+
+    def split():  # the same order at every pass: no shuffling, no sloppy interleave
+        data = data_accessor.tf_dataset_factory(file_pattern, options,
+                                                tft_output.transformed_metadata.schema)
+        for inputs, seen in data.map(lambda f: (adapter(f), adapter.history_indices(f))):
+            yield VR.RankingBatch(
+                length_buckets.trim({k: v for k, v in inputs.items()
+                                     if k != length_buckets.POOLS}, adapter.max_history),
+                [h[h >= 0].astype(np.int64) for h in numpy_rows(seen)],
+                [t[t >= 0].astype(np.int64) for t in numpy_rows(inputs["targets"])])
+    if next(iter(split()), None) is None:
         return None
-    return VR.by_span(batches, history, targets, adapter.max_history,
-                      user_embedding_variants(config))
+    return VR.ValidationRanking(split, user_embedding_variants(config))
 
 
 def local_data_accessor():

@@ -84,12 +84,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def copy_of_run(config, base):
-    """A copy of a pipeline run (data and root) under ``base``, to run again or change
-    without touching the session's shared run.  The copied metadata store still names the
-    original run's artifacts, which stay where they are and are only read: the copy's data
-    half is a cache hit."""
-    root, data = os.path.join(base, "root"), os.path.join(base, "data")
+def copy_of_run(config, base, copy_data: bool = False):
+    """A copy of a pipeline run's root under ``base`` (and of its data with ``copy_data``),
+    to run again or change without touching the session's shared run.  The copied metadata
+    store still names the original run's artifacts, which stay where they are and are only
+    read.  On the same data directory the data half is a cache hit; the directory is part
+    of the ExampleGens' cache key, so a copied one is not."""
+    root = os.path.join(base, "root")
     shutil.copytree(config.pipeline_root, root)
-    shutil.copytree(config.data_dir, data)
+    data = config.data_dir
+    if copy_data:
+        data = os.path.join(base, "data")
+        shutil.copytree(config.data_dir, data)
     return dataclasses.replace(config, pipeline_root=root, data_dir=data)

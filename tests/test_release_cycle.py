@@ -96,7 +96,7 @@ def test_a_catalogue_refresh_switches_releases_under_load(pushed_model, tmp_path
     from stars.data import contract
     base_config, _ = pushed_model
     # a copy of the whole pipeline (data, root, release 1), so the shared fixture is unchanged
-    config = copy_of_run(base_config, tmp_path)
+    config = copy_of_run(base_config, tmp_path, copy_data=True)
     root, data = config.pipeline_root, config.data_dir
     first = releases.current(config.releases)
     assert first is not None and first.manifest["source"] == "pipeline"

@@ -148,7 +148,7 @@ def test_choose_weight_keeps_the_best_validation_ndcg_and_matches_re_encoding():
     config = make_config("tiny", max_history=L, semantic_match=True)
     model = _model(catalog, config)
     batches = [_inputs(histories[s:s + 16], targets[s:s + 16]) for s in range(0, 64, 16)]
-    ranking = VR.ValidationRanking(batches, histories, targets, ("gi", "ni"))
+    ranking = VR.ValidationRanking.from_batches(batches, histories, targets, ("gi", "ni"))
     ranking.set_model(model)
     # An untrained model ranks by text alone better than by its random states.
     tried, _ = assert_best_of_grid(SM.choose_weight(model, ranking), SM.WEIGHTS,
@@ -166,7 +166,8 @@ def test_choose_weight_is_none_without_a_match_or_without_ni():
     batches = [_inputs(histories, targets)]
     no_text = _model(catalog, make_config("tiny", "stars_no_text", max_history=L,
                                           semantic_match=True))
-    assert SM.choose_weight(no_text, VR.ValidationRanking(batches, histories, targets)) is None
+    both = VR.ValidationRanking.from_batches(batches, histories, targets)
+    assert SM.choose_weight(no_text, both) is None
     model = _model(catalog, make_config("tiny", max_history=L, semantic_match=True))
-    gi_only = VR.ValidationRanking(batches, histories, targets, ("gi",))
+    gi_only = VR.ValidationRanking.from_batches(batches, histories, targets, ("gi",))
     assert SM.choose_weight(model, gi_only) is None

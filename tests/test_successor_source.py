@@ -181,7 +181,7 @@ def test_choose_weight_keeps_the_best_validation_ndcg_and_ranks_with_the_term():
     sequences = [[h[-1], t[0]] for h, t in zip(histories, targets)]
     model, _, table = _model_with_source(catalog, config, sequences)
     batches = [_inputs(histories[s:s + 16], targets[s:s + 16]) for s in range(0, 64, 16)]
-    ranking = VR.ValidationRanking(batches, histories, targets, ("gi", "ni"))
+    ranking = VR.ValidationRanking.from_batches(batches, histories, targets, ("gi", "ni"))
     ranking.set_model(model)
     plain = ranking.scores()["ni"]
     tried, best = assert_best_of_grid(SS.choose_weight(model, ranking), SS.WEIGHTS,
@@ -191,10 +191,12 @@ def test_choose_weight_keeps_the_best_validation_ndcg_and_ranks_with_the_term():
     # The ranking's NI term is the model's own: its top 10 by the dense scores, brute force.
     queries = ranking.user_queries()["ni"]
     items = model.item_embeddings().numpy()
-    prior = np.concatenate([model.next_prior(b).numpy() for b in ranking.batches])
+    split = list(ranking.split())
+    prior = np.concatenate([model.next_prior(b.inputs).numpy() for b in split])
     scores = queries @ items.T + prior
     hits = []
-    for row, (history, target) in enumerate(zip(ranking.history, ranking.targets)):
+    for row, (history, target) in enumerate(zip([h for b in split for h in b.history],
+                                                [t for b in split for t in b.targets])):
         scores[row, history] = -np.inf
         hits.append(target[0] in np.argsort(-scores[row])[:10])
     assert round(float(np.mean(hits)), 5) == best["val_hr@10"]
@@ -207,11 +209,12 @@ def test_choose_weight_is_none_without_a_source_or_without_ni():
     catalog, histories, targets = _ranking_setup()
     batches = [_inputs(histories, targets)]
     plain = _model(catalog, make_config("tiny", max_history=L))
-    assert SS.choose_weight(plain, VR.ValidationRanking(batches, histories, targets)) is None
+    both = VR.ValidationRanking.from_batches(batches, histories, targets)
+    assert SS.choose_weight(plain, both) is None
     model, _, _ = _model_with_source(catalog, make_config("tiny", max_history=L,
                                                           successor_source=True),
                                      [[h[-1], t[0]] for h, t in zip(histories, targets)])
-    gi_only = VR.ValidationRanking(batches, histories, targets, ("gi",))
+    gi_only = VR.ValidationRanking.from_batches(batches, histories, targets, ("gi",))
     assert SS.choose_weight(model, gi_only) is None
 
 

@@ -41,13 +41,16 @@ def test_eval_ranking_masks_whole_histories_and_holds_out_every_target():
     expected = {(tuple(index[i] for i in h if i in index), tuple(index[i] for i in t
                                                                  if i in index))
                 for h, t in zip(HISTORIES, TARGETS)}
-    got = {(tuple(h), tuple(t)) for h, t in zip(ranking.history, ranking.targets)}
+    split = list(ranking.split())   # streamed from the files, each batch cut to its span
+    history = [h for b in split for h in b.history]
+    got = {(tuple(h), tuple(t)) for h, t in zip(history, [t for b in split for t in b.targets])}
     assert got == expected  # whole histories (not the 2-event window), unknown ids dropped
-    # The model inputs were regrouped by span; each row's latest event is its history's.
-    latest = np.concatenate([b["items"].numpy()[:, -1] for b in ranking.batches])
+    # Each row's latest event is its history's.
+    latest = np.concatenate([b.inputs["items"].numpy()[:, -1] for b in split])
     latest_of = {tuple(index[i] for i in h if i in index): index.get(h[-1], -1)
                  for h in HISTORIES}
-    assert [latest_of[tuple(h)] for h in ranking.history] == latest.tolist()
+    assert [latest_of[tuple(h)] for h in history] == latest.tolist()
+    assert [len(b.targets) for b in ranking.split()] == [len(b.targets) for b in split]
     assert ranking.variants == ("gi", "ni")
     assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_id")).variants == ("gi", "ni")
     assert _ranking(HISTORIES, TARGETS, make_config("tiny", "sasrec_plain")).variants == ("ni",)

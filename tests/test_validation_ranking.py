@@ -61,7 +61,7 @@ def setup():
 
 def test_logs_match_a_numpy_ranking_with_history_masked(setup):
     model, batches, history, targets = setup
-    callback = VR.ValidationRanking(batches, history, targets, ("gi", "ni"))
+    callback = VR.ValidationRanking.from_batches(batches, history, targets, ("gi", "ni"))
     callback.set_model(model)
     logs = {}
     callback.on_epoch_end(0, logs)
@@ -75,7 +75,7 @@ def test_logs_match_a_numpy_ranking_with_history_masked(setup):
 
 def test_scores_from_cached_user_queries_follow_the_item_side(setup):
     model, batches, history, targets = setup
-    callback = VR.ValidationRanking(batches, history, targets, ("gi", "ni"))
+    callback = VR.ValidationRanking.from_batches(batches, history, targets, ("gi", "ni"))
     callback.set_model(model)
     queries = callback.user_queries()
     np.testing.assert_allclose(queries["ni"], model.nxt.numpy())
@@ -89,7 +89,7 @@ def test_a_target_in_the_history_mask_is_never_ranked(setup):
     model, batches, history, targets = setup
     # The target of every example is also in its history: masked, so never a hit.
     history = [np.append(h, t) for h, t in zip(history, targets)]
-    callback = VR.ValidationRanking(batches, history, targets, ("ni",))
+    callback = VR.ValidationRanking.from_batches(batches, history, targets, ("ni",))
     callback.set_model(model)
     logs = {}
     callback.on_epoch_end(0, logs)
@@ -106,7 +106,7 @@ def test_early_stopping_keeps_the_best_epoch_weights(setup):
             model.items.assign(good if epoch == 0 else
                                np.random.default_rng(epoch).normal(size=good.shape) * 0.01)
 
-    callback = VR.ValidationRanking(batches, history, targets, ("ni",))
+    callback = VR.ValidationRanking.from_batches(batches, history, targets, ("ni",))
     stopper = tf.keras.callbacks.EarlyStopping(monitor=VR.MONITOR, mode="max", patience=2,
                                                restore_best_weights=True)
     callbacks = tf.keras.callbacks.CallbackList([Scramble(), callback, stopper], model=model)
@@ -124,11 +124,11 @@ def test_early_stopping_keeps_the_best_epoch_weights(setup):
 def test_bad_arguments_are_rejected(setup):
     model, batches, history, targets = setup
     with pytest.raises(ValueError, match="empty"):
-        VR.ValidationRanking([], history, targets)
+        VR.ValidationRanking.from_batches([], history, targets)
     with pytest.raises(ValueError, match="variants"):
-        VR.ValidationRanking(batches, history, targets, ("rr",))
+        VR.ValidationRanking.from_batches(batches, history, targets, ("rr",))
     with pytest.raises(ValueError, match="histories"):
-        VR.ValidationRanking(batches, history[:-1], targets)
+        VR.ValidationRanking.from_batches(batches, history[:-1], targets)
 
 
 def test_the_models_item_prior_is_added_at_each_examples_request_time(setup):
@@ -137,7 +137,7 @@ def test_the_models_item_prior_is_added_at_each_examples_request_time(setup):
     times = np.arange(len(targets)) * 7 + 5
     for b in batches:
         b["target_timestamp"] = tf.constant(times[b["row"].numpy()], tf.int64)
-    callback = VR.ValidationRanking(batches, history, targets, ("ni",))
+    callback = VR.ValidationRanking.from_batches(batches, history, targets, ("ni",))
     callback.set_model(trend)
     prior = 3.0 * np.eye(len(model.items.numpy()))[times % len(model.items.numpy())]
     hr, ndcg = _numpy_metrics(model.nxt.numpy(), model.items.numpy(), history, targets,
@@ -145,3 +145,43 @@ def test_the_models_item_prior_is_added_at_each_examples_request_time(setup):
     assert callback.scores()["ni"] == (pytest.approx(hr), pytest.approx(ndcg))
     callback.set_model(model)  # the same ranking without the term differs
     assert callback.scores()["ni"] != (pytest.approx(hr), pytest.approx(ndcg))
+
+
+def test_a_streamed_split_is_read_once_a_pass_one_batch_at_a_time(setup):
+    """The Trainer's form: ``split()`` yields the batches anew at every pass, and the
+    callback keeps none of them (memory bounded by the batch, not the split)."""
+    import gc
+    import weakref
+    model, batches, history, targets = setup
+    reference = VR.ValidationRanking.from_batches(batches, history, targets, ("gi", "ni"))
+    reference.set_model(model)
+    passes, alive = [], []
+
+    def split():
+        passes.append(len(passes))
+        yielded = []
+        for b in batches:
+            rows = b["row"].numpy()
+            batch = VR.RankingBatch(dict(b), [np.asarray(history[r]) for r in rows],
+                                    [np.asarray(targets[r]) for r in rows])
+            yielded.append(weakref.ref(batch))
+            gc.collect()
+            # only this batch and the one the callback still holds are alive
+            alive.append(sum(ref() is not None for ref in yielded[:-2]))
+            yield batch
+
+    streamed = VR.ValidationRanking(split, ("gi", "ni"))
+    streamed.set_model(model)
+    assert streamed.scores() == reference.scores() and len(passes) == 1
+    queries = streamed.user_queries()
+    np.testing.assert_allclose(queries["ni"], model.nxt.numpy())
+    assert streamed.scores(queries) == reference.scores() and len(passes) == 3
+    assert len(alive) == 3 * len(batches) and not any(alive)
+    with pytest.raises(ValueError, match="examples"):
+        streamed.scores({"ni": queries["ni"][:-1]})
+    with pytest.raises(ValueError, match="examples"):
+        streamed.scores({"ni": np.concatenate([queries["ni"], queries["ni"][:1]])})
+    empty = VR.ValidationRanking(lambda: iter(()), ("ni",))
+    empty.set_model(model)
+    with pytest.raises(ValueError, match="empty"):
+        empty.scores()
