@@ -34,10 +34,21 @@ def runs(pipeline_run, tmp_path_factory):
     return config, first
 
 
-def _latest(root, component, output):
+def _outputs(root, component, output):
+    """A component's output artifacts, oldest first (a copied root keeps their times)."""
     uris = sorted(glob.glob(os.path.join(root, component, output, "*")), key=os.path.getmtime)
     assert uris, f"{component}.{output} missing"
-    return uris[-1]
+    return uris
+
+
+def _latest(root, component, output):
+    return _outputs(root, component, output)[-1]
+
+
+def _served(root, output):
+    """The Trainer's ``output`` of the first run: the model that was pushed (the second
+    run's was refused)."""
+    return _outputs(root, "StarsTrainer", output)[0]
 
 
 def test_every_component_ran(runs):
@@ -156,7 +167,7 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
     tf.debugging.assert_near(users["h_next"], users["h_next_base"] + offset["offset"], atol=1e-4)
     searched = _as_lists(loaded.signatures["search"](query_embeddings=users["h_next"]))
     selected = json.load(open(os.path.join(
-        _latest(config.pipeline_root, "StarsTrainer", "model_run"), "model_selection.json")))
+        _served(config.pipeline_root, "model_run"), "model_selection.json")))
     if selected["successor_source"]["chosen"] == 0:
         assert searched["ids"] == answer["ni_ids"]
     else:   # NI adds the successors of the latest events; the empty history has none
@@ -166,13 +177,13 @@ print(json.dumps({{k: [[x.decode() if isinstance(x, bytes) else round(float(x), 
 
     from models import trainer as T
     model, _, _, catalog, _ = T.load_trained(path_utils.serving_model_path(
-        _latest(config.pipeline_root, "StarsTrainer", "model")))
+        _served(config.pipeline_root, "model")))
     beta, trend = float(model.item_trend.beta.numpy()), model.item_trend.current().numpy()
     assert beta != 0.0 and trend.any()
     # So is the semantic match: the pushed model holds the weight chosen after training, and
     # the served user embeddings and index carry the text keys beside the learned part.
     selection = json.load(open(os.path.join(
-        _latest(config.pipeline_root, "StarsTrainer", "model_run"), "model_selection.json")))
+        _served(config.pipeline_root, "model_run"), "model_selection.json")))
     assert float(model.semantic_match.weight.numpy()) == selection["semantic_match"]["chosen"]
     assert model.semantic_match.dim == 16
     assert users["h_next"].shape[1] == model.config.serving_dim + model.semantic_match.dim
